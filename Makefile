@@ -1,0 +1,28 @@
+# Two commands do everything on a fresh machine: `make run` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test check install clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check --upgrade pip
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/silo serve --host 127.0.0.1 --port 9700 --data-dir ./.silo
+
+test: $(STAMP)
+	$(BIN)/pytest -q tests
+
+check: $(STAMP)
+	$(BIN)/ruff check silo tests
+	$(BIN)/mypy
+
+clean:
+	rm -rf $(VENV) .silo .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,62 @@
+"""Settings of a silo server: flags win over `SILO_*` environment variables, which win over defaults."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "SILO_"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 9700
+    data_dir: Path = Path(".silo")
+    region: str = "us-east-1"
+    account_id: str = "000000000000"
+    sandbox: str = "process"
+    log_level: str = "info"
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / "silo.db"
+
+    @property
+    def code_dir(self) -> Path:
+        return self.data_dir / "code"
+
+    @property
+    def env_dir(self) -> Path:
+        return self.data_dir / "environments"
+
+
+def _coerce(name: str, raw: str) -> Any:
+    default = getattr(Settings(), name)
+    if isinstance(default, bool):
+        return raw.lower() in ("1", "true", "yes", "on")
+    if isinstance(default, int):
+        try:
+            return int(raw)
+        except ValueError:
+            raise ValueError(f"{ENV_PREFIX}{name.upper()} must be a whole number, got {raw!r}") from None
+    if isinstance(default, Path):
+        return Path(raw)
+    return raw
+
+
+def load_settings(flags: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> Settings:
+    """Build the settings: a flag given on the command line, else `SILO_<NAME>`, else the default."""
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for f in fields(Settings):
+        flag = flags.get(f.name)
+        if flag is not None:
+            values[f.name] = flag if not isinstance(flag, str) else _coerce(f.name, flag)
+        elif ENV_PREFIX + f.name.upper() in environ:
+            values[f.name] = _coerce(f.name, environ[ENV_PREFIX + f.name.upper()])
+    settings = replace(Settings(), **values)
+    return replace(settings, data_dir=settings.data_dir.resolve())

@@ -1,0 +1,117 @@
+"""One exception class per Lambda error code. The api layer renders them in Lambda's wire shape.
+
+Lambda's service model spells the message key `message` for most errors and `Message` for a few
+(ResourceNotFoundException, ServiceException, ...); `message_key` keeps each class right.
+"""
+
+from __future__ import annotations
+
+
+class LambdaError(Exception):
+    """An error the client sees: HTTP status, `x-amzn-ErrorType` and a JSON body."""
+
+    code = "ServiceException"
+    status = 500
+    message_key = "Message"
+    error_type: str | None = "Service"
+
+    def __init__(self, message: str, **members: str) -> None:
+        super().__init__(message)
+        self.message = message
+        self.members = members
+
+    def body(self) -> dict[str, str]:
+        out: dict[str, str] = {}
+        if self.error_type is not None:
+            out["Type"] = self.error_type
+        out[self.message_key] = self.message
+        out.update(self.members)
+        return out
+
+    def headers(self) -> dict[str, str]:
+        return {}
+
+
+class ServiceException(LambdaError):
+    code = "ServiceException"
+    status = 500
+
+
+class ResourceNotFoundException(LambdaError):
+    code = "ResourceNotFoundException"
+    status = 404
+    error_type = "User"
+
+
+class InvalidParameterValueException(LambdaError):
+    code = "InvalidParameterValueException"
+    status = 400
+    message_key = "message"
+    error_type = "User"
+
+
+class ValidationException(LambdaError):
+    code = "ValidationException"
+    status = 400
+    message_key = "message"
+    error_type = None
+
+
+class ResourceConflictException(LambdaError):
+    code = "ResourceConflictException"
+    status = 409
+    message_key = "message"
+    error_type = "User"
+
+
+class PreconditionFailedException(LambdaError):
+    code = "PreconditionFailedException"
+    status = 412
+    message_key = "message"
+    error_type = "User"
+
+
+class InvalidRequestContentException(LambdaError):
+    code = "InvalidRequestContentException"
+    status = 400
+    message_key = "message"
+    error_type = "User"
+
+
+class RequestEntityTooLargeException(LambdaError):
+    """Lambda's model calls it RequestTooLargeException; the wire says RequestEntityTooLargeException."""
+
+    code = "RequestEntityTooLargeException"
+    status = 413
+    message_key = "Message"
+    error_type = None
+
+
+class UnsupportedMediaTypeException(LambdaError):
+    code = "UnsupportedMediaTypeException"
+    status = 415
+    message_key = "message"
+    error_type = "User"
+
+
+class TooManyRequestsException(LambdaError):
+    code = "TooManyRequestsException"
+    status = 429
+    message_key = "message"
+    error_type = "User"
+
+    def __init__(self, message: str, reason: str, retry_after_s: int = 1) -> None:
+        super().__init__(message, Reason=reason)
+        self.retry_after_s = retry_after_s
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after_s)}
+
+
+class NotFoundRoute(LambdaError):
+    """A path no Lambda operation answers to."""
+
+    code = "UnknownOperationException"
+    status = 404
+    message_key = "message"
+    error_type = None

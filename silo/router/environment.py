@@ -1,0 +1,227 @@
+"""One execution environment: a sandboxed runtime process, its Runtime API channel and its log stream.
+
+An environment is bound to at most one tenant for its whole life and runs one invocation at a time.
+A timeout, a crash or an init failure kills it; a dead environment is replaced, never repaired.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from typing import Any
+
+from silo.runtime_api.server import RuntimeChannel, RuntimeReply
+from silo.runtimes import catalog
+from silo.sandbox.base import LaunchSpec, Sandbox, SandboxProcess
+from silo.telemetry import logs
+from silo.types import ColdStart, EnvKey, EnvState, FunctionError, FunctionSpec, Invocation, InvocationResult
+
+log = logging.getLogger(__name__)
+
+# Lambda gives the init phase of an on-demand environment 10 seconds.
+INIT_TIMEOUT_S = 10.0
+
+
+def _error_payload(error_type: str, message: str) -> bytes:
+    return json.dumps({"errorMessage": message, "errorType": error_type}).encode()
+
+
+def runtime_environ(spec: FunctionSpec, stream: str) -> dict[str, str]:
+    """The environment variables of the runtime process: the function's own, then Lambda's reserved ones."""
+    environ = dict(spec.environment)
+    environ.update(
+        {
+            "PATH": "/usr/local/bin:/usr/bin:/bin",
+            "LANG": "en_US.UTF-8",
+            "TZ": ":UTC",
+            "PYTHONUNBUFFERED": "1",
+            "_HANDLER": spec.handler,
+            "AWS_REGION": spec.region,
+            "AWS_DEFAULT_REGION": spec.region,
+            "AWS_EXECUTION_ENV": catalog.execution_env_name(spec.runtime),
+            "AWS_LAMBDA_FUNCTION_NAME": spec.function_name,
+            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(spec.memory_mb),
+            "AWS_LAMBDA_FUNCTION_VERSION": spec.version,
+            "AWS_LAMBDA_INITIALIZATION_TYPE": "on-demand",
+            "AWS_LAMBDA_LOG_GROUP_NAME": spec.log_group,
+            "AWS_LAMBDA_LOG_STREAM_NAME": stream,
+            "AWS_LAMBDA_LOG_FORMAT": spec.log_format,
+            "LAMBDA_TASK_ROOT": str(spec.code_dir),
+            "LAMBDA_RUNTIME_DIR": str(catalog.BUILTIN_PYTHON_BOOTSTRAP.parent),
+        }
+    )
+    return environ
+
+
+async def _first(*aws: asyncio.Future[Any], timeout: float) -> asyncio.Future[Any] | None:
+    """The first of `aws` to finish, or None when `timeout` passes first. Leaves the others running."""
+    done, _ = await asyncio.wait(aws, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    for fut in aws:
+        if fut in done:
+            return fut
+    return None
+
+
+class Environment:
+    """A live environment. The router decides who uses it; this class runs what it is given."""
+
+    def __init__(self, key: EnvKey, spec: FunctionSpec) -> None:
+        self.id = uuid.uuid4().hex
+        self.key = key
+        self.spec = spec
+        self.state = EnvState.STARTING
+        self.retired = False
+        self.last_used = time.monotonic()
+        self.invocations = 0
+        self._process: SandboxProcess | None = None
+        self._channel = RuntimeChannel()
+        self._stream: logs.LogStream | None = None
+        self._exited: asyncio.Future[int] | None = None
+        self._started_at = 0.0
+        self._init_ms: float | None = None
+        self._launch_error: str | None = None
+
+    # Small questions the router asks.
+    def is_idle(self) -> bool:
+        return self.state is EnvState.IDLE and not self.retired
+
+    def is_dead(self) -> bool:
+        return self.state is EnvState.DEAD
+
+    @property
+    def revision_id(self) -> str:
+        return self.spec.revision_id
+
+    async def start(self, sandbox: Sandbox) -> None:
+        """Launch the runtime; init runs in the background and `invoke` waits for it."""
+        self._started_at = time.monotonic()
+        stream = logs.stream_name(self.spec.version)
+        spec = LaunchSpec(
+            env_id=self.id,
+            argv=catalog.launch_command(self.spec.runtime, self.spec.code_dir),
+            environ=runtime_environ(self.spec, stream),
+            code_dir=self.spec.code_dir,
+            memory_mb=self.spec.memory_mb,
+            ephemeral_mb=self.spec.ephemeral_mb,
+        )
+        try:
+            self._process = await sandbox.launch(spec)
+        except (OSError, ValueError) as exc:
+            # The runtime could not even be started: a custom runtime without an executable bootstrap.
+            self._launch_error = str(exc)
+            self.state = EnvState.DEAD
+            return
+        self._stream = logs.LogStream(stream, self._process.output_fd)
+        self._channel.on_output_flush = self._stream.drain
+        await self._channel.start(self._process.runtime_api_socket)
+        self._exited = asyncio.ensure_future(self._process.wait())
+
+    async def invoke(self, inv: Invocation) -> InvocationResult:
+        """Run one invocation to its end: an answer, a function error, a timeout or a crash."""
+        self.invocations += 1
+        self.last_used = time.monotonic()
+        if self._process is None or self._stream is None or self._exited is None:
+            return InvocationResult(
+                _error_payload(
+                    "Runtime.InvalidEntrypoint",
+                    f"RequestId: {inv.request_id} Error: could not start the runtime: {self._launch_error}",
+                ),
+                FunctionError.UNHANDLED,
+                executed_version=self.spec.version,
+                cold_start=ColdStart.FULL,
+            )
+        cold = self._init_ms is None
+        self._stream.begin(inv.request_id, self.spec.version)
+        t0 = time.monotonic()
+        payload, error = await self._run(inv)
+        duration_ms = (time.monotonic() - t0) * 1000
+        if cold and self._init_ms is not None:
+            duration_ms = max(0.0, duration_ms - self._init_ms)
+        report = logs.report_line(inv.request_id, duration_ms, self.spec.memory_mb, None,
+                                  self._init_ms if cold else None)
+        record = self._stream.end(inv.request_id, report)
+        return InvocationResult(
+            payload,
+            error,
+            executed_version=self.spec.version,
+            log_tail=logs.tail(record) if inv.want_log_tail else b"",
+            cold_start=ColdStart.FULL if cold else ColdStart.WARM,
+            init_duration_ms=self._init_ms if cold else None,
+            duration_ms=duration_ms,
+        )
+
+    async def _run(self, inv: Invocation) -> tuple[bytes, FunctionError | None]:
+        assert self._exited is not None and self._stream is not None  # checked by invoke()
+        if self._init_ms is None:
+            first = await _first(self._channel.initialized, self._exited, timeout=INIT_TIMEOUT_S)
+            if first is None:
+                self.kill()
+                return _error_payload(
+                    "Runtime.InitTimeout", f"RequestId: {inv.request_id} Error: init did not finish within "
+                    f"{INIT_TIMEOUT_S:.0f} seconds"), FunctionError.UNHANDLED
+            self._init_ms = (time.monotonic() - self._started_at) * 1000
+            if first is self._exited:
+                return self._exit_error(inv), FunctionError.UNHANDLED
+            init_reply: RuntimeReply | None = first.result()
+            if init_reply is not None:
+                # The runtime reported a failed init; it is of no further use.
+                self.kill()
+                return init_reply.body, FunctionError.UNHANDLED
+        deadline_ms = int(time.time() * 1000) + self.spec.timeout_s * 1000
+        reply_fut = self._channel.submit(inv, deadline_ms)
+        first = await _first(reply_fut, self._exited, timeout=self.spec.timeout_s)
+        if first is None:
+            reply_fut.cancel()
+            self.kill()
+            self._stream.platform(
+                f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime())}Z {inv.request_id} "
+                f"Task timed out after {self.spec.timeout_s:.2f} seconds\n"
+            )
+            return _error_payload(
+                "Sandbox.Timedout",
+                f"RequestId: {inv.request_id} Error: Task timed out after {self.spec.timeout_s:.2f} seconds",
+            ), FunctionError.UNHANDLED
+        if first is self._exited:
+            reply_fut.cancel()
+            return self._exit_error(inv), FunctionError.UNHANDLED
+        reply: RuntimeReply = first.result()
+        if reply.kind == "response":
+            return reply.body, None
+        if reply.kind == "init_error":
+            self.kill()
+        return reply.body, FunctionError.UNHANDLED
+
+    def _exit_error(self, inv: Invocation) -> bytes:
+        assert self._exited is not None
+        self.state = EnvState.DEAD
+        code = self._exited.result()
+        reason = (
+            f"Runtime exited with error: signal: {-code}" if code < 0
+            else f"Runtime exited with error: exit status {code}" if code
+            else "Runtime exited without providing a reason"
+        )
+        return _error_payload("Runtime.ExitError", f"RequestId: {inv.request_id} Error: {reason}")
+
+    def kill(self) -> None:
+        """Mark dead and kill the process; `close` finishes the clean-up."""
+        self.state = EnvState.DEAD
+        if self._process is not None:
+            self._process.kill()
+
+    @property
+    def alive(self) -> bool:
+        return self.state is not EnvState.DEAD and (self._exited is None or not self._exited.done())
+
+    async def close(self) -> None:
+        """Kill the environment and remove everything it left."""
+        self.kill()
+        if self._stream is not None:
+            self._stream.close()
+        await self._channel.close()
+        if self._process is not None:
+            await self._process.cleanup()
+        if self._exited is not None and not self._exited.done():
+            self._exited.cancel()

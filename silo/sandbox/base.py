@@ -1,0 +1,69 @@
+"""The interface every environment backend implements.
+
+A backend turns a `LaunchSpec` into a running runtime process (`SandboxProcess`) that talks to silo
+only through the Runtime API on the listening socket the backend hands back. The router and the api
+never see more than this, so the jail, gVisor and the development backend plug in alike.
+"""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class LaunchSpec:
+    """Everything a backend needs to start one environment."""
+
+    env_id: str
+    argv: list[str]
+    environ: dict[str, str]
+    code_dir: Path
+    memory_mb: int
+    ephemeral_mb: int
+
+
+class SandboxProcess(Protocol):
+    """A started environment, as the daemon holds it."""
+
+    @property
+    def env_id(self) -> str: ...
+
+    @property
+    def pid(self) -> int: ...
+
+    @property
+    def runtime_api_socket(self) -> socket.socket:
+        """A listening socket; the daemon serves the environment's Runtime API on it."""
+        ...
+
+    @property
+    def output_fd(self) -> int:
+        """Read end of the environment's stdout and stderr, non-blocking."""
+        ...
+
+    @property
+    def exit_code(self) -> int | None: ...
+
+    async def wait(self) -> int:
+        """Wait until the runtime process has exited; return its exit status (negative: killed by signal)."""
+        ...
+
+    def kill(self) -> None:
+        """Kill everything of the environment at once. Safe to call many times."""
+        ...
+
+    async def cleanup(self) -> None:
+        """After exit: remove what the environment left (its directory, descriptors, mounts)."""
+        ...
+
+
+class Sandbox(Protocol):
+    """An environment backend."""
+
+    name: str
+    isolates: bool
+
+    async def launch(self, spec: LaunchSpec) -> SandboxProcess: ...

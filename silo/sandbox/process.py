@@ -1,0 +1,168 @@
+"""The development backend: each environment is a plain process. IT DOES NOT ISOLATE TENANTS.
+
+It exists for machines where silo cannot run as root. Each environment still gets its own
+directory and its own private `/tmp` (a bind mount in a mount namespace of its own: as root
+directly, otherwise inside an unprivileged user namespace), so that per-tenant `/tmp` state behaves
+as on Lambda. Processes, network, memory and the rest of the filesystem are shared with the host.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+from silo.jail import syscalls
+from silo.sandbox.base import LaunchSpec
+
+log = logging.getLogger(__name__)
+
+WARNING = (
+    "the 'process' sandbox backend does NOT isolate tenants: environments are plain processes that "
+    "share the host's processes, network and files (each has only a private /tmp). Use it for "
+    "development only; run silo as root with the default 'jail' backend for real isolation."
+)
+
+
+def _private_tmp_setup(tmp_dir: str, as_root: bool, uid: int, gid: int) -> Callable[[], None]:
+    """Runs in the child between fork and exec: give it a mount namespace with `/tmp` bound to its own dir."""
+
+    def setup() -> None:
+        if as_root:
+            syscalls.unshare(syscalls.CLONE_NEWNS)
+        else:
+            # An unprivileged user may create a mount namespace only inside a user namespace of its own,
+            # where it maps itself to itself so that files keep their real owner.
+            syscalls.unshare(syscalls.CLONE_NEWUSER | syscalls.CLONE_NEWNS)
+            with open("/proc/self/setgroups", "w") as f:
+                f.write("deny")
+            with open("/proc/self/uid_map", "w") as f:
+                f.write(f"{uid} {uid} 1")
+            with open("/proc/self/gid_map", "w") as f:
+                f.write(f"{gid} {gid} 1")
+        # Private propagation first, or the bind below would leak back into the host's namespace.
+        syscalls.mount(None, "/", None, syscalls.MS_REC | syscalls.MS_PRIVATE)
+        syscalls.mount(tmp_dir, "/tmp", None, syscalls.MS_BIND)
+
+    return setup
+
+
+class PlainProcess:
+    """One running environment of the development backend."""
+
+    def __init__(self, env_id: str, popen: subprocess.Popen[bytes], env_dir: Path,
+                 listen_sock: socket.socket, output_fd: int) -> None:
+        self._env_id = env_id
+        self._popen = popen
+        self._env_dir = env_dir
+        self._sock = listen_sock
+        self._output_fd = output_fd
+        self._exited: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._pidfd = os.pidfd_open(popen.pid)
+        asyncio.get_running_loop().add_reader(self._pidfd, self._reap)
+
+    def _reap(self) -> None:
+        pid, status = os.waitpid(self._popen.pid, os.WNOHANG)
+        if pid == 0:
+            return
+        code = os.waitstatus_to_exitcode(status)
+        self._popen.returncode = code  # tells Popen it was reaped, so it does not warn later
+        loop = asyncio.get_running_loop()
+        loop.remove_reader(self._pidfd)
+        os.close(self._pidfd)
+        if not self._exited.done():
+            self._exited.set_result(code)
+
+    @property
+    def env_id(self) -> str:
+        return self._env_id
+
+    @property
+    def pid(self) -> int:
+        return self._popen.pid
+
+    @property
+    def runtime_api_socket(self) -> socket.socket:
+        return self._sock
+
+    @property
+    def output_fd(self) -> int:
+        return self._output_fd
+
+    @property
+    def exit_code(self) -> int | None:
+        return self._exited.result() if self._exited.done() else None
+
+    async def wait(self) -> int:
+        return await asyncio.shield(self._exited)
+
+    def kill(self) -> None:
+        if self._exited.done():
+            return
+        # The runtime leads its own session, so its group holds whatever it started too.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self._popen.pid, signal.SIGKILL)
+
+    async def cleanup(self) -> None:
+        self.kill()
+        await self.wait()
+        self._sock.close()
+        with contextlib.suppress(OSError):
+            os.close(self._output_fd)
+        await asyncio.get_running_loop().run_in_executor(
+            None, lambda: shutil.rmtree(self._env_dir, ignore_errors=True)
+        )
+
+
+class ProcessSandbox:
+    """Development backend: plain processes with a private /tmp each. Not an isolation boundary."""
+
+    name = "process"
+    isolates = False
+
+    def __init__(self, env_root: Path) -> None:
+        self._env_root = env_root
+        self._env_root.mkdir(parents=True, exist_ok=True)
+        self._as_root = os.geteuid() == 0
+        log.warning(WARNING)
+
+    async def launch(self, spec: LaunchSpec) -> PlainProcess:
+        env_dir = self._env_root / spec.env_id
+        tmp_dir = env_dir / "tmp"
+        tmp_dir.mkdir(parents=True)
+        os.chmod(tmp_dir, 0o1777)
+        listen_sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        read_fd, write_fd = os.pipe()
+        try:
+            listen_sock.bind(("127.0.0.1", 0))
+            listen_sock.listen(16)
+            listen_sock.setblocking(False)
+            host, port = listen_sock.getsockname()
+            environ = dict(spec.environ, AWS_LAMBDA_RUNTIME_API=f"{host}:{port}")
+            popen = subprocess.Popen(
+                spec.argv,
+                env=environ,
+                cwd=spec.code_dir,
+                stdin=subprocess.DEVNULL,
+                stdout=write_fd,
+                stderr=write_fd,
+                start_new_session=True,
+                close_fds=True,
+                preexec_fn=_private_tmp_setup(str(tmp_dir), self._as_root, os.getuid(), os.getgid()),
+            )
+        except BaseException:
+            listen_sock.close()
+            os.close(read_fd)
+            shutil.rmtree(env_dir, ignore_errors=True)
+            raise
+        finally:
+            os.close(write_fd)
+        os.set_blocking(read_fd, False)
+        return PlainProcess(spec.env_id, popen, env_dir, listen_sock, read_fd)

@@ -1,0 +1,86 @@
+"""Value types shared by every layer. This module imports nothing from silo."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True, slots=True)
+class EnvKey:
+    """Which environments may serve an invocation: one function version, one tenant (or none)."""
+
+    function_arn: str
+    version: str
+    tenant_id: str | None
+
+
+class EnvState(enum.Enum):
+    """Life of an environment. It never goes back to STEM and never changes tenant."""
+
+    STARTING = "starting"
+    STEM = "stem"
+    IDLE = "idle"
+    BUSY = "busy"
+    DEAD = "dead"
+
+
+@dataclass(frozen=True, slots=True)
+class FunctionSpec:
+    """What it takes to start and drive an environment of one function version."""
+
+    function_name: str
+    function_arn: str
+    version: str
+    revision_id: str
+    runtime: str
+    handler: str
+    code_dir: Path
+    memory_mb: int
+    timeout_s: int
+    ephemeral_mb: int
+    environment: dict[str, str]
+    per_tenant: bool
+    log_format: str = "Text"
+    log_group: str = ""
+    region: str = "us-east-1"
+
+
+@dataclass(slots=True)
+class Invocation:
+    """One call of a function as the runtime will receive it."""
+
+    request_id: str
+    payload: bytes
+    tenant_id: str | None
+    invoked_arn: str
+    client_context: str | None = None
+    want_log_tail: bool = False
+
+
+class FunctionError(enum.Enum):
+    """How the call failed inside the function, as `X-Amz-Function-Error` reports it."""
+
+    UNHANDLED = "Unhandled"
+
+
+class ColdStart(enum.Enum):
+    """How the environment that served a call came to be."""
+
+    WARM = "warm"
+    FULL = "full"
+
+
+@dataclass(slots=True)
+class InvocationResult:
+    """The function's answer: its payload, or an error payload with `function_error` set."""
+
+    payload: bytes
+    function_error: FunctionError | None = None
+    executed_version: str = "$LATEST"
+    log_tail: bytes = b""
+    cold_start: ColdStart = ColdStart.WARM
+    init_duration_ms: float | None = None
+    duration_ms: float = 0.0
+    extra: dict[str, str] = field(default_factory=dict)

@@ -1,0 +1,159 @@
+"""A real `silo serve` for the compatibility tests, driven by boto3 and the AWS CLI."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from botocore.config import Config
+
+CREDENTIALS = {"AWS_ACCESS_KEY_ID": "silo-test", "AWS_SECRET_ACCESS_KEY": "silo-test", "AWS_DEFAULT_REGION": "us-east-1"}
+ROLE = "arn:aws:iam::000000000000:role/silo-test"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class SiloServer:
+    """One `silo serve` process; `restart()` stops it and starts a new one on the same data dir."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.port = free_port()
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self.log_path = data_dir.parent / "silo-serve.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        log = open(self.log_path, "ab")  # noqa: SIM115 - the child keeps writing to it
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "silo", "serve", "--port", str(self.port), "--data-dir", str(self.data_dir)],
+            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **CREDENTIALS},
+        )
+        log.close()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"silo serve exited with {self.proc.returncode}:\n{self.log()}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"silo serve did not listen within 30 s:\n{self.log()}")
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+@pytest.fixture(scope="session")
+def silo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SiloServer]:
+    server = SiloServer(tmp_path_factory.mktemp("silo") / "data")
+    server.start()
+    yield server
+    server.stop()
+
+
+def make_client(endpoint: str, read_timeout: int = 120) -> Any:
+    return boto3.client(
+        "lambda",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="silo-test",
+        aws_secret_access_key="silo-test",
+        config=Config(read_timeout=read_timeout, retries={"max_attempts": 1, "mode": "standard"}),
+    )
+
+
+@pytest.fixture()
+def lambda_client(silo_server: SiloServer) -> Any:
+    return make_client(silo_server.endpoint)
+
+
+@pytest.fixture()
+def aws_cli(silo_server: SiloServer) -> Any:
+    aws = str(Path(sys.executable).parent / "aws")
+
+    def run(*args: str, check: bool = False) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [aws, *args, "--endpoint-url", silo_server.endpoint, "--region", "us-east-1"],
+            capture_output=True, text=True, timeout=120, check=check,
+            env={**os.environ, **CREDENTIALS, "AWS_PAGER": ""},
+        )
+
+    return run
+
+
+def zip_files(files: dict[str, str | bytes], modes: dict[str, int] | None = None) -> bytes:
+    """A code zip from {path: content}; `modes` sets unix permissions (e.g. an executable bootstrap)."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, content in files.items():
+            info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+            info.external_attr = (0o100000 | (modes or {}).get(name, 0o644)) << 16
+            info.compress_type = zipfile.ZIP_DEFLATED
+            zf.writestr(info, content)
+    return buf.getvalue()
+
+
+def python_runtime() -> str:
+    return f"python3.{sys.version_info.minor}"
+
+
+@pytest.fixture()
+def unique_name(request: pytest.FixtureRequest) -> str:
+    base = "".join(c if c.isalnum() else "-" for c in request.node.name)[:40].strip("-")
+    return f"{base}-{os.urandom(3).hex()}"
+
+
+def create_python_function(client: Any, name: str, source: str, *, per_tenant: bool = False,
+                           handler: str = "app.handler", **extra: Any) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {
+        "FunctionName": name,
+        "Runtime": python_runtime(),
+        "Role": ROLE,
+        "Handler": handler,
+        "Code": {"ZipFile": zip_files({"app.py": source})},
+        **extra,
+    }
+    if per_tenant:
+        kwargs["TenancyConfig"] = {"TenantIsolationMode": "PER_TENANT"}
+    config: dict[str, Any] = client.create_function(**kwargs)
+    client.get_waiter("function_active_v2").wait(FunctionName=name)
+    return config
+
+
+def payload_of(response: dict[str, Any]) -> Any:
+    return json.loads(response["Payload"].read())
