@@ -56,3 +56,35 @@ def mount(source: str | None, target: str, fstype: str | None, flags: int, data:
 
 def umount(target: str, flags: int = 0) -> None:
     _check(_libc.umount2(_b(target), flags), f"umount({target!r})")
+
+
+MNT_DETACH = 2
+SYS_PIVOT_ROOT = 155  # x86_64; glibc has no wrapper
+PR_SET_PDEATHSIG = 1
+PR_CAPBSET_DROP = 24
+PR_SET_NO_NEW_PRIVS = 38
+PR_GET_NO_NEW_PRIVS = 39
+
+_libc.syscall.restype = ctypes.c_long
+_libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+_libc.sethostname.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
+
+
+def pivot_root(new_root: str, put_old: str) -> None:
+    _check(
+        _libc.syscall(SYS_PIVOT_ROOT, ctypes.c_char_p(new_root.encode()), ctypes.c_char_p(put_old.encode())),
+        f"pivot_root({new_root!r}, {put_old!r})",
+    )
+
+
+def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:
+    result = int(_libc.prctl(option, arg2, arg3, arg4, arg5))
+    if result < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"prctl({option}, {arg2}): {os.strerror(err)}")
+    return result
+
+
+def sethostname(name: str) -> None:
+    raw = name.encode()
+    _check(_libc.sethostname(raw, len(raw)), f"sethostname({name!r})")

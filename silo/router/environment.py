@@ -9,8 +9,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 from silo.runtime_api.server import RuntimeChannel, RuntimeReply
@@ -34,7 +36,6 @@ def runtime_environ(spec: FunctionSpec, stream: str) -> dict[str, str]:
     environ = dict(spec.environment)
     environ.update(
         {
-            "PATH": "/usr/local/bin:/usr/bin:/bin",
             "LANG": "en_US.UTF-8",
             "TZ": ":UTC",
             "PYTHONUNBUFFERED": "1",
@@ -49,11 +50,18 @@ def runtime_environ(spec: FunctionSpec, stream: str) -> dict[str, str]:
             "AWS_LAMBDA_LOG_GROUP_NAME": spec.log_group,
             "AWS_LAMBDA_LOG_STREAM_NAME": stream,
             "AWS_LAMBDA_LOG_FORMAT": spec.log_format,
-            "LAMBDA_TASK_ROOT": str(spec.code_dir),
-            "LAMBDA_RUNTIME_DIR": str(catalog.BUILTIN_PYTHON_BOOTSTRAP.parent),
         }
     )
     return environ
+
+
+def _check_bootstrap(code_dir: Path) -> None:
+    """A custom runtime starts from an executable `bootstrap` at the root of its code, as on Lambda."""
+    bootstrap = code_dir / "bootstrap"
+    if not bootstrap.is_file():
+        raise ValueError("Couldn't find valid bootstrap(s): [/var/task/bootstrap]")
+    if not os.access(bootstrap, os.X_OK):
+        raise ValueError("the bootstrap at the root of the code is not executable (chmod +x before zipping)")
 
 
 async def _first(*aws: asyncio.Future[Any], timeout: float) -> asyncio.Future[Any] | None:
@@ -101,13 +109,15 @@ class Environment:
         stream = logs.stream_name(self.spec.version)
         spec = LaunchSpec(
             env_id=self.id,
-            argv=catalog.launch_command(self.spec.runtime, self.spec.code_dir),
+            runtime=self.spec.runtime,
             environ=runtime_environ(self.spec, stream),
             code_dir=self.spec.code_dir,
             memory_mb=self.spec.memory_mb,
             ephemeral_mb=self.spec.ephemeral_mb,
         )
         try:
+            if catalog.is_custom(self.spec.runtime):
+                _check_bootstrap(self.spec.code_dir)
             self._process = await sandbox.launch(spec)
         except (OSError, ValueError) as exc:
             # The runtime could not even be started: a custom runtime without an executable bootstrap.
@@ -140,8 +150,9 @@ class Environment:
         duration_ms = (time.monotonic() - t0) * 1000
         if cold and self._init_ms is not None:
             duration_ms = max(0.0, duration_ms - self._init_ms)
-        report = logs.report_line(inv.request_id, duration_ms, self.spec.memory_mb, None,
-                                  self._init_ms if cold else None)
+        report = logs.report_line(
+            inv.request_id, duration_ms, self.spec.memory_mb, None, self._init_ms if cold else None
+        )
         record = self._stream.end(inv.request_id, report)
         return InvocationResult(
             payload,
@@ -160,8 +171,9 @@ class Environment:
             if first is None:
                 self.kill()
                 return _error_payload(
-                    "Runtime.InitTimeout", f"RequestId: {inv.request_id} Error: init did not finish within "
-                    f"{INIT_TIMEOUT_S:.0f} seconds"), FunctionError.UNHANDLED
+                    "Runtime.InitTimeout",
+                    f"RequestId: {inv.request_id} Error: init did not finish within {INIT_TIMEOUT_S:.0f} seconds",
+                ), FunctionError.UNHANDLED
             self._init_ms = (time.monotonic() - self._started_at) * 1000
             if first is self._exited:
                 return self._exit_error(inv), FunctionError.UNHANDLED
@@ -199,8 +211,10 @@ class Environment:
         self.state = EnvState.DEAD
         code = self._exited.result()
         reason = (
-            f"Runtime exited with error: signal: {-code}" if code < 0
-            else f"Runtime exited with error: exit status {code}" if code
+            f"Runtime exited with error: signal: {-code}"
+            if code < 0
+            else f"Runtime exited with error: exit status {code}"
+            if code
             else "Runtime exited without providing a reason"
         )
         return _error_payload("Runtime.ExitError", f"RequestId: {inv.request_id} Error: {reason}")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import os
-import re
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -51,9 +50,7 @@ def _candidate_dirs() -> list[Path]:
 
 def _probe(path: Path, runtime: str) -> Interpreter | None:
     try:
-        out = subprocess.run(
-            [str(path), "-c", _PROBE], capture_output=True, text=True, timeout=15, check=False
-        )
+        out = subprocess.run([str(path), "-c", _PROBE], capture_output=True, text=True, timeout=15, check=False)
     except (OSError, subprocess.TimeoutExpired):
         return None
     lines = out.stdout.split()
@@ -86,18 +83,18 @@ def is_custom(runtime: str) -> bool:
     return runtime in CUSTOM_RUNTIMES
 
 
-def launch_command(runtime: str, code_dir: Path) -> list[str]:
-    """The argv that starts the runtime of an environment; its Runtime API client is inside."""
+def launch_command(runtime: str, task_root: str, runtime_dir: str, python: str | None = None) -> list[str]:
+    """The argv that starts the runtime of an environment, as paths look from inside the environment.
+
+    `python` is where the environment sees the runtime's interpreter (default: where the host has it).
+    """
     if is_custom(runtime):
-        return [str(code_dir / "bootstrap")]
-    interpreter = python_interpreters()[runtime]
-    # -s: the host user's site-packages must not leak into the function; -B: the code is read-only.
-    return [str(interpreter.executable), "-s", "-B", str(BUILTIN_PYTHON_BOOTSTRAP)]
+        return [f"{task_root}/bootstrap"]
+    exe = python or str(python_interpreters()[runtime].executable)
+    # -s: no user site-packages; -B: the code is read-only, so writing bytecode would only fail.
+    return [exe, "-s", "-B", f"{runtime_dir}/{BUILTIN_PYTHON_BOOTSTRAP.name}"]
 
 
 def execution_env_name(runtime: str) -> str:
     """`AWS_EXECUTION_ENV` as Lambda sets it, e.g. `AWS_Lambda_python3.12`."""
     return f"AWS_Lambda_{runtime}"
-
-
-RUNTIME_PATTERN = re.compile(r"[a-z0-9.]+")

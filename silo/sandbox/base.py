@@ -15,10 +15,15 @@ from typing import Protocol
 
 @dataclass(frozen=True, slots=True)
 class LaunchSpec:
-    """Everything a backend needs to start one environment."""
+    """Everything a backend needs to start one environment.
+
+    `environ` holds the function's variables and Lambda's reserved ones; the backend adds those that
+    depend on where things are inside the environment (`LAMBDA_TASK_ROOT`, `LAMBDA_RUNTIME_DIR`,
+    `AWS_LAMBDA_RUNTIME_API`, `PATH`) and chooses the runtime's argv.
+    """
 
     env_id: str
-    argv: list[str]
+    runtime: str
     environ: dict[str, str]
     code_dir: Path
     memory_mb: int

@@ -20,7 +20,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from silo.jail import syscalls
+from silo.runtimes import catalog
 from silo.sandbox.base import LaunchSpec
+from silo.sandbox.child import ChildWatch
 
 log = logging.getLogger(__name__)
 
@@ -31,8 +33,12 @@ WARNING = (
 )
 
 
-def _private_tmp_setup(tmp_dir: str, as_root: bool, uid: int, gid: int) -> Callable[[], None]:
-    """Runs in the child between fork and exec: give it a mount namespace with `/tmp` bound to its own dir."""
+def _private_tmp_setup(tmp_dir: str, code_dir: str, as_root: bool, uid: int, gid: int) -> Callable[[], None]:
+    """Runs in the child between fork and exec: give it a mount namespace with `/tmp` bound to its own dir.
+
+    When the function's code itself lives under the host's /tmp (a data directory there), it is bound
+    into the private /tmp at the same path first, or the new /tmp would hide it.
+    """
 
     def setup() -> None:
         if as_root:
@@ -49,7 +55,11 @@ def _private_tmp_setup(tmp_dir: str, as_root: bool, uid: int, gid: int) -> Calla
                 f.write(f"{gid} {gid} 1")
         # Private propagation first, or the bind below would leak back into the host's namespace.
         syscalls.mount(None, "/", None, syscalls.MS_REC | syscalls.MS_PRIVATE)
-        syscalls.mount(tmp_dir, "/tmp", None, syscalls.MS_BIND)
+        if code_dir.startswith("/tmp/"):
+            inner = tmp_dir + code_dir[len("/tmp") :]
+            os.makedirs(inner, exist_ok=True)
+            syscalls.mount(code_dir, inner, None, syscalls.MS_BIND)
+        syscalls.mount(tmp_dir, "/tmp", None, syscalls.MS_BIND | syscalls.MS_REC)
 
     return setup
 
@@ -57,28 +67,14 @@ def _private_tmp_setup(tmp_dir: str, as_root: bool, uid: int, gid: int) -> Calla
 class PlainProcess:
     """One running environment of the development backend."""
 
-    def __init__(self, env_id: str, popen: subprocess.Popen[bytes], env_dir: Path,
-                 listen_sock: socket.socket, output_fd: int) -> None:
+    def __init__(
+        self, env_id: str, popen: subprocess.Popen[bytes], env_dir: Path, listen_sock: socket.socket, output_fd: int
+    ) -> None:
         self._env_id = env_id
-        self._popen = popen
+        self._child = ChildWatch(popen)
         self._env_dir = env_dir
         self._sock = listen_sock
         self._output_fd = output_fd
-        self._exited: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._pidfd = os.pidfd_open(popen.pid)
-        asyncio.get_running_loop().add_reader(self._pidfd, self._reap)
-
-    def _reap(self) -> None:
-        pid, status = os.waitpid(self._popen.pid, os.WNOHANG)
-        if pid == 0:
-            return
-        code = os.waitstatus_to_exitcode(status)
-        self._popen.returncode = code  # tells Popen it was reaped, so it does not warn later
-        loop = asyncio.get_running_loop()
-        loop.remove_reader(self._pidfd)
-        os.close(self._pidfd)
-        if not self._exited.done():
-            self._exited.set_result(code)
 
     @property
     def env_id(self) -> str:
@@ -86,7 +82,7 @@ class PlainProcess:
 
     @property
     def pid(self) -> int:
-        return self._popen.pid
+        return self._child.popen.pid
 
     @property
     def runtime_api_socket(self) -> socket.socket:
@@ -98,17 +94,17 @@ class PlainProcess:
 
     @property
     def exit_code(self) -> int | None:
-        return self._exited.result() if self._exited.done() else None
+        return self._child.exit_code
 
     async def wait(self) -> int:
-        return await asyncio.shield(self._exited)
+        return await self._child.wait()
 
     def kill(self) -> None:
-        if self._exited.done():
+        if self._child.exited.done():
             return
         # The runtime leads its own session, so its group holds whatever it started too.
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self._popen.pid, signal.SIGKILL)
+            os.killpg(self.pid, signal.SIGKILL)
 
     async def cleanup(self) -> None:
         self.kill()
@@ -116,9 +112,7 @@ class PlainProcess:
         self._sock.close()
         with contextlib.suppress(OSError):
             os.close(self._output_fd)
-        await asyncio.get_running_loop().run_in_executor(
-            None, lambda: shutil.rmtree(self._env_dir, ignore_errors=True)
-        )
+        await asyncio.get_running_loop().run_in_executor(None, lambda: shutil.rmtree(self._env_dir, ignore_errors=True))
 
 
 class ProcessSandbox:
@@ -145,9 +139,16 @@ class ProcessSandbox:
             listen_sock.listen(16)
             listen_sock.setblocking(False)
             host, port = listen_sock.getsockname()
-            environ = dict(spec.environ, AWS_LAMBDA_RUNTIME_API=f"{host}:{port}")
+            runtime_dir = str(catalog.BUILTIN_PYTHON_BOOTSTRAP.parent)
+            environ = dict(
+                spec.environ,
+                AWS_LAMBDA_RUNTIME_API=f"{host}:{port}",
+                LAMBDA_TASK_ROOT=str(spec.code_dir),
+                LAMBDA_RUNTIME_DIR=runtime_dir,
+                PATH="/usr/local/bin:/usr/bin:/bin",
+            )
             popen = subprocess.Popen(
-                spec.argv,
+                catalog.launch_command(spec.runtime, str(spec.code_dir), runtime_dir),
                 env=environ,
                 cwd=spec.code_dir,
                 stdin=subprocess.DEVNULL,
@@ -155,7 +156,9 @@ class ProcessSandbox:
                 stderr=write_fd,
                 start_new_session=True,
                 close_fds=True,
-                preexec_fn=_private_tmp_setup(str(tmp_dir), self._as_root, os.getuid(), os.getgid()),
+                preexec_fn=_private_tmp_setup(
+                    str(tmp_dir), str(spec.code_dir), self._as_root, os.getuid(), os.getgid()
+                ),
             )
         except BaseException:
             listen_sock.close()

@@ -19,7 +19,11 @@ import boto3
 import pytest
 from botocore.config import Config
 
-CREDENTIALS = {"AWS_ACCESS_KEY_ID": "silo-test", "AWS_SECRET_ACCESS_KEY": "silo-test", "AWS_DEFAULT_REGION": "us-east-1"}
+CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "silo-test",
+    "AWS_SECRET_ACCESS_KEY": "silo-test",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
 ROLE = "arn:aws:iam::000000000000:role/silo-test"
 
 
@@ -40,7 +44,7 @@ class SiloServer:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        log = open(self.log_path, "ab")  # noqa: SIM115 - the child keeps writing to it
+        log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "silo", "serve", "--port", str(self.port), "--data-dir", str(self.data_dir)],
             stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **CREDENTIALS},

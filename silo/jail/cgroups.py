@@ -1,0 +1,139 @@
+"""cgroup v1 groups of one environment: memory (swap counted), pids and cpu, plus freezer to kill all at once.
+
+The daemon creates the groups and writes their limits before the environment starts; the jail's
+first step moves the environment into them, so everything it ever forks is counted. Removing them
+after the environment is gone is the daemon's job again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path("/sys/fs/cgroup")
+CONTROLLERS = ("memory", "pids", "cpu", "freezer")
+PARENT = "silo"
+# Lambda allows 1,024 processes and threads per environment.
+PIDS_MAX = 1024
+# Lambda gives one full vCPU at 1,769 MB and CPU in proportion to memory below and above it.
+MB_PER_VCPU = 1769
+CFS_PERIOD_US = 100_000
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    memory_mb: int
+
+    @property
+    def memory_bytes(self) -> int:
+        return self.memory_mb * 1024 * 1024
+
+    @property
+    def cpu_shares(self) -> int:
+        # Weight under contention is proportional to memory, as Lambda's CPU allocation is.
+        return max(2, self.memory_mb * 1024 // MB_PER_VCPU)
+
+    @property
+    def cpu_quota_us(self) -> int:
+        # A hard cap of whole CPUs: one up to 1,769 MB, more above. Below one vCPU silo does not throttle
+        # further (Lambda would), since on a shared host idle CPU is better spent than wasted.
+        return CFS_PERIOD_US * max(1, math.ceil(self.memory_mb / MB_PER_VCPU))
+
+
+def group_paths(env_id: str) -> dict[str, Path]:
+    return {ctrl: ROOT / ctrl / PARENT / env_id for ctrl in CONTROLLERS}
+
+
+def available() -> bool:
+    return all((ROOT / ctrl / "cgroup.procs").exists() for ctrl in CONTROLLERS)
+
+
+def _write(path: Path, value: str | int) -> None:
+    with open(path, "w") as f:
+        f.write(str(value))
+
+
+def create(env_id: str, limits: Limits) -> dict[str, Path]:
+    """Make the environment's groups with their limits; return their paths."""
+    paths = group_paths(env_id)
+    for path in paths.values():
+        path.mkdir(parents=True, exist_ok=True)
+    mem = paths["memory"]
+    _write(mem / "memory.limit_in_bytes", limits.memory_bytes)
+    memsw = mem / "memory.memsw.limit_in_bytes"
+    if memsw.exists():
+        # Swap counts against the same limit, so swapping out cannot stretch MemorySize.
+        _write(memsw, limits.memory_bytes)
+    _write(mem / "memory.swappiness", 0)
+    _write(paths["pids"] / "pids.max", PIDS_MAX)
+    _write(paths["cpu"] / "cpu.shares", limits.cpu_shares)
+    _write(paths["cpu"] / "cpu.cfs_period_us", CFS_PERIOD_US)
+    _write(paths["cpu"] / "cpu.cfs_quota_us", limits.cpu_quota_us)
+    return paths
+
+
+def join(paths: dict[str, Path]) -> None:
+    """Move the calling process into every group (runs in the environment's first process)."""
+    pid = str(os.getpid())
+    for path in paths.values():
+        _write(path / "cgroup.procs", pid)
+
+
+def pids_of(paths: dict[str, Path]) -> list[int]:
+    with contextlib.suppress(OSError):
+        return [int(p) for p in (paths["pids"] / "cgroup.procs").read_text().split()]
+    return []
+
+
+def kill_all(paths: dict[str, Path]) -> None:
+    """Freeze the group so nothing can fork away, kill every member, thaw so the kills land."""
+    freezer = paths["freezer"] / "freezer.state"
+    with contextlib.suppress(OSError):
+        _write(freezer, "FROZEN")
+    for pid in pids_of(paths):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    with contextlib.suppress(OSError):
+        _write(freezer, "THAWED")
+
+
+def max_memory_mb(paths: dict[str, Path]) -> int | None:
+    with contextlib.suppress(OSError, ValueError):
+        return math.ceil(int((paths["memory"] / "memory.max_usage_in_bytes").read_text()) / (1024 * 1024))
+    return None
+
+
+def oom_killed(paths: dict[str, Path]) -> bool:
+    with contextlib.suppress(OSError):
+        for line in (paths["memory"] / "memory.oom_control").read_text().splitlines():
+            name, _, value = line.partition(" ")
+            if name == "oom_kill":
+                return int(value) > 0
+    return False
+
+
+def remove(paths: dict[str, Path], timeout_s: float = 5.0) -> bool:
+    """Remove the groups once empty; True when all are gone."""
+    deadline = time.monotonic() + timeout_s
+    remaining = dict(paths)
+    while remaining:
+        for ctrl, path in list(remaining.items()):
+            try:
+                path.rmdir()
+                del remaining[ctrl]
+            except FileNotFoundError:
+                del remaining[ctrl]
+            except OSError:
+                pass
+        if not remaining:
+            return True
+        if time.monotonic() > deadline:
+            return False
+        kill_all(paths)
+        time.sleep(0.01)
+    return True

@@ -1,0 +1,222 @@
+"""The jail: turn a fresh process into an isolated environment, then exec the function's runtime.
+
+Run as `python -I -m silo.jail.enter SPEC_FD CONTROL_FD` by the daemon, as root: the JailSpec
+arrives as JSON on SPEC_FD, and CONTROL_FD is a SOCK_SEQPACKET socket back to the daemon. The steps
+below run in a fixed order; each has a name that appears in the error the daemon receives when it
+fails. Nothing here imports the daemon.
+
+    1. leave the daemon: close every inherited descriptor but the two above and the output
+    2. join the environment's cgroups, so everything after is counted and killable as one
+    3. unshare mount, pid, ipc, uts, net and cgroup namespaces; fork so the child is pid 1 of the new pid
+       namespace (this process stays behind, waits, and passes the exit status on)
+    4. bring up loopback, create the Runtime API socket on 127.0.0.1:9001 inside the new network
+       namespace and hand it to the daemon (SCM_RIGHTS)
+    5. build a read-only root: runtime, code and system binds, /proc of the new pid namespace, a
+       minimal /dev, a private tmpfs /tmp; pivot_root into it and drop the old root
+    6. drop to the environment's own uid/gid with no capabilities and no_new_privs
+    7. install the seccomp filter, last, since it outlives execve
+    8. exec the runtime
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import signal
+import socket
+import struct
+import sys
+from pathlib import Path
+from typing import cast
+
+from silo.jail import cgroups, syscalls
+from silo.jail.spec import JailSpec
+
+NAMESPACES = (
+    syscalls.CLONE_NEWNS | syscalls.CLONE_NEWPID | syscalls.CLONE_NEWIPC
+    | syscalls.CLONE_NEWUTS | syscalls.CLONE_NEWNET | syscalls.CLONE_NEWCGROUP
+)
+DEVICES = ("null", "zero", "random", "urandom")
+RO = syscalls.MS_RDONLY | syscalls.MS_NOSUID | syscalls.MS_NODEV
+SIOCGIFFLAGS = 0x8913
+SIOCSIFFLAGS = 0x8914
+IFF_UP = 0x1
+
+
+class JailError(Exception):
+    def __init__(self, step: str, cause: BaseException) -> None:
+        super().__init__(f"jail step '{step}' failed: {cause}")
+
+
+def leave_daemon(control_fd: int) -> None:
+    # Only stdout/stderr (the log pipe) and the control socket may cross into the environment.
+    keep = {1, 2, control_fd}
+    for fd in sorted(int(n) for n in os.listdir("/proc/self/fd")):
+        if fd not in keep and fd > 0:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+    devnull = os.open("/dev/null", os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    os.environ.clear()
+
+
+def loopback_up() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        ifreq = struct.pack("16sH22x", b"lo", 0)
+        flags = struct.unpack("16sH22x", fcntl.ioctl(s, SIOCGIFFLAGS, ifreq))[1]
+        fcntl.ioctl(s, SIOCSIFFLAGS, struct.pack("16sH22x", b"lo", flags | IFF_UP))
+
+
+def runtime_api_socket(port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", port))
+    sock.listen(16)
+    return sock
+
+
+def _bind(source: str, target: Path, writable: bool) -> None:
+    if os.path.isdir(source):
+        target.mkdir(parents=True, exist_ok=True)
+    else:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.touch()
+    syscalls.mount(source, str(target), None, syscalls.MS_BIND | syscalls.MS_REC)
+    # A bind mount takes its flags only from a remount; nosuid here is what makes setuid binaries inert.
+    flags = syscalls.MS_BIND | syscalls.MS_REMOUNT | syscalls.MS_NOSUID | syscalls.MS_NODEV
+    syscalls.mount(None, str(target), None, flags if writable else flags | syscalls.MS_RDONLY)
+
+
+def build_root(spec: JailSpec) -> None:
+    root = Path(spec.root_dir)
+    # Nothing we mount may propagate back to the host's mount namespace.
+    syscalls.mount(None, "/", None, syscalls.MS_REC | syscalls.MS_PRIVATE)
+    syscalls.mount("tmpfs", str(root), "tmpfs", syscalls.MS_NOSUID | syscalls.MS_NODEV, "size=4m,mode=0755")
+    for name in ("bin", "sbin", "lib", "lib64"):
+        host = Path("/") / name
+        if host.is_symlink():
+            (root / name).symlink_to(os.readlink(host))
+        elif host.is_dir():
+            _bind(str(host), root / name, False)
+    for bind in spec.binds:
+        _bind(bind.source, root / bind.target.lstrip("/"), bind.writable)
+    etc = root / "etc"
+    etc.mkdir(exist_ok=True)
+    for name, content in spec.etc_files.items():
+        (etc / name).write_text(content)
+    # /dev: an empty tmpfs with only the harmless character devices bound in.
+    dev = root / "dev"
+    dev.mkdir(exist_ok=True)
+    syscalls.mount("tmpfs", str(dev), "tmpfs", syscalls.MS_NOSUID | syscalls.MS_NOEXEC, "size=64k,mode=0755")
+    for name in DEVICES:
+        (dev / name).touch()
+        syscalls.mount(f"/dev/{name}", str(dev / name), None, syscalls.MS_BIND)
+    for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
+                         ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")):
+        (dev / name).symlink_to(target)
+    tmp = root / "tmp"
+    tmp.mkdir(exist_ok=True)
+    syscalls.mount("tmpfs", str(tmp), "tmpfs", syscalls.MS_NOSUID | syscalls.MS_NODEV, f"size={spec.tmp_mb}m,mode=1777")
+    proc = root / "proc"
+    proc.mkdir(exist_ok=True)
+    # This process is pid 1 of the new pid namespace, so this /proc shows the environment's processes only.
+    syscalls.mount("proc", str(proc), "proc", syscalls.MS_NOSUID | syscalls.MS_NODEV | syscalls.MS_NOEXEC)
+    # /proc/sys and friends stay read-only even though writing them would need root anyway.
+    for sub in ("sys", "sysrq-trigger", "irq", "bus"):
+        path = proc / sub
+        if path.exists():
+            syscalls.mount(str(path), str(path), None, syscalls.MS_BIND | syscalls.MS_REC)
+            syscalls.mount(None, str(path), None, syscalls.MS_BIND | syscalls.MS_REMOUNT | RO)
+    os.chdir(root)
+    old = root / ".old-root"
+    old.mkdir()
+    syscalls.pivot_root(".", ".old-root")
+    os.chdir("/")
+    syscalls.umount("/.old-root", syscalls.MNT_DETACH)
+    os.rmdir("/.old-root")
+    syscalls.mount(None, "/", None, syscalls.MS_REMOUNT | RO)
+
+
+def drop_identity(uid: int, gid: int) -> None:
+    last_cap = int(Path("/proc/sys/kernel/cap_last_cap").read_text())
+    # Emptying the bounding set first means no later exec can ever regain a capability.
+    for cap in range(last_cap + 1):
+        syscalls.prctl(syscalls.PR_CAPBSET_DROP, cap)
+    os.setgroups([])
+    os.setresgid(gid, gid, gid)
+    os.setresuid(uid, uid, uid)
+    syscalls.prctl(syscalls.PR_SET_NO_NEW_PRIVS, 1)
+    status = Path("/proc/self/status").read_text()
+    for field in ("CapPrm", "CapEff", "CapBnd", "CapAmb", "CapInh"):
+        line = next(x for x in status.splitlines() if x.startswith(field + ":"))
+        if int(line.split()[1], 16) != 0:
+            raise PermissionError(f"{field} still holds capabilities after dropping them: {line}")
+    # If the environment's parent (the jail's first process) dies, so does the environment.
+    syscalls.prctl(syscalls.PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def install_seccomp(filter_hex: str) -> None:
+    from silo.jail import seccomp
+
+    seccomp.install(bytes.fromhex(filter_hex))
+
+
+def step(name: str, control: socket.socket, fn: object, *args: object) -> object:
+    try:
+        return fn(*args)  # type: ignore[operator]
+    except BaseException as exc:
+        control.send(f"error {name}: {exc}".encode())
+        os._exit(126)
+
+
+def environment_main(spec: JailSpec, control: socket.socket) -> None:
+    """Pid 1 of the new namespaces: finish the jail and become the runtime."""
+    step("set hostname", control, syscalls.sethostname, spec.hostname)
+    step("bring up loopback", control, loopback_up)
+    api = cast(socket.socket, step("create the Runtime API socket", control, runtime_api_socket,
+                                   spec.runtime_api_port))
+    step("build the root filesystem", control, build_root, spec)
+    step("drop privileges", control, drop_identity, spec.uid, spec.gid)
+    step("enter the code directory", control, os.chdir, spec.cwd)
+    if spec.seccomp_filter:
+        step("install the seccomp filter", control, install_seccomp, spec.seccomp_filter)
+    # The daemon serves the Runtime API on this socket; the environment keeps no copy of it.
+    socket.send_fds(control, [b"ready"], [api.fileno()])
+    api.close()
+    control.close()
+    try:
+        os.execve(spec.argv[0], spec.argv, spec.environ)
+    except OSError as exc:
+        sys.stderr.write(f"silo: could not start the runtime {spec.argv[0]}: {exc}\n")
+        os._exit(127)
+
+
+def main() -> None:
+    spec_fd, control_fd = int(sys.argv[1]), int(sys.argv[2])
+    with os.fdopen(spec_fd, "rb") as f:
+        spec = JailSpec.from_json(f.read())
+    control = socket.socket(fileno=control_fd)
+    # If the daemon dies, this process dies, and with it the namespaces and everything in them.
+    syscalls.prctl(syscalls.PR_SET_PDEATHSIG, signal.SIGKILL)
+    step("leave the daemon", control, leave_daemon, control_fd)
+    step("join cgroups", control, cgroups.join, {k: Path(v) for k, v in spec.cgroups.items()})
+    step("unshare namespaces", control, syscalls.unshare, NAMESPACES)
+    pid = os.fork()
+    if pid == 0:
+        environment_main(spec, control)
+        return
+    control.close()
+    _, status = os.waitpid(pid, 0)
+    if os.WIFSIGNALED(status):
+        # Die of the same signal, so the daemon sees what killed the runtime (SIGKILL for an OOM kill).
+        sig = os.WTERMSIG(status)
+        if sig not in (signal.SIGKILL, signal.SIGSTOP):
+            signal.signal(sig, signal.SIG_DFL)
+        os.kill(os.getpid(), sig)
+    os._exit(os.waitstatus_to_exitcode(status))
+
+
+if __name__ == "__main__":
+    main()

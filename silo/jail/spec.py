@@ -1,0 +1,42 @@
+"""What the jail needs to build one environment, passed from the daemon to the jail as JSON."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class Bind:
+    """A host path made visible inside the environment, read-only unless `writable`."""
+
+    source: str
+    target: str
+    writable: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class JailSpec:
+    env_id: str
+    argv: list[str]
+    environ: dict[str, str]
+    uid: int
+    gid: int
+    root_dir: str
+    binds: list[Bind]
+    tmp_mb: int
+    cgroups: dict[str, str]
+    cwd: str = "/var/task"
+    hostname: str = "silo"
+    runtime_api_port: int = 9001
+    seccomp_filter: str = ""  # hex of the compiled BPF program; empty only in tests of earlier steps
+    etc_files: dict[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> bytes:
+        return json.dumps(asdict(self)).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> JailSpec:
+        doc = json.loads(data)
+        doc["binds"] = [Bind(**b) for b in doc["binds"]]
+        return cls(**doc)

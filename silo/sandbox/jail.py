@@ -1,0 +1,273 @@
+"""The default backend: every environment in its own jail (namespaces, cgroups, read-only root, own uid, seccomp).
+
+The daemon prepares what needs no privilege inside the environment (its cgroups with their limits,
+its uid, the list of read-only binds) and starts `silo.jail.enter`, which applies the jail's steps in
+order and execs the runtime. The environment's Runtime API socket comes back over a control socket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from silo.jail import cgroups
+from silo.jail.spec import Bind, JailSpec
+from silo.runtimes import catalog
+from silo.sandbox.base import LaunchSpec
+from silo.sandbox.child import ChildWatch
+from silo.sandbox.identity import UidPool
+
+log = logging.getLogger(__name__)
+
+TASK_ROOT = "/var/task"
+RUNTIME_DIR = "/var/runtime"
+LANG_DIR = "/var/lang"
+RUNTIME_API_PORT = 9001
+PATH = "/var/lang/bin:/usr/local/bin:/usr/bin:/bin:/opt/bin"
+READY_TIMEOUT_S = 10.0
+# Host files the runtimes need to link, resolve certificates and run shell tools; all read-only.
+SYSTEM_BINDS = ("/usr", "/etc/ld.so.cache", "/etc/ssl", "/etc/ca-certificates", "/etc/alternatives")
+
+
+class SandboxUnavailable(Exception):
+    """This machine cannot run the backend; the message says why and what to do."""
+
+
+class LaunchFailed(OSError):
+    """The jail refused to build an environment: one of its steps failed."""
+
+
+def _etc_files(uid: int, gid: int) -> dict[str, str]:
+    return {
+        "passwd": f"root:x:0:0:root:/root:/usr/sbin/nologin\nsbx_user:x:{uid}:{gid}::/tmp:/usr/sbin/nologin\n",
+        "group": f"root:x:0:\nsbx_user:x:{gid}:\n",
+        "hosts": "127.0.0.1\tlocalhost\n::1\tlocalhost\n",
+        "nsswitch.conf": "passwd: files\ngroup: files\nhosts: files dns\n",
+        "resolv.conf": "",
+    }
+
+
+class JailedProcess:
+    """One running jailed environment, as the daemon holds it."""
+
+    def __init__(self, env_id: str, child: ChildWatch, env_dir: Path, groups: dict[str, Path],
+                 listen_sock: socket.socket, output_fd: int, release_uid: Callable[[], None]) -> None:
+        self._env_id = env_id
+        self._child = child
+        self._env_dir = env_dir
+        self.cgroups = groups
+        self._sock = listen_sock
+        self._output_fd = output_fd
+        self._release_uid = release_uid
+
+    @property
+    def env_id(self) -> str:
+        return self._env_id
+
+    @property
+    def pid(self) -> int:
+        return self._child.popen.pid
+
+    @property
+    def runtime_api_socket(self) -> socket.socket:
+        return self._sock
+
+    @property
+    def output_fd(self) -> int:
+        return self._output_fd
+
+    @property
+    def exit_code(self) -> int | None:
+        return self._child.exit_code
+
+    async def wait(self) -> int:
+        return await self._child.wait()
+
+    def kill(self) -> None:
+        # Through the cgroup, so that nothing the environment forked, however it detached, survives.
+        cgroups.kill_all(self.cgroups)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, signal.SIGKILL)
+
+    def max_memory_mb(self) -> int | None:
+        return cgroups.max_memory_mb(self.cgroups)
+
+    def oom_killed(self) -> bool:
+        return cgroups.oom_killed(self.cgroups)
+
+    async def cleanup(self) -> None:
+        self.kill()
+        await self.wait()
+        self._sock.close()
+        with contextlib.suppress(OSError):
+            os.close(self._output_fd)
+        loop = asyncio.get_running_loop()
+        removed = await loop.run_in_executor(None, cgroups.remove, self.cgroups)
+        if removed:
+            # Only now is nothing left running as this uid, so another environment may have it.
+            self._release_uid()
+        else:
+            log.error("environment %s: its cgroups could not be removed; its uid stays reserved", self._env_id)
+        await loop.run_in_executor(None, lambda: shutil.rmtree(self._env_dir, ignore_errors=True))
+
+
+class JailSandbox:
+    """Default backend: real kernel isolation for every environment. Needs root and cgroup v1."""
+
+    name = "jail"
+    isolates = True
+
+    def __init__(self, env_root: Path, seccomp_filter: bytes = b"") -> None:
+        if os.geteuid() != 0:
+            raise SandboxUnavailable(
+                "the jail backend needs root (namespaces, cgroups, mounts); run silo as root, or choose "
+                "--sandbox process for development without isolation"
+            )
+        if not cgroups.available():
+            raise SandboxUnavailable(
+                f"the jail backend needs cgroup v1 controllers {', '.join(cgroups.CONTROLLERS)} under "
+                f"{cgroups.ROOT}; none usable here"
+            )
+        self._env_root = env_root
+        self._filter_hex = seccomp_filter.hex()
+        self._uids = UidPool()
+        self._sweep()
+
+    def _sweep(self) -> None:
+        """Remove what a previous run of the daemon left: its environments died with it, their groups did not."""
+        for ctrl in cgroups.CONTROLLERS:
+            parent = cgroups.ROOT / ctrl / cgroups.PARENT
+            if parent.is_dir():
+                for group in parent.iterdir():
+                    if group.is_dir():
+                        cgroups.remove(cgroups.group_paths(group.name), timeout_s=2)
+        shutil.rmtree(self._env_root, ignore_errors=True)
+        self._env_root.mkdir(parents=True, exist_ok=True)
+
+    def _layout(self, spec: LaunchSpec) -> tuple[list[str], list[Bind], dict[str, str]]:
+        """argv, binds and path variables of the runtime, as the environment sees them."""
+        binds = [Bind(p, p) for p in SYSTEM_BINDS if os.path.exists(p)]
+        binds.append(Bind(str(spec.code_dir), TASK_ROOT))
+        binds.append(Bind(str(catalog.BUILTIN_PYTHON_BOOTSTRAP.parent), RUNTIME_DIR))
+        extra: dict[str, str] = {}
+        python = None
+        if not catalog.is_custom(spec.runtime):
+            interpreter = catalog.python_interpreters()[spec.runtime]
+            if not interpreter.prefix.is_relative_to("/usr"):
+                # An interpreter outside /usr (pyenv, /opt) appears at /var/lang, where Lambda keeps its own.
+                binds.append(Bind(str(interpreter.prefix), LANG_DIR))
+                python = f"{LANG_DIR}/{interpreter.executable.relative_to(interpreter.prefix)}"
+                extra["LD_LIBRARY_PATH"] = f"{LANG_DIR}/lib"
+        argv = catalog.launch_command(spec.runtime, TASK_ROOT, RUNTIME_DIR, python)
+        return argv, binds, extra
+
+    async def launch(self, spec: LaunchSpec) -> JailedProcess:
+        argv, binds, extra = self._layout(spec)
+        uid = self._uids.take()
+        env_dir = self._env_root / spec.env_id
+        root_dir = env_dir / "root"
+        groups: dict[str, Path] = {}
+        child: ChildWatch | None = None
+        opened: list[int] = []
+        socks: list[socket.socket] = []
+        try:
+            root_dir.mkdir(parents=True)
+            groups = cgroups.create(spec.env_id, cgroups.Limits(spec.memory_mb))
+            environ = dict(
+                spec.environ, **extra,
+                PATH=PATH, LAMBDA_TASK_ROOT=TASK_ROOT, LAMBDA_RUNTIME_DIR=RUNTIME_DIR,
+                AWS_LAMBDA_RUNTIME_API=f"127.0.0.1:{RUNTIME_API_PORT}",
+            )
+            jail = JailSpec(
+                env_id=spec.env_id, argv=argv, environ=environ, uid=uid, gid=uid, root_dir=str(root_dir),
+                binds=binds, tmp_mb=spec.ephemeral_mb, cgroups={k: str(v) for k, v in groups.items()},
+                cwd=TASK_ROOT, runtime_api_port=RUNTIME_API_PORT, seccomp_filter=self._filter_hex,
+                etc_files=_etc_files(uid, uid),
+            )
+            spec_r, spec_w = os.pipe()
+            opened += [spec_r, spec_w]
+            out_r, out_w = os.pipe()
+            opened += [out_r, out_w]
+            control, control_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            socks += [control, control_child]
+            data = jail.to_json()
+            if len(data) > 60_000:
+                raise LaunchFailed(f"the environment's description is too large ({len(data)} bytes)")
+            os.write(spec_w, data)
+            os.close(spec_w)
+            opened.remove(spec_w)
+            popen = subprocess.Popen(
+                [sys.executable, "-I", "-m", "silo.jail.enter", str(spec_r), str(control_child.fileno())],
+                stdin=subprocess.DEVNULL, stdout=out_w, stderr=out_w, pass_fds=(spec_r, control_child.fileno()),
+                start_new_session=True, env={},
+            )
+            child = ChildWatch(popen)
+            for fd in (spec_r, out_w):
+                os.close(fd)
+                opened.remove(fd)
+            control_child.close()
+            socks.remove(control_child)
+            listen_sock = await self._await_ready(control, child, spec.env_id)
+        except BaseException:
+            if child is not None and not child.exited.done():
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(child.popen.pid, signal.SIGKILL)
+                await child.wait()
+            if groups:
+                cgroups.kill_all(groups)
+                await asyncio.get_running_loop().run_in_executor(None, cgroups.remove, groups)
+            self._uids.give_back(uid)
+            for fd in opened:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+            for s in socks:
+                s.close()
+            shutil.rmtree(env_dir, ignore_errors=True)
+            raise
+        control.close()
+        os.set_blocking(out_r, False)
+        return JailedProcess(spec.env_id, child, env_dir, groups, listen_sock, out_r,
+                             lambda: self._uids.give_back(uid))
+
+    async def _await_ready(self, control: socket.socket, child: ChildWatch, env_id: str) -> socket.socket:
+        """The jail's answer: the Runtime API socket, or which step failed."""
+        loop = asyncio.get_running_loop()
+        control.setblocking(False)
+        readable: asyncio.Future[int] = loop.create_future()
+
+        def on_readable() -> None:
+            if not readable.done():
+                readable.set_result(0)
+
+        loop.add_reader(control.fileno(), on_readable)
+        try:
+            done, _ = await asyncio.wait({readable, child.exited}, timeout=READY_TIMEOUT_S,
+                                         return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            loop.remove_reader(control.fileno())
+        if readable in done:
+            try:
+                msg, fds, _, _ = socket.recv_fds(control, 4096, 1)
+            except BlockingIOError:
+                msg, fds = b"", []
+            if msg == b"ready" and len(fds) == 1:
+                sock = socket.socket(fileno=fds[0])
+                sock.setblocking(False)
+                return sock
+            for fd in fds:
+                os.close(fd)
+            if msg:
+                raise LaunchFailed(f"environment {env_id}: {msg.decode(errors='replace')}")
+        if child.exited.done():
+            raise LaunchFailed(f"environment {env_id}: the jail exited with status {child.exited.result()} "
+                               "before the environment was ready")
+        raise LaunchFailed(f"environment {env_id}: the jail did not get ready within {READY_TIMEOUT_S:.0f} s")
