@@ -29,7 +29,8 @@ import sys
 from pathlib import Path
 from typing import cast
 
-from silo.jail import cgroups, syscalls
+# Imported here, not where used: after pivot_root nothing of silo's own files is visible any more.
+from silo.jail import cgroups, seccomp, syscalls
 from silo.jail.spec import JailSpec
 
 NAMESPACES = (
@@ -158,8 +159,6 @@ def drop_identity(uid: int, gid: int) -> None:
 
 
 def install_seccomp(filter_hex: str) -> None:
-    from silo.jail import seccomp
-
     seccomp.install(bytes.fromhex(filter_hex))
 
 

@@ -17,6 +17,7 @@ import errno
 import json
 import os
 import struct
+from collections.abc import Set
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -117,7 +118,8 @@ def parse_policy(data: object) -> Policy:
     """Validate an already-decoded policy document (see seccomp_policy.json for the shape)."""
     top = _object(data, "policy", required={"arch", "x32", "default", "deny_action", "rules"}, optional={"about"})
     arch = _object(top["arch"], "arch", required={"name", "audit_arch", "on_mismatch"})
-    if arch["name"] not in _ARCHES or _u32(arch["audit_arch"], "arch.audit_arch") != _ARCHES[str(arch["name"])]:
+    name = arch["name"]
+    if not isinstance(name, str) or name not in _ARCHES or _u32(arch["audit_arch"], "arch.audit_arch") != _ARCHES[name]:
         raise PolicyError(f"arch: only x86_64 with audit_arch {_ARCHES['x86_64']:#x} is supported")
     x32 = _object(top["x32"], "x32", required={"syscall_bit", "action"})
     deny = _action(top["deny_action"], "deny_action")
@@ -132,8 +134,8 @@ def parse_policy(data: object) -> Policy:
                 raise PolicyError(f"rule {rule.name} ({rule.nr}): duplicate {attr}")
             seen.add(getattr(rule, attr))
     return Policy(
-        arch=str(arch["name"]),
-        audit_arch=_ARCHES[str(arch["name"])],
+        arch=name,
+        audit_arch=_ARCHES[name],
         on_wrong_arch=_action(arch["on_mismatch"], "arch.on_mismatch"),
         x32_bit=_u32(x32["syscall_bit"], "x32.syscall_bit"),
         on_x32=_action(x32["action"], "x32.action"),
@@ -188,8 +190,8 @@ def install(filter: bytes) -> None:
     # The seccomp syscall number and the filter's arch check are x86_64's; anywhere else 317 is another call.
     if os.uname().machine != "x86_64":
         raise OSError(errno.ENOSYS, "seccomp: this filter is for x86_64 only")
-    # Without no_new_privs the kernel accepts a filter only from CAP_SYS_ADMIN, and a setuid program could
-    # run unfiltered with more privilege. The jail has set it already; setting it again is harmless.
+    # The kernel takes a filter without CAP_SYS_ADMIN only under no_new_privs, which keeps a filtered process
+    # from misleading a setuid program it execs. The jail has set it already; setting it again is harmless.
     if _libc.prctl(ctypes.c_int(_PR_SET_NO_NEW_PRIVS), *map(ctypes.c_ulong, (1, 0, 0, 0))) != 0:
         _raise("prctl(PR_SET_NO_NEW_PRIVS)")
     program = ctypes.create_string_buffer(filter, len(filter))
@@ -242,9 +244,7 @@ def _no_duplicate_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
     return out
 
 
-def _object(value: object, where: str, required: set[str], optional: frozenset[str] | set[str] = frozenset()) -> dict[
-    str, object
-]:
+def _object(value: object, where: str, required: Set[str], optional: Set[str] = frozenset()) -> dict[str, object]:
     if not isinstance(value, dict):
         raise PolicyError(f"{where}: expected an object")
     keys = set(value)
@@ -262,7 +262,7 @@ def _u32(value: object, where: str) -> int:
             raise ValueError
         number = value if isinstance(value, int) else int(value, 0)
     except ValueError:
-        raise PolicyError(f"{where}: expected an integer or a \"0x...\" string, got {value!r}") from None
+        raise PolicyError(f'{where}: expected an integer or a "0x..." string, got {value!r}') from None
     if not 0 <= number <= 0xFFFFFFFF:
         raise PolicyError(f"{where}: {number:#x} does not fit in 32 bits")
     return number
@@ -310,5 +310,7 @@ def _condition(value: object, where: str) -> Condition:
     if not isinstance(raw, list) or not 0 < len(raw) <= _MAX_VALUES:
         raise PolicyError(f"{where}: {op} needs a list of 1-{_MAX_VALUES} values")
     values = tuple(_u32(v, f"{where}.{op}") for v in raw)
+    if op == "any_bits" and not values[0]:
+        raise PolicyError(f"{where}: any_bits 0 never matches")
     mask = _u32(entry.get("mask", 0xFFFFFFFF), f"{where}.mask")
     return Condition(arg, op, values, mask)

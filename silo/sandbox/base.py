@@ -52,6 +52,14 @@ class SandboxProcess(Protocol):
     @property
     def exit_code(self) -> int | None: ...
 
+    def max_memory_mb(self) -> int | None:
+        """Peak memory of the environment so far, when the backend can measure it."""
+        ...
+
+    def oom_killed(self) -> bool:
+        """Whether the kernel killed something of the environment for running out of memory."""
+        ...
+
     async def wait(self) -> int:
         """Wait until the runtime process has exited; return its exit status (negative: killed by signal)."""
         ...

@@ -96,6 +96,12 @@ class PlainProcess:
     def exit_code(self) -> int | None:
         return self._child.exit_code
 
+    def max_memory_mb(self) -> int | None:
+        return None  # no cgroup of its own to measure
+
+    def oom_killed(self) -> bool:
+        return False
+
     async def wait(self) -> int:
         return await self._child.wait()
 

@@ -1,0 +1,85 @@
+"""Environments leave nothing behind: processes, cgroups, uids, mounts, directories."""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from silo.sandbox.identity import UID_BASE, UID_COUNT
+from tests.support import SiloServer, create_python_function, payload_of
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the jail needs root; CI runs these as root")
+
+ENVIRONMENTS = 240
+SOURCE = """
+import os, subprocess
+def handler(event, context):
+    if event.get("linger"):
+        subprocess.Popen(["/usr/bin/sleep", "300"], start_new_session=True)
+    open("/tmp/state", "w").write(context.tenant_id)
+    return os.getuid()
+"""
+
+
+def jail_processes() -> list[int]:
+    found = []
+    for pid in (p for p in os.listdir("/proc") if p.isdigit()):
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            continue
+        uid = int(next(line for line in status.splitlines() if line.startswith("Uid:")).split()[1])
+        if UID_BASE <= uid < UID_BASE + UID_COUNT:
+            found.append(int(pid))
+    return found
+
+
+def silo_cgroups() -> list[Path]:
+    out: list[Path] = []
+    for ctrl in ("memory", "pids", "cpu", "freezer"):
+        parent = Path("/sys/fs/cgroup") / ctrl / "silo"
+        if parent.is_dir():
+            out.extend(p for p in parent.iterdir() if p.is_dir())
+    return out
+
+
+def test_hundreds_of_environments_leave_nothing(lambda_client: Any, unique_name: str, silo_server: SiloServer) -> None:
+    create_python_function(lambda_client, unique_name, SOURCE, per_tenant=True)
+    uids: list[int] = []
+    tenants = [f"t{i}" for i in range(ENVIRONMENTS)]
+
+    def worker(chunk: list[str]) -> None:
+        for i, tenant in enumerate(chunk):
+            response = lambda_client.invoke(FunctionName=unique_name, TenantId=tenant,
+                                            Payload=b'{"linger": true}' if i % 10 == 0 else b"{}")
+            uids.append(payload_of(response))
+
+    threads = [threading.Thread(target=worker, args=(tenants[i::4],)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(uids) == ENVIRONMENTS
+    assert len(set(uids)) == ENVIRONMENTS, "every live environment has its own uid"
+    assert jail_processes(), "the environments are alive before the function goes"
+    lambda_client.delete_function(FunctionName=unique_name)
+
+    import time
+
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and (jail_processes() or silo_cgroups()):
+        time.sleep(0.2)
+    assert jail_processes() == [], "no process of any environment survives"
+    assert silo_cgroups() == [], "every environment's cgroups are removed"
+    env_root = silo_server.data_dir / "environments"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and any(env_root.iterdir()):
+        time.sleep(0.2)
+    assert list(env_root.iterdir()) == [], "every environment's directory is removed"
+    mounts = Path("/proc/self/mountinfo").read_text()
+    assert str(env_root) not in mounts, "no mount of any environment is visible on the host"
+    assert silo_server.alive()
