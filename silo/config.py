@@ -18,7 +18,7 @@ class Settings:
     data_dir: Path = Path(".silo")
     region: str = "us-east-1"
     account_id: str = "000000000000"
-    sandbox: str = "process"
+    sandbox: str = "auto"
     log_level: str = "info"
 
     @property

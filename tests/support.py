@@ -1,4 +1,4 @@
-"""A real `silo serve` for the compatibility tests, driven by boto3 and the AWS CLI."""
+"""A real `silo serve` for the tests, driven by boto3 and the AWS CLI; fixtures live in tests/conftest.py."""
 
 from __future__ import annotations
 
@@ -11,12 +11,10 @@ import subprocess
 import sys
 import time
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import boto3
-import pytest
 from botocore.config import Config
 
 CREDENTIALS = {
@@ -47,7 +45,9 @@ class SiloServer:
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "silo", "serve", "--port", str(self.port), "--data-dir", str(self.data_dir)],
-            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **CREDENTIALS},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **CREDENTIALS},
         )
         log.close()
         deadline = time.monotonic() + 30
@@ -82,14 +82,6 @@ class SiloServer:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
 
-@pytest.fixture(scope="session")
-def silo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SiloServer]:
-    server = SiloServer(tmp_path_factory.mktemp("silo") / "data")
-    server.start()
-    yield server
-    server.stop()
-
-
 def make_client(endpoint: str, read_timeout: int = 120) -> Any:
     return boto3.client(
         "lambda",
@@ -99,25 +91,6 @@ def make_client(endpoint: str, read_timeout: int = 120) -> Any:
         aws_secret_access_key="silo-test",
         config=Config(read_timeout=read_timeout, retries={"max_attempts": 1, "mode": "standard"}),
     )
-
-
-@pytest.fixture()
-def lambda_client(silo_server: SiloServer) -> Any:
-    return make_client(silo_server.endpoint)
-
-
-@pytest.fixture()
-def aws_cli(silo_server: SiloServer) -> Any:
-    aws = str(Path(sys.executable).parent / "aws")
-
-    def run(*args: str, check: bool = False) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [aws, *args, "--endpoint-url", silo_server.endpoint, "--region", "us-east-1"],
-            capture_output=True, text=True, timeout=120, check=check,
-            env={**os.environ, **CREDENTIALS, "AWS_PAGER": ""},
-        )
-
-    return run
 
 
 def zip_files(files: dict[str, str | bytes], modes: dict[str, int] | None = None) -> bytes:
@@ -136,14 +109,9 @@ def python_runtime() -> str:
     return f"python3.{sys.version_info.minor}"
 
 
-@pytest.fixture()
-def unique_name(request: pytest.FixtureRequest) -> str:
-    base = "".join(c if c.isalnum() else "-" for c in request.node.name)[:40].strip("-")
-    return f"{base}-{os.urandom(3).hex()}"
-
-
-def create_python_function(client: Any, name: str, source: str, *, per_tenant: bool = False,
-                           handler: str = "app.handler", **extra: Any) -> dict[str, Any]:
+def create_python_function(
+    client: Any, name: str, source: str, *, per_tenant: bool = False, handler: str = "app.handler", **extra: Any
+) -> dict[str, Any]:
     kwargs: dict[str, Any] = {
         "FunctionName": name,
         "Runtime": python_runtime(),

@@ -43,8 +43,9 @@ class Client:
         self._port = parsed.port or 80
         self._timeout = timeout
 
-    def request(self, method: str, path: str, body: bytes | None = None,
-                headers: dict[str, str] | None = None) -> Reply:
+    def request(
+        self, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None
+    ) -> Reply:
         conn = http.client.HTTPConnection(self._host, self._port, timeout=self._timeout)
         try:
             conn.request(method, path, body=body, headers=headers or {})

@@ -42,14 +42,24 @@ def _wait_until_ready(client: Client, name: str) -> dict[str, Any]:
         if config.get("State") == "Active" and config.get("LastUpdateStatus") != "InProgress":
             return config
         if config.get("State") == "Failed" or config.get("LastUpdateStatus") == "Failed":
-            raise SystemExit(f"silo: function {name} failed to become ready: "
-                             f"{config.get('StateReason') or config.get('LastUpdateStatusReason')}")
+            raise SystemExit(
+                f"silo: function {name} failed to become ready: "
+                f"{config.get('StateReason') or config.get('LastUpdateStatusReason')}"
+            )
         time.sleep(0.2)
     raise SystemExit(f"silo: function {name} did not become ready within a minute")
 
 
-def deploy(client: Client, directory: Path, name: str, handler: str | None, runtime: str | None,
-           tenant_isolation: bool, memory: int | None, timeout: int | None) -> int:
+def deploy(
+    client: Client,
+    directory: Path,
+    name: str,
+    handler: str | None,
+    runtime: str | None,
+    tenant_isolation: bool,
+    memory: int | None,
+    timeout: int | None,
+) -> int:
     if not directory.is_dir():
         raise SystemExit(f"silo: {directory} is not a directory; give the folder that holds your function's code")
     code = base64.b64encode(zip_directory(directory)).decode()
@@ -121,7 +131,10 @@ def invoke(client: Client, name: str, tenant: str | None, payload: str, show_log
         sys.stderr.write(base64.b64decode(reply.headers["x-amz-log-result"]).decode(errors="replace"))
     sys.stdout.write(reply.body.decode(errors="replace") + "\n")
     if "x-amz-function-error" in reply.headers:
-        print(f"silo: the function failed ({reply.headers['x-amz-function-error']}); "
-              "its error is printed above. Add --logs to see its log.", file=sys.stderr)
+        print(
+            f"silo: the function failed ({reply.headers['x-amz-function-error']}); "
+            "its error is printed above. Add --logs to see its log.",
+            file=sys.stderr,
+        )
         return 1
     return 0

@@ -34,8 +34,12 @@ from silo.jail import cgroups, seccomp, syscalls
 from silo.jail.spec import JailSpec
 
 NAMESPACES = (
-    syscalls.CLONE_NEWNS | syscalls.CLONE_NEWPID | syscalls.CLONE_NEWIPC
-    | syscalls.CLONE_NEWUTS | syscalls.CLONE_NEWNET | syscalls.CLONE_NEWCGROUP
+    syscalls.CLONE_NEWNS
+    | syscalls.CLONE_NEWPID
+    | syscalls.CLONE_NEWIPC
+    | syscalls.CLONE_NEWUTS
+    | syscalls.CLONE_NEWNET
+    | syscalls.CLONE_NEWCGROUP
 )
 DEVICES = ("null", "zero", "random", "urandom")
 RO = syscalls.MS_RDONLY | syscalls.MS_NOSUID | syscalls.MS_NODEV
@@ -114,8 +118,12 @@ def build_root(spec: JailSpec) -> None:
     for name in DEVICES:
         (dev / name).touch()
         syscalls.mount(f"/dev/{name}", str(dev / name), None, syscalls.MS_BIND)
-    for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
-                         ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")):
+    for name, target in (
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ):
         (dev / name).symlink_to(target)
     tmp = root / "tmp"
     tmp.mkdir(exist_ok=True)
@@ -174,8 +182,7 @@ def environment_main(spec: JailSpec, control: socket.socket) -> None:
     """Pid 1 of the new namespaces: finish the jail and become the runtime."""
     step("set hostname", control, syscalls.sethostname, spec.hostname)
     step("bring up loopback", control, loopback_up)
-    api = cast(socket.socket, step("create the Runtime API socket", control, runtime_api_socket,
-                                   spec.runtime_api_port))
+    api = cast(socket.socket, step("create the Runtime API socket", control, runtime_api_socket, spec.runtime_api_port))
     step("build the root filesystem", control, build_root, spec)
     step("drop privileges", control, drop_identity, spec.uid, spec.gid)
     step("enter the code directory", control, os.chdir, spec.cwd)

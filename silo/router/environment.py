@@ -151,7 +151,11 @@ class Environment:
         if cold and self._init_ms is not None:
             duration_ms = max(0.0, duration_ms - self._init_ms)
         report = logs.report_line(
-            inv.request_id, duration_ms, self.spec.memory_mb, None, self._init_ms if cold else None
+            inv.request_id,
+            duration_ms,
+            self.spec.memory_mb,
+            self._process.max_memory_mb(),
+            self._init_ms if cold else None,
         )
         record = self._stream.end(inv.request_id, report)
         return InvocationResult(
@@ -207,9 +211,15 @@ class Environment:
         return reply.body, FunctionError.UNHANDLED
 
     def _exit_error(self, inv: Invocation) -> bytes:
-        assert self._exited is not None
+        assert self._exited is not None and self._process is not None
         self.state = EnvState.DEAD
         code = self._exited.result()
+        if self._process.oom_killed():
+            return _error_payload(
+                "Runtime.OutOfMemory",
+                f"RequestId: {inv.request_id} Error: Runtime exited with error: signal: killed "
+                f"(the function used more than its MemorySize of {self.spec.memory_mb} MB)",
+            )
         reason = (
             f"Runtime exited with error: signal: {-code}"
             if code < 0

@@ -97,4 +97,7 @@ class Router:
                 self._discard(env)
         self._pools.clear()
         if self._closing:
-            await asyncio.gather(*self._closing, return_exceptions=True)
+            results = await asyncio.gather(*self._closing, return_exceptions=True)
+            for result in results:
+                if isinstance(result, BaseException):
+                    log.error("an environment could not be cleaned up: %r", result)

@@ -59,8 +59,16 @@ def _etc_files(uid: int, gid: int) -> dict[str, str]:
 class JailedProcess:
     """One running jailed environment, as the daemon holds it."""
 
-    def __init__(self, env_id: str, child: ChildWatch, env_dir: Path, groups: dict[str, Path],
-                 listen_sock: socket.socket, output_fd: int, release_uid: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        env_id: str,
+        child: ChildWatch,
+        env_dir: Path,
+        groups: dict[str, Path],
+        listen_sock: socket.socket,
+        output_fd: int,
+        release_uid: Callable[[], None],
+    ) -> None:
         self._env_id = env_id
         self._child = child
         self._env_dir = env_dir
@@ -183,14 +191,26 @@ class JailSandbox:
             root_dir.mkdir(parents=True)
             groups = cgroups.create(spec.env_id, cgroups.Limits(spec.memory_mb))
             environ = dict(
-                spec.environ, **extra,
-                PATH=PATH, LAMBDA_TASK_ROOT=TASK_ROOT, LAMBDA_RUNTIME_DIR=RUNTIME_DIR,
+                spec.environ,
+                **extra,
+                PATH=PATH,
+                LAMBDA_TASK_ROOT=TASK_ROOT,
+                LAMBDA_RUNTIME_DIR=RUNTIME_DIR,
                 AWS_LAMBDA_RUNTIME_API=f"127.0.0.1:{RUNTIME_API_PORT}",
             )
             jail = JailSpec(
-                env_id=spec.env_id, argv=argv, environ=environ, uid=uid, gid=uid, root_dir=str(root_dir),
-                binds=binds, tmp_mb=spec.ephemeral_mb, cgroups={k: str(v) for k, v in groups.items()},
-                cwd=TASK_ROOT, runtime_api_port=RUNTIME_API_PORT, seccomp_filter=self._filter_hex,
+                env_id=spec.env_id,
+                argv=argv,
+                environ=environ,
+                uid=uid,
+                gid=uid,
+                root_dir=str(root_dir),
+                binds=binds,
+                tmp_mb=spec.ephemeral_mb,
+                cgroups={k: str(v) for k, v in groups.items()},
+                cwd=TASK_ROOT,
+                runtime_api_port=RUNTIME_API_PORT,
+                seccomp_filter=self._filter_hex,
                 etc_files=_etc_files(uid, uid),
             )
             spec_r, spec_w = os.pipe()
@@ -207,8 +227,12 @@ class JailSandbox:
             opened.remove(spec_w)
             popen = subprocess.Popen(
                 [sys.executable, "-I", "-m", "silo.jail.enter", str(spec_r), str(control_child.fileno())],
-                stdin=subprocess.DEVNULL, stdout=out_w, stderr=out_w, pass_fds=(spec_r, control_child.fileno()),
-                start_new_session=True, env={},
+                stdin=subprocess.DEVNULL,
+                stdout=out_w,
+                stderr=out_w,
+                pass_fds=(spec_r, control_child.fileno()),
+                start_new_session=True,
+                env={},
             )
             child = ChildWatch(popen)
             for fd in (spec_r, out_w):
@@ -235,8 +259,7 @@ class JailSandbox:
             raise
         control.close()
         os.set_blocking(out_r, False)
-        return JailedProcess(spec.env_id, child, env_dir, groups, listen_sock, out_r,
-                             lambda: self._uids.give_back(uid))
+        return JailedProcess(spec.env_id, child, env_dir, groups, listen_sock, out_r, lambda: self._uids.give_back(uid))
 
     async def _await_ready(self, control: socket.socket, child: ChildWatch, env_id: str) -> socket.socket:
         """The jail's answer: the Runtime API socket, or which step failed."""
@@ -250,8 +273,9 @@ class JailSandbox:
 
         loop.add_reader(control.fileno(), on_readable)
         try:
-            done, _ = await asyncio.wait({readable, child.exited}, timeout=READY_TIMEOUT_S,
-                                         return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(
+                {readable, child.exited}, timeout=READY_TIMEOUT_S, return_when=asyncio.FIRST_COMPLETED
+            )
         finally:
             loop.remove_reader(control.fileno())
         if readable in done:
@@ -268,6 +292,8 @@ class JailSandbox:
             if msg:
                 raise LaunchFailed(f"environment {env_id}: {msg.decode(errors='replace')}")
         if child.exited.done():
-            raise LaunchFailed(f"environment {env_id}: the jail exited with status {child.exited.result()} "
-                               "before the environment was ready")
+            raise LaunchFailed(
+                f"environment {env_id}: the jail exited with status {child.exited.result()} "
+                "before the environment was ready"
+            )
         raise LaunchFailed(f"environment {env_id}: the jail did not get ready within {READY_TIMEOUT_S:.0f} s")

@@ -57,7 +57,11 @@ class Database:
         # last commits, which a re-sent CreateFunction repairs.
         self.conn.execute("PRAGMA synchronous=NORMAL")
         self.conn.execute("PRAGMA busy_timeout=5000")
-        self._migrate()
+        try:
+            self._migrate()
+        except BaseException:
+            self.conn.close()
+            raise
 
     @property
     def schema_version(self) -> int:
@@ -111,3 +115,7 @@ class Database:
 def open_database(path: Path) -> Database:
     """Open (creating and migrating when needed) the database at `path`."""
     return Database(path)
+
+
+# The name the server wiring uses.
+open_db = open_database

@@ -54,9 +54,7 @@ class FunctionRepository:
         """Store a new function with its first version; False when the name is already taken."""
         try:
             with self.db.transaction() as conn:
-                conn.execute(
-                    "INSERT INTO functions (name, created_at) VALUES (?, ?)", (record.name, created_at)
-                )
+                conn.execute("INSERT INTO functions (name, created_at) VALUES (?, ?)", (record.name, created_at))
                 self._insert_version(conn, record)
         except sqlite3.IntegrityError:
             return False
@@ -99,8 +97,7 @@ class FunctionRepository:
         """Up to `limit` versions named `version`, ordered by function name, strictly after `after`."""
         with self.db.reading() as conn:
             rows = conn.execute(
-                f"SELECT {_COLUMNS} FROM function_versions WHERE version = ? AND name > ? "
-                "ORDER BY name LIMIT ?",
+                f"SELECT {_COLUMNS} FROM function_versions WHERE version = ? AND name > ? ORDER BY name LIMIT ?",
                 (version, after or "", limit),
             ).fetchall()
         return [_record(r) for r in rows]

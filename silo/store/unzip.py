@@ -169,7 +169,7 @@ def unpack(zip_bytes: bytes, root: Path, limit: int) -> int:
     try:
         zf = zipfile.ZipFile(io.BytesIO(zip_bytes))
         infos = zf.infolist()
-    except _READ_ERRORS + (OSError,):
+    except (*_READ_ERRORS, OSError):
         raise corrupt() from None
     with zf:
         members = [(info, _parts(info.filename), _kind(info)) for info in infos]

@@ -27,8 +27,9 @@ def stream_name(version: str, now: float | None = None) -> str:
     return f"{day}/[{version}]{uuid.uuid4().hex}"
 
 
-def report_line(request_id: str, duration_ms: float, memory_mb: int, max_memory_mb: int | None,
-                init_ms: float | None) -> str:
+def report_line(
+    request_id: str, duration_ms: float, memory_mb: int, max_memory_mb: int | None, init_ms: float | None
+) -> str:
     parts = [
         f"REPORT RequestId: {request_id}",
         f"Duration: {duration_ms:.2f} ms",

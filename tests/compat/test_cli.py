@@ -8,15 +8,21 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tests.compat.conftest import ROLE, zip_files
+from tests.support import ROLE, zip_files
 
-APP = "import os\ncount = 0\ndef handler(event, context):\n    global count\n    count += 1\n" \
-      "    return {'tenant': context.tenant_id, 'count': count, 'event': event}\n"
+APP = (
+    "import os\ncount = 0\ndef handler(event, context):\n    global count\n    count += 1\n"
+    "    return {'tenant': context.tenant_id, 'count': count, 'event': event}\n"
+)
 
 
 def silo(server: Any, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "silo", *args, "--endpoint", server.endpoint],
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "silo", *args, "--endpoint", server.endpoint],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_silo_deploy_and_invoke(silo_server: Any, tmp_path: Path, unique_name: str) -> None:
@@ -49,8 +55,12 @@ def test_silo_cli_errors_speak_plainly(silo_server: Any, tmp_path: Path, unique_
     assert bad_json.returncode != 0 and "--payload must be JSON" in bad_json.stderr
     not_dir = silo(silo_server, "deploy", str(tmp_path / "absent"), "--name", unique_name)
     assert not_dir.returncode != 0 and "not a directory" in not_dir.stderr
-    down = subprocess.run([sys.executable, "-m", "silo", "invoke", unique_name, "--endpoint", "http://127.0.0.1:9"],
-                          capture_output=True, text=True, timeout=60)
+    down = subprocess.run(
+        [sys.executable, "-m", "silo", "invoke", unique_name, "--endpoint", "http://127.0.0.1:9"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert down.returncode == 1 and "no silo server answers" in down.stderr
     failing = tmp_path / "failing"
     failing.mkdir()
@@ -66,17 +76,37 @@ def test_aws_cli_invokes_as_a_tenant(aws_cli: Any, tmp_path: Path, unique_name: 
     zip_path = tmp_path / "code.zip"
     zip_path.write_bytes(zip_files({"app.py": APP}))
     created = aws_cli(
-        "lambda", "create-function", "--function-name", unique_name, "--runtime",
-        f"python3.{sys.version_info.minor}", "--role", ROLE, "--handler", "app.handler",
-        "--zip-file", f"fileb://{zip_path}", "--tenancy-config", '{"TenantIsolationMode": "PER_TENANT"}',
+        "lambda",
+        "create-function",
+        "--function-name",
+        unique_name,
+        "--runtime",
+        f"python3.{sys.version_info.minor}",
+        "--role",
+        ROLE,
+        "--handler",
+        "app.handler",
+        "--zip-file",
+        f"fileb://{zip_path}",
+        "--tenancy-config",
+        '{"TenantIsolationMode": "PER_TENANT"}',
     )
     assert created.returncode == 0, created.stderr
     assert json.loads(created.stdout)["TenancyConfig"] == {"TenantIsolationMode": "PER_TENANT"}
     assert aws_cli("lambda", "wait", "function-active-v2", "--function-name", unique_name).returncode == 0
     out = tmp_path / "out.json"
     for tenant, expected in (("blue", 1), ("blue", 2), ("red", 1)):
-        called = aws_cli("lambda", "invoke", "--function-name", unique_name, "--tenant-id", tenant,
-                         "--cli-binary-format", "raw-in-base64-out", "--payload", '{"k": "v"}', str(out))
+        called = aws_cli(
+            "lambda",
+            "invoke",
+            "--function-name",
+            unique_name,
+            "--tenant-id",
+            tenant,
+            "--payload",
+            '{"k": "v"}',
+            str(out),
+        )
         assert called.returncode == 0, called.stderr
         assert json.loads(called.stdout)["StatusCode"] == 200
         assert json.loads(out.read_text()) == {"tenant": tenant, "count": expected, "event": {"k": "v"}}

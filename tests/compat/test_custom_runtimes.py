@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.compat.conftest import ROLE, payload_of, zip_files
+from tests.support import ROLE, payload_of, zip_files
 
 # A complete custom runtime in a few lines: it speaks the Runtime API itself.
 SCRIPT_BOOTSTRAP = """#!/usr/bin/env python3
@@ -32,8 +32,12 @@ while True:
 def test_provided_runtime_runs_bootstrap(lambda_client: Any, unique_name: str) -> None:
     code = zip_files({"bootstrap": SCRIPT_BOOTSTRAP}, modes={"bootstrap": 0o755})
     lambda_client.create_function(
-        FunctionName=unique_name, Runtime="provided.al2023", Role=ROLE, Handler="anything.here",
-        Code={"ZipFile": code}, TenancyConfig={"TenantIsolationMode": "PER_TENANT"},
+        FunctionName=unique_name,
+        Runtime="provided.al2023",
+        Role=ROLE,
+        Handler="anything.here",
+        Code={"ZipFile": code},
+        TenancyConfig={"TenantIsolationMode": "PER_TENANT"},
     )
     lambda_client.get_waiter("function_active_v2").wait(FunctionName=unique_name)
     out = payload_of(lambda_client.invoke(FunctionName=unique_name, TenantId="red", Payload=b'{"a": 1}'))
@@ -42,7 +46,10 @@ def test_provided_runtime_runs_bootstrap(lambda_client: Any, unique_name: str) -
 
 def test_provided_runtime_without_bootstrap_fails_cleanly(lambda_client: Any, unique_name: str) -> None:
     lambda_client.create_function(
-        FunctionName=unique_name, Runtime="provided.al2", Role=ROLE, Handler="x",
+        FunctionName=unique_name,
+        Runtime="provided.al2",
+        Role=ROLE,
+        Handler="x",
         Code={"ZipFile": zip_files({"README": "no bootstrap here"})},
     )
     lambda_client.get_waiter("function_active_v2").wait(FunctionName=unique_name)
@@ -60,13 +67,29 @@ def awslambdaric_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """awslambdaric from PyPI, built for the `python3` that the bootstrap will find in the environment."""
     version = subprocess.run(
         ["python3", "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
-        capture_output=True, text=True, check=True, env={**os.environ, "PATH": ENV_PATH},
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PATH": ENV_PATH},
     ).stdout.strip()
     target = tmp_path_factory.mktemp("ric")
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-         "--only-binary=:all:", "--python-version", version, "--target", str(target), "awslambdaric"],
-        check=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--only-binary=:all:",
+            "--python-version",
+            version,
+            "--target",
+            str(target),
+            "awslambdaric",
+        ],
+        check=True,
+        timeout=600,
     )
     return target
 
@@ -97,8 +120,13 @@ def test_unmodified_awslambdaric(lambda_client: Any, unique_name: str, awslambda
     bootstrap = "#!/bin/sh\nexec python3 -m awslambdaric app.handler\n"
     code = _zip_tree(awslambdaric_dir, {"app.py": (app, 0o644), "bootstrap": (bootstrap, 0o755)})
     lambda_client.create_function(
-        FunctionName=unique_name, Runtime="provided.al2023", Role=ROLE, Handler="app.handler",
-        Code={"ZipFile": code}, TenancyConfig={"TenantIsolationMode": "PER_TENANT"}, Timeout=30,
+        FunctionName=unique_name,
+        Runtime="provided.al2023",
+        Role=ROLE,
+        Handler="app.handler",
+        Code={"ZipFile": code},
+        TenancyConfig={"TenantIsolationMode": "PER_TENANT"},
+        Timeout=30,
     )
     lambda_client.get_waiter("function_active_v2").wait(FunctionName=unique_name)
     for tenant in ("green", "green", "blue"):

@@ -10,12 +10,13 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError, ParamValidationError
 
-from tests.compat.conftest import create_python_function, payload_of, zip_files
+from tests.support import create_python_function, payload_of, zip_files
 
 # The AWS sample for tenant isolation: a module global and a file in /tmp, both per environment.
 COUNTER = """
 import os
 count = 0
+ENVIRONMENT = os.urandom(8).hex()  # names the environment; pids repeat across pid namespaces
 def handler(event, context):
     global count
     count += 1
@@ -24,7 +25,7 @@ def handler(event, context):
     files += 1
     with open(path, "w") as f:
         f.write(str(files))
-    return {"tenant": context.tenant_id, "memory": count, "file": files, "pid": os.getpid()}
+    return {"tenant": context.tenant_id, "memory": count, "file": files, "env": ENVIRONMENT}
 """
 
 CONTEXT = """
@@ -67,15 +68,20 @@ def test_tenants_get_separate_environments(lambda_client: Any, unique_name: str)
     b1 = payload_of(invoke(lambda_client, unique_name, "tenant-b"))
     assert (a1["memory"], a1["file"]) == (1, 1)
     assert (a2["memory"], a2["file"]) == (2, 2)
-    assert a1["pid"] == a2["pid"], "a tenant's warm environment is reused"
+    assert a1["env"] == a2["env"], "a tenant's warm environment is reused"
     assert (b1["memory"], b1["file"]) == (1, 1), "tenant B sees nothing of tenant A's memory or /tmp"
-    assert b1["pid"] != a1["pid"]
+    assert b1["env"] != a1["env"]
     assert b1["tenant"] == "tenant-b"
 
 
 def test_context_and_reserved_environment(lambda_client: Any, unique_name: str) -> None:
     config = create_python_function(
-        lambda_client, unique_name, CONTEXT, per_tenant=True, MemorySize=256, Timeout=7,
+        lambda_client,
+        unique_name,
+        CONTEXT,
+        per_tenant=True,
+        MemorySize=256,
+        Timeout=7,
         Environment={"Variables": {"MY_SETTING": "on"}},
     )
     out = payload_of(invoke(lambda_client, unique_name, "blue:team/1=+.-@ x", {"k": [1, 2]}))
@@ -193,8 +199,10 @@ def test_timeout_kills_the_environment(lambda_client: Any, unique_name: str) -> 
 
 
 def test_crash_is_an_exit_error(lambda_client: Any, unique_name: str) -> None:
-    source = "import os\ncount = 0\ndef handler(e, c):\n    global count\n    count += 1\n" \
-             "    if e.get('die'):\n        os._exit(3)\n    return count\n"
+    source = (
+        "import os\ncount = 0\ndef handler(e, c):\n    global count\n    count += 1\n"
+        "    if e.get('die'):\n        os._exit(3)\n    return count\n"
+    )
     create_python_function(lambda_client, unique_name, source)
     assert payload_of(invoke(lambda_client, unique_name)) == 1
     response = invoke(lambda_client, unique_name, payload={"die": True})
@@ -215,8 +223,10 @@ def test_import_error_is_reported(lambda_client: Any, unique_name: str) -> None:
 
 
 def test_log_tail(lambda_client: Any, unique_name: str) -> None:
-    source = "import logging\ndef handler(e, c):\n    print('hello from', c.tenant_id)\n" \
-             "    logging.getLogger().warning('careful')\n    return 1\n"
+    source = (
+        "import logging\ndef handler(e, c):\n    print('hello from', c.tenant_id)\n"
+        "    logging.getLogger().warning('careful')\n    return 1\n"
+    )
     create_python_function(lambda_client, unique_name, source, per_tenant=True)
     response = invoke(lambda_client, unique_name, "tail-tenant", LogType="Tail")
     tail = base64.b64decode(response["LogResult"]).decode()
@@ -233,9 +243,9 @@ def test_log_tail(lambda_client: Any, unique_name: str) -> None:
 
 
 def test_concurrent_calls_of_one_tenant_scale_out(lambda_client: Any, unique_name: str) -> None:
-    source = "import os, time\ndef handler(e, c):\n    time.sleep(0.5)\n    return os.getpid()\n"
+    source = "import os, time\nENV = os.urandom(8).hex()\ndef handler(e, c):\n    time.sleep(0.5)\n    return ENV\n"
     create_python_function(lambda_client, unique_name, source, per_tenant=True)
-    pids: list[int] = []
+    pids: list[str] = []
 
     def call() -> None:
         pids.append(payload_of(invoke(lambda_client, unique_name, "busy")))
@@ -256,11 +266,12 @@ def test_update_and_delete_retire_environments(lambda_client: Any, unique_name: 
     create_python_function(lambda_client, unique_name, COUNTER, per_tenant=True)
     assert payload_of(invoke(lambda_client, unique_name, "t"))["memory"] == 1
     assert payload_of(invoke(lambda_client, unique_name, "t"))["memory"] == 2
-    lambda_client.update_function_code(FunctionName=unique_name, ZipFile=zip_files(
-        {"app.py": "def handler(e, c):\n    return 'v2'\n"}))
+    lambda_client.update_function_code(
+        FunctionName=unique_name, ZipFile=zip_files({"app.py": "def handler(e, c):\n    return 'v2'\n"})
+    )
     lambda_client.get_waiter("function_updated_v2").wait(FunctionName=unique_name)
     assert payload_of(invoke(lambda_client, unique_name, "t")) == "v2"
-    lambda_client.update_function_configuration(FunctionName=unique_name, Environment={"Variables": {"X": "1"}})
+    lambda_client.update_function_configuration(FunctionName=unique_name, Environment={"Variables": {"XY": "1"}})
     lambda_client.get_waiter("function_updated_v2").wait(FunctionName=unique_name)
     assert payload_of(invoke(lambda_client, unique_name, "t")) == "v2"
     lambda_client.delete_function(FunctionName=unique_name)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,8 @@ def handler(event, context):
 """
 
 
-def jail_processes() -> list[int]:
+def jail_processes(uids: set[int] | None = None) -> list[int]:
+    """Processes running as an environment uid (of `uids`, when given)."""
     found = []
     for pid in (p for p in os.listdir("/proc") if p.isdigit()):
         try:
@@ -33,29 +35,34 @@ def jail_processes() -> list[int]:
         except OSError:
             continue
         uid = int(next(line for line in status.splitlines() if line.startswith("Uid:")).split()[1])
-        if UID_BASE <= uid < UID_BASE + UID_COUNT:
+        if UID_BASE <= uid < UID_BASE + UID_COUNT and (uids is None or uid in uids):
             found.append(int(pid))
     return found
 
 
-def silo_cgroups() -> list[Path]:
-    out: list[Path] = []
+def silo_cgroups() -> set[Path]:
+    out: set[Path] = set()
     for ctrl in ("memory", "pids", "cpu", "freezer"):
         parent = Path("/sys/fs/cgroup") / ctrl / "silo"
         if parent.is_dir():
-            out.extend(p for p in parent.iterdir() if p.is_dir())
+            out.update(p for p in parent.iterdir() if p.is_dir())
     return out
 
 
 def test_hundreds_of_environments_leave_nothing(lambda_client: Any, unique_name: str, silo_server: SiloServer) -> None:
+    # Other tests' environments live on in the shared server; only what this test starts must go.
+    env_root = silo_server.data_dir / "environments"
+    groups_before = silo_cgroups()
+    dirs_before = set(env_root.iterdir())
     create_python_function(lambda_client, unique_name, SOURCE, per_tenant=True)
     uids: list[int] = []
     tenants = [f"t{i}" for i in range(ENVIRONMENTS)]
 
     def worker(chunk: list[str]) -> None:
         for i, tenant in enumerate(chunk):
-            response = lambda_client.invoke(FunctionName=unique_name, TenantId=tenant,
-                                            Payload=b'{"linger": true}' if i % 10 == 0 else b"{}")
+            response = lambda_client.invoke(
+                FunctionName=unique_name, TenantId=tenant, Payload=b'{"linger": true}' if i % 10 == 0 else b"{}"
+            )
             uids.append(payload_of(response))
 
     threads = [threading.Thread(target=worker, args=(tenants[i::4],)) for i in range(4)]
@@ -65,21 +72,20 @@ def test_hundreds_of_environments_leave_nothing(lambda_client: Any, unique_name:
         t.join()
     assert len(uids) == ENVIRONMENTS
     assert len(set(uids)) == ENVIRONMENTS, "every live environment has its own uid"
-    assert jail_processes(), "the environments are alive before the function goes"
+    mine = set(uids)
+    assert len(jail_processes(mine)) >= ENVIRONMENTS, "the environments are alive before the function goes"
+    assert len(silo_cgroups() - groups_before) >= ENVIRONMENTS
     lambda_client.delete_function(FunctionName=unique_name)
 
-    import time
-
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and (jail_processes() or silo_cgroups()):
+    while time.monotonic() < deadline and (jail_processes(mine) or silo_cgroups() - groups_before):
         time.sleep(0.2)
-    assert jail_processes() == [], "no process of any environment survives"
-    assert silo_cgroups() == [], "every environment's cgroups are removed"
-    env_root = silo_server.data_dir / "environments"
+    assert jail_processes(mine) == [], "no process of any environment survives"
+    assert silo_cgroups() - groups_before == set(), "every environment's cgroups are removed"
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and any(env_root.iterdir()):
+    while time.monotonic() < deadline and set(env_root.iterdir()) - dirs_before:
         time.sleep(0.2)
-    assert list(env_root.iterdir()) == [], "every environment's directory is removed"
+    assert set(env_root.iterdir()) - dirs_before == set(), "every environment's directory is removed"
     mounts = Path("/proc/self/mountinfo").read_text()
     assert str(env_root) not in mounts, "no mount of any environment is visible on the host"
     assert silo_server.alive()

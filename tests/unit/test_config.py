@@ -9,7 +9,7 @@ from silo.config import load_settings
 
 def test_defaults() -> None:
     s = load_settings({}, {})
-    assert (s.host, s.port, s.sandbox) == ("127.0.0.1", 9700, "process")
+    assert (s.host, s.port, s.sandbox) == ("127.0.0.1", 9700, "auto")
     assert s.data_dir == Path(".silo").resolve()
 
 

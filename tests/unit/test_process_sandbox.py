@@ -29,8 +29,12 @@ def launch_spec(tmp_path: Path, tag: str, sleep: float) -> LaunchSpec:
         (code / "bootstrap").write_text(WRITER)
         (code / "bootstrap").chmod(0o755)
     return LaunchSpec(
-        env_id=uuid.uuid4().hex, runtime="provided.al2023", environ={"TAG": tag, "SLEEP": str(sleep)},
-        code_dir=code, memory_mb=128, ephemeral_mb=512,
+        env_id=uuid.uuid4().hex,
+        runtime="provided.al2023",
+        environ={"TAG": tag, "SLEEP": str(sleep)},
+        code_dir=code,
+        memory_mb=128,
+        ephemeral_mb=512,
     )
 
 

@@ -11,9 +11,18 @@ from silo.types import FunctionSpec
 
 def spec(per_tenant: bool) -> FunctionSpec:
     return FunctionSpec(
-        function_name="f", function_arn="arn:aws:lambda:us-east-1:000000000000:function:f", version="$LATEST",
-        revision_id="r", runtime="python3.11", handler="app.handler", code_dir=Path("/nonexistent"),
-        memory_mb=128, timeout_s=3, ephemeral_mb=512, environment={}, per_tenant=per_tenant,
+        function_name="f",
+        function_arn="arn:aws:lambda:us-east-1:000000000000:function:f",
+        version="$LATEST",
+        revision_id="r",
+        runtime="python3.11",
+        handler="app.handler",
+        code_dir=Path("/nonexistent"),
+        memory_mb=128,
+        timeout_s=3,
+        ephemeral_mb=512,
+        environment={},
+        per_tenant=per_tenant,
     )
 
 

@@ -1,0 +1,171 @@
+"""Lambda's function-management routes (REST-JSON, apiVersion 2015-03-31) over FunctionService.
+
+Paths, methods and status codes are those of botocore's service model. Handlers only translate
+HTTP to service calls; errors are silo.errors exceptions, rendered by the app's LambdaError handler.
+Writes that carry a package run in a worker thread: unpacking can take seconds and must not stall
+the event loop that also serves invocations.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import quote
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from silo.api import render
+from silo.control.functions import FunctionService
+from silo.control.violations import Violations
+from silo.errors import InvalidRequestContentException, RequestEntityTooLargeException
+
+# Lambda's request limit for CreateFunction: a 50 MB zip, base64-encoded, inside its JSON body.
+MAX_REQUEST_BYTES = 70_167_211
+CODE_PATH = "/silo/v1/functions/{function_name}/code"
+
+
+async def read_json_body(request: Request, operation: str) -> dict[str, Any]:
+    """The request's JSON object, refusing oversized bodies before reading them whole.
+
+    An empty body counts as `{}`: botocore sends none for operations whose members are all absent.
+    """
+    too_large = RequestEntityTooLargeException(
+        f"Request must be smaller than {MAX_REQUEST_BYTES} bytes for the {operation} operation"
+    )
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_REQUEST_BYTES:
+        raise too_large
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_REQUEST_BYTES:
+            raise too_large
+        chunks.append(chunk)
+    raw = b"".join(chunks)
+    if not raw.strip():
+        return {}
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidRequestContentException(
+            f"Could not parse request body into json: Could not parse payload into json: {exc}"
+        ) from None
+    if not isinstance(body, dict):
+        raise InvalidRequestContentException(
+            "Could not parse request body into json: the request body must be a JSON object"
+        )
+    return body
+
+
+def parse_max_items(raw: str | None) -> int | None:
+    if raw is None:
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        v = Violations()
+        v.add(raw, "maxItems", "Member must be a number")
+        raise v.error() from None
+
+
+def no_content() -> Response:
+    return Response(status_code=204, headers={"x-amzn-RequestId": render.request_id()})
+
+
+class FunctionRoutes:
+    """The handlers, bound to one service."""
+
+    def __init__(self, service: FunctionService) -> None:
+        self.service = service
+
+    def _code_location(self, request: Request) -> Callable[[str], str]:
+        base = str(request.base_url).rstrip("/")
+        return lambda name: base + CODE_PATH.format(function_name=quote(name, safe=""))
+
+    async def create_function(self, request: Request) -> Response:
+        body = await read_json_body(request, "CreateFunction")
+        config = await run_in_threadpool(self.service.create_function, body)
+        return render.json_response(config, status=201)
+
+    async def list_functions(self, request: Request) -> Response:
+        q = request.query_params
+        page = self.service.list_functions(
+            marker=q.get("Marker"),
+            max_items=parse_max_items(q.get("MaxItems")),
+            function_version=q.get("FunctionVersion"),
+            master_region=q.get("MasterRegion"),
+        )
+        return render.json_response(page)
+
+    async def get_function(self, request: Request) -> Response:
+        out = self.service.get_function(
+            request.path_params["function_name"],
+            request.query_params.get("Qualifier"),
+            self._code_location(request),
+        )
+        return render.json_response(out)
+
+    async def get_function_configuration(self, request: Request) -> Response:
+        out = self.service.get_function_configuration(
+            request.path_params["function_name"], request.query_params.get("Qualifier")
+        )
+        return render.json_response(out)
+
+    async def update_function_code(self, request: Request) -> Response:
+        body = await read_json_body(request, "UpdateFunctionCode")
+        name = request.path_params["function_name"]
+        config = await run_in_threadpool(self.service.update_function_code, name, body)
+        return render.json_response(config)
+
+    async def update_function_configuration(self, request: Request) -> Response:
+        body = await read_json_body(request, "UpdateFunctionConfiguration")
+        name = request.path_params["function_name"]
+        config = await run_in_threadpool(self.service.update_function_configuration, name, body)
+        return render.json_response(config)
+
+    async def delete_function(self, request: Request) -> Response:
+        name = request.path_params["function_name"]
+        await run_in_threadpool(self.service.delete_function, name, request.query_params.get("Qualifier"))
+        # The model says 200, but Lambda answers 204 (AWS-recorded) and clients accept both.
+        return no_content()
+
+    async def get_account_settings(self, request: Request) -> Response:
+        return render.json_response(self.service.get_account_settings())
+
+    async def download_code(self, request: Request) -> Response:
+        """GetFunction's Code.Location: the package as uploaded."""
+        data = await run_in_threadpool(self.service.function_code, request.path_params["function_name"])
+        return Response(
+            data,
+            media_type="application/zip",
+            headers={"x-amzn-RequestId": render.request_id()},
+        )
+
+
+def routes(service: FunctionService) -> list[Route]:
+    """The routes of the function-management operations.
+
+    Paths with and without a trailing slash are both served: botocore has sent
+    `/2015-03-31/functions/` for ListFunctions in some releases and `/2015-03-31/functions` in others.
+    """
+    h = FunctionRoutes(service)
+    fn = "/2015-03-31/functions/{function_name}"
+    return [
+        Route("/2015-03-31/functions", h.create_function, methods=["POST"]),
+        Route("/2015-03-31/functions/", h.create_function, methods=["POST"]),
+        Route("/2015-03-31/functions", h.list_functions, methods=["GET"]),
+        Route("/2015-03-31/functions/", h.list_functions, methods=["GET"]),
+        Route(fn, h.get_function, methods=["GET"]),
+        Route(fn, h.delete_function, methods=["DELETE"]),
+        Route(fn + "/configuration", h.get_function_configuration, methods=["GET"]),
+        Route(fn + "/configuration", h.update_function_configuration, methods=["PUT"]),
+        Route(fn + "/code", h.update_function_code, methods=["PUT"]),
+        Route("/2016-08-19/account-settings", h.get_account_settings, methods=["GET"]),
+        Route("/2016-08-19/account-settings/", h.get_account_settings, methods=["GET"]),
+        Route(CODE_PATH, h.download_code, methods=["GET"]),
+    ]

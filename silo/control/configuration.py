@@ -1,0 +1,87 @@
+"""What the control plane reports: Lambda's FunctionConfiguration, and the FunctionSpec the invoke path runs.
+
+Both are derived from a stored FunctionRecord and nothing else, so every operation that answers with
+a configuration (Create, Get, GetConfiguration, List, both Updates) reports the same fields, and
+TenancyConfig appears in all of them or in none.
+"""
+
+from __future__ import annotations
+
+import base64
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from silo.control.names import LATEST, function_arn
+from silo.store.functions import FunctionRecord
+from silo.types import FunctionSpec
+
+
+def lambda_timestamp(moment: datetime | None = None) -> str:
+    """Lambda's LastModified form, e.g. `2023-06-12T10:45:00.000+0000` (a string, not a timestamp)."""
+    moment = (moment or datetime.now(UTC)).astimezone(UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}+0000"
+
+
+def code_sha256_b64(sha256_hex: str) -> str:
+    """Lambda's CodeSha256 is the base64 of the digest, where the store keys by hex."""
+    return base64.b64encode(bytes.fromhex(sha256_hex)).decode()
+
+
+def function_configuration(record: FunctionRecord, region: str, account: str) -> dict[str, Any]:
+    """The FunctionConfiguration of a stored version, in the model's member order."""
+    c = record.config
+    qualifier = None if record.version == LATEST else record.version
+    out: dict[str, Any] = {
+        "FunctionName": record.name,
+        "FunctionArn": function_arn(region, account, record.name, qualifier),
+        "Runtime": c["Runtime"],
+        "Role": c["Role"],
+        "Handler": c["Handler"],
+        "CodeSize": record.code_size,
+        "Description": c["Description"],
+        "Timeout": c["Timeout"],
+        "MemorySize": c["MemorySize"],
+        "LastModified": record.last_modified,
+        "CodeSha256": code_sha256_b64(record.code_sha256),
+        "Version": record.version,
+    }
+    if "Environment" in c:
+        out["Environment"] = {"Variables": dict(c["Environment"]["Variables"])}
+    out["TracingConfig"] = dict(c["TracingConfig"])
+    out["RevisionId"] = record.revision_id
+    # Code is unpacked before CreateFunction answers, so the function is usable at once: Active and
+    # Successful are true, and boto3's waiters (function_active_v2, function_updated_v2) pass first time.
+    out["State"] = "Active"
+    out["LastUpdateStatus"] = "Successful"
+    out["PackageType"] = c["PackageType"]
+    out["Architectures"] = list(c["Architectures"])
+    out["EphemeralStorage"] = dict(c["EphemeralStorage"])
+    out["SnapStart"] = {"ApplyOn": c["SnapStart"]["ApplyOn"], "OptimizationStatus": "Off"}
+    out["LoggingConfig"] = dict(c["LoggingConfig"])
+    if "TenancyConfig" in c:
+        out["TenancyConfig"] = dict(c["TenancyConfig"])
+    return out
+
+
+def function_spec(record: FunctionRecord, code_dir: Path, region: str, account: str) -> FunctionSpec:
+    """What the invoke path needs to start and drive environments of this version."""
+    c = record.config
+    logging = c["LoggingConfig"]
+    return FunctionSpec(
+        function_name=record.name,
+        function_arn=function_arn(region, account, record.name),
+        version=record.version,
+        revision_id=record.revision_id,
+        runtime=c["Runtime"],
+        handler=c["Handler"],
+        code_dir=code_dir,
+        memory_mb=c["MemorySize"],
+        timeout_s=c["Timeout"],
+        ephemeral_mb=c["EphemeralStorage"]["Size"],
+        environment=dict(c.get("Environment", {}).get("Variables", {})),
+        per_tenant="TenancyConfig" in c,
+        log_format=logging["LogFormat"],
+        log_group=logging["LogGroup"],
+        region=region,
+    )

@@ -1,0 +1,347 @@
+"""FunctionService: the control plane of functions, and the only writer of their state.
+
+Commands are validated (silo.control.validation), applied to the store, and mirrored in an in-memory
+map of FunctionSpec objects so that `resolve`, on every invocation's path, never touches the database.
+
+Writes are serialised by one lock and may run in worker threads (unpacking a package takes a while);
+reads of the map need no lock because each write replaces an entry in one step.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+import threading
+import uuid
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+from silo.config import Settings
+from silo.control import validation
+from silo.control.configuration import function_configuration, function_spec, lambda_timestamp
+from silo.control.fields import str_member
+from silo.control.names import (
+    LATEST,
+    FunctionRef,
+    function_arn,
+    merge_qualifier,
+    not_found,
+    parse_function_name,
+)
+from silo.control.violations import Violations, enum_constraint
+from silo.errors import (
+    InvalidParameterValueException,
+    PreconditionFailedException,
+    ResourceConflictException,
+)
+from silo.runtimes import catalog
+from silo.store.code import MAX_UNZIPPED_BYTES, MAX_ZIPPED_BYTES, CodeStore
+from silo.store.db import Database
+from silo.store.functions import FunctionRecord, FunctionRepository
+from silo.types import FunctionSpec
+
+log = logging.getLogger(__name__)
+
+LIST_PAGE_MAX = 50
+ACCOUNT_CONCURRENCY = 1000
+# Lambda's default code storage quota per account and region (75 GB).
+TOTAL_CODE_SIZE_LIMIT = 80_530_636_800
+REVISION_MISMATCH = (
+    "The Revision Id provided does not match the latest Revision Id. "
+    "Call the GetFunction/GetAlias API to retrieve the latest Revision Id"
+)
+
+
+def host_architecture() -> str:
+    machine = platform.machine().lower()
+    return "arm64" if machine in ("aarch64", "arm64") else "x86_64"
+
+
+class FunctionService:
+    """Create, read, update, delete and resolve functions.
+
+    `on_change(function_arn)` runs after every change that makes the live environments of a
+    function stale (UpdateFunctionCode, UpdateFunctionConfiguration, DeleteFunction).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        db: Database,
+        code_store: CodeStore,
+        on_change: Callable[[str], None],
+        *,
+        available_runtimes: Callable[[], list[str]] = catalog.available_runtimes,
+        architecture: str | None = None,
+        concurrency_limit: int = ACCOUNT_CONCURRENCY,
+    ) -> None:
+        self.settings = settings
+        self.region = settings.region
+        self.account = settings.account_id
+        self.repo = FunctionRepository(db)
+        self.code = code_store
+        self.on_change = on_change
+        self._available_runtimes = available_runtimes
+        self._architecture = architecture or host_architecture()
+        self.concurrency_limit = concurrency_limit
+        self._write_lock = threading.RLock()
+        self._specs: dict[str, FunctionSpec] = {}
+        self._load()
+
+    # -- start-up ---------------------------------------------------------------------------------
+
+    def _load(self) -> None:
+        """Fill the map from the database; repair unpacked code from its blob; drop orphaned code."""
+        self.code.clear_scratch()
+        for record in self.repo.all_versions():
+            if not self.code.directory(record.code_sha256).is_dir():
+                self._restore_code(record)
+            self._specs[record.name] = self._spec(record)
+        self.code.collect(self.repo.code_in_use())
+
+    def _restore_code(self, record: FunctionRecord) -> None:
+        blob = self.code.blob_path(record.code_sha256)
+        if not blob.is_file():
+            log.error("code of function %s (%s) is missing; it cannot run", record.name, record.code_sha256)
+            return
+        with self.code.add(blob.read_bytes()):
+            pass
+
+    # -- helpers ----------------------------------------------------------------------------------
+
+    def _rules(self) -> validation.Rules:
+        return validation.Rules(tuple(self._available_runtimes()), self._architecture)
+
+    def _spec(self, record: FunctionRecord) -> FunctionSpec:
+        return function_spec(record, self.code.directory(record.code_sha256), self.region, self.account)
+
+    def _configuration(self, record: FunctionRecord) -> dict[str, Any]:
+        return function_configuration(record, self.region, self.account)
+
+    def _arn(self, name: str) -> str:
+        return function_arn(self.region, self.account, name)
+
+    def _check_home(self, ref: FunctionRef) -> None:
+        """An ARN of another region or account names a function that is not here."""
+        if (ref.region or self.region) != self.region or (ref.account or self.account) != self.account:
+            raise not_found(ref.region or self.region, ref.account or self.account, ref.name, ref.qualifier)
+
+    def _record(self, function_name: str, qualifier: str | None, *, namespaced: bool) -> FunctionRecord:
+        ref = parse_function_name(function_name, namespaced=namespaced)
+        wanted = merge_qualifier(ref, qualifier)
+        self._check_home(ref)
+        record = self.repo.get(ref.name)
+        if record is None:
+            raise not_found(self.region, self.account, ref.name)
+        if wanted not in (None, LATEST):
+            raise not_found(self.region, self.account, ref.name, wanted)
+        return record
+
+    def _unqualified(self, function_name: str) -> FunctionRecord:
+        """The $LATEST record of an update target; updates apply to the unpublished version only."""
+        ref = parse_function_name(function_name, namespaced=False)
+        if ref.qualifier not in (None, LATEST):
+            raise InvalidParameterValueException(
+                "This operation is permitted on Lambda functions only. Aliases and versions do not support "
+                "this operation. Please specify either a function name or an unqualified function ARN."
+            )
+        return self._record(function_name, None, namespaced=False)
+
+    @staticmethod
+    def _check_revision(record: FunctionRecord, revision_id: str | None) -> None:
+        if revision_id is not None and revision_id != record.revision_id:
+            raise PreconditionFailedException(REVISION_MISMATCH)
+
+    def _notify(self, name: str) -> None:
+        try:
+            self.on_change(self._arn(name))
+        except Exception:
+            # The change is committed; failing the request now would make the client retry a write
+            # that already happened. Stale environments are the router's to clean up.
+            log.exception("on_change failed for function %s", name)
+
+    def _collect(self, *shas: str) -> None:
+        self.code.collect(self.repo.code_in_use(), candidates=shas)
+
+    # -- commands ---------------------------------------------------------------------------------
+
+    def create_function(self, body: dict[str, Any]) -> dict[str, Any]:
+        """CreateFunction: validate, store the code, record the function. Returns its configuration."""
+        request = validation.create_request(body, self._rules())
+        name = request.ref.name
+        self._check_home(request.ref)
+        with self._write_lock:
+            if name in self._specs:
+                raise ResourceConflictException(f"Function already exist: {name}")
+            now = lambda_timestamp()
+            inserted = False
+            stored_sha: str | None = None
+            try:
+                with self.code.add(request.zip_bytes) as stored:
+                    stored_sha = stored.sha256_hex
+                    record = FunctionRecord(
+                        name=name,
+                        version=LATEST,
+                        config=request.config,
+                        code_sha256=stored.sha256_hex,
+                        code_size=stored.size,
+                        revision_id=str(uuid.uuid4()),
+                        last_modified=now,
+                    )
+                    inserted = self.repo.insert(record, created_at=now)
+            finally:
+                # Collected only once unpinned; code another function shares is kept (it is in use).
+                if not inserted and stored_sha is not None:
+                    self._collect(stored_sha)
+            if not inserted:
+                raise ResourceConflictException(f"Function already exist: {name}")
+            self._specs[name] = self._spec(record)
+        return self._configuration(record)
+
+    def get_function(
+        self, function_name: str, qualifier: str | None, code_location: Callable[[str], str]
+    ) -> dict[str, Any]:
+        """GetFunction. `code_location(name)` gives the URL this server serves the package at."""
+        record = self._record(function_name, qualifier, namespaced=True)
+        out: dict[str, Any] = {
+            "Configuration": self._configuration(record),
+            "Code": {"RepositoryType": "S3", "Location": code_location(record.name)},
+        }
+        if record.config.get("Tags"):
+            out["Tags"] = dict(record.config["Tags"])
+        return out
+
+    def get_function_configuration(self, function_name: str, qualifier: str | None) -> dict[str, Any]:
+        """GetFunctionConfiguration."""
+        return self._configuration(self._record(function_name, qualifier, namespaced=True))
+
+    def function_code(self, function_name: str) -> bytes:
+        """The deployment package of a function's $LATEST, as uploaded."""
+        record = self._record(function_name, None, namespaced=True)
+        return self.code.read_blob(record.code_sha256)
+
+    def list_functions(
+        self,
+        marker: str | None = None,
+        max_items: int | None = None,
+        function_version: str | None = None,
+        master_region: str | None = None,
+    ) -> dict[str, Any]:
+        """ListFunctions: pages of at most 50, ordered by name; NextMarker when more remain."""
+        v = Violations()
+        if max_items is not None and not 1 <= max_items <= 10000:
+            bound = "greater than or equal to 1" if max_items < 1 else "less than or equal to 10000"
+            v.add(max_items, "maxItems", f"Member must have value {bound}")
+        if function_version is not None and function_version != "ALL":
+            v.add(function_version, "functionVersion", enum_constraint(["ALL"]))
+        v.raise_if_any()
+        if master_region is not None:
+            # Only Lambda@Edge replicas have a master region, and silo has none.
+            return {"Functions": []}
+        limit = min(max_items or LIST_PAGE_MAX, LIST_PAGE_MAX)
+        # One more than asked tells whether another page exists without a second query.
+        records = self.repo.list_page(marker, limit + 1)
+        out: dict[str, Any] = {"Functions": [self._configuration(r) for r in records[:limit]]}
+        if len(records) > limit:
+            out["NextMarker"] = records[limit - 1].name
+        return out
+
+    def update_function_code(self, function_name: str, body: dict[str, Any]) -> dict[str, Any]:
+        """UpdateFunctionCode (ZipFile only), honouring the RevisionId precondition and DryRun."""
+        request = validation.update_code(body, self._rules())
+        with self._write_lock:
+            current = self._unqualified(function_name)
+            self._check_revision(current, request.revision_id)
+            with self.code.add(request.zip_bytes) as stored:
+                config = dict(current.config)
+                if request.architectures is not None:
+                    config["Architectures"] = request.architectures
+                record = replace(
+                    current,
+                    config=config,
+                    code_sha256=stored.sha256_hex,
+                    code_size=stored.size,
+                    revision_id=str(uuid.uuid4()),
+                    last_modified=lambda_timestamp(),
+                )
+                if request.dry_run:
+                    applied = False
+                else:
+                    applied = self.repo.replace(record, current.revision_id)
+            if not applied:
+                self._collect(stored.sha256_hex)
+                if request.dry_run:
+                    return self._configuration(replace(record, revision_id=current.revision_id))
+                raise PreconditionFailedException(REVISION_MISMATCH)
+            self._specs[record.name] = self._spec(record)
+            if current.code_sha256 != record.code_sha256:
+                self._collect(current.code_sha256)
+        self._notify(record.name)
+        return self._configuration(record)
+
+    def update_function_configuration(self, function_name: str, body: dict[str, Any]) -> dict[str, Any]:
+        """UpdateFunctionConfiguration: members present replace the current ones; TenancyConfig never changes."""
+        with self._write_lock:
+            current = self._unqualified(function_name)
+            config = validation.update_configuration(body, current.config, current.name, self._rules())
+            self._check_revision(current, str_member(body, "RevisionId"))
+            record = replace(current, config=config, revision_id=str(uuid.uuid4()), last_modified=lambda_timestamp())
+            if not self.repo.replace(record, current.revision_id):
+                raise PreconditionFailedException(REVISION_MISMATCH)
+            self._specs[record.name] = self._spec(record)
+        self._notify(record.name)
+        return self._configuration(record)
+
+    def delete_function(self, function_name: str, qualifier: str | None = None) -> None:
+        """DeleteFunction. Deleting `$LATEST` alone is refused, as on Lambda."""
+        ref = parse_function_name(function_name, namespaced=True)
+        wanted = merge_qualifier(ref, qualifier)
+        if wanted == LATEST:
+            raise InvalidParameterValueException("$LATEST version cannot be deleted without deleting the function.")
+        with self._write_lock:
+            record = self._record(function_name, qualifier, namespaced=True)
+            self.repo.delete(record.name)
+            self._specs.pop(record.name, None)
+            self._collect(record.code_sha256)
+        self._notify(record.name)
+
+    def get_account_settings(self) -> dict[str, Any]:
+        """GetAccountSettings: silo's limits and what this server stores."""
+        count, total = self.repo.usage()
+        return {
+            "AccountLimit": {
+                "TotalCodeSize": TOTAL_CODE_SIZE_LIMIT,
+                "CodeSizeUnzipped": MAX_UNZIPPED_BYTES,
+                "CodeSizeZipped": MAX_ZIPPED_BYTES,
+                "ConcurrentExecutions": self.concurrency_limit,
+                # No reserved concurrency exists yet, so all of it is unreserved.
+                "UnreservedConcurrentExecutions": self.concurrency_limit,
+            },
+            "AccountUsage": {"TotalCodeSize": total, "FunctionCount": count},
+        }
+
+    # -- the invoke path ----------------------------------------------------------------------------
+
+    def resolve(self, function_name: str, qualifier: str | None) -> FunctionSpec:
+        """The FunctionSpec an Invoke addresses, from memory.
+
+        Accepts a name, `name:qualifier`, a partial ARN or a full ARN. Only `$LATEST` exists.
+        """
+        if qualifier is None or qualifier == LATEST:
+            spec = self._specs.get(function_name)
+            if spec is not None:  # the common case: a bare name, no parsing
+                return spec
+        ref = parse_function_name(function_name, namespaced=True)
+        wanted = merge_qualifier(ref, qualifier)
+        self._check_home(ref)
+        spec = self._specs.get(ref.name)
+        if spec is None:
+            raise not_found(self.region, self.account, ref.name)
+        if wanted not in (None, LATEST):
+            raise not_found(self.region, self.account, ref.name, wanted)
+        return spec
+
+    def functions(self) -> list[FunctionSpec]:
+        """Every function's current spec (e.g. for pre-warming at start)."""
+        return list(self._specs.values())

@@ -1,0 +1,242 @@
+"""One TCP connection from a runtime to its Runtime API: HTTP/1.1 framing over httptools.
+
+This is the warm path, so no framework: the parser calls back into this protocol, a finished
+request goes to the channel, and answers are written in request order (HTTP/1.1 pipelining) even
+when an earlier GET /next is still parked. The runtime is tenant code and may be hostile, so what
+is buffered is bounded: request heads, queued answers, and bodies only for a POST that can be used.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections import deque
+from typing import Protocol, cast
+
+import httptools
+
+from silo.runtime_api import wire
+
+MAX_HEAD_BYTES = 64 * 1024
+MAX_URL_BYTES = 4096
+MAX_HEADER_VALUE_BYTES = 4096
+MAX_QUEUED_ANSWERS = 64
+
+
+class Request:
+    """A parsed request: only what the Runtime API looks at."""
+
+    __slots__ = ("body", "content_type", "error_type", "keep_alive", "method", "path", "too_large")
+
+    def __init__(self) -> None:
+        self.method = b""
+        self.path = b""
+        self.content_type: str | None = None
+        self.error_type: str | None = None
+        self.body = b""
+        self.too_large = False
+        self.keep_alive = True
+
+
+class Answer:
+    """A place in the connection's answer order; `data` stays None while a GET /next is parked."""
+
+    __slots__ = ("data", "keep_alive")
+
+    def __init__(self, keep_alive: bool) -> None:
+        self.data: tuple[bytes, ...] | None = None
+        self.keep_alive = keep_alive
+
+
+class Dispatcher(Protocol):
+    """What a connection needs from its channel (RuntimeChannel implements it)."""
+
+    max_body_bytes: int
+
+    def admit(self, conn: RuntimeConnection) -> bool: ...
+
+    def release(self, conn: RuntimeConnection) -> None: ...
+
+    def wants_body(self, method: bytes, path: bytes) -> bool: ...
+
+    def handle(self, conn: RuntimeConnection, answer: Answer, request: Request) -> bytes | None:
+        """The answer to `request`, or None when the channel keeps `answer` to fill it later."""
+        ...
+
+
+class RuntimeConnection(asyncio.Protocol):
+    def __init__(self, dispatcher: Dispatcher) -> None:
+        self._dispatcher = dispatcher
+        self._parser = httptools.HttpRequestParser(self)
+        self._transport: asyncio.Transport | None = None
+        self._answers: deque[Answer] = deque()
+        self._closing = False
+        self._request = Request()
+        self._url = b""
+        self._in_head = False
+        self._head_bytes = 0
+        self._expect_continue = False
+        self._content_length = -1
+        self._chunks: list[bytes] | None = None
+        self._body_bytes = 0
+
+    # asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # create_server only ever makes stream transports.
+        transport = cast(asyncio.Transport, transport)
+        self._transport = transport
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            # Answers are small and latency-bound; never let Nagle hold one back.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if not self._dispatcher.admit(self):
+            self._closing = True
+            transport.abort()
+
+    def data_received(self, data: bytes) -> None:
+        if self._closing:
+            return
+        if self._in_head:
+            self._head_bytes += len(data)
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._fail("protocol upgrades are not supported")
+        except httptools.HttpParserError as exc:
+            self._fail(f"malformed HTTP request: {exc}")
+        if self._in_head and self._head_bytes > MAX_HEAD_BYTES:
+            self._fail("request head too large")
+
+    def eof_received(self) -> bool:
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closing = True
+        self._answers.clear()
+        self._dispatcher.release(self)
+
+    # httptools callbacks
+
+    def on_message_begin(self) -> None:
+        self._request = Request()
+        self._url = b""
+        self._in_head = True
+        self._head_bytes = 0
+        self._expect_continue = False
+        self._content_length = -1
+        self._chunks = None
+        self._body_bytes = 0
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+        if len(self._url) > MAX_URL_BYTES:
+            raise httptools.HttpParserError("URL too long")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if len(value) > MAX_HEADER_VALUE_BYTES:
+            return
+        lowered = name.lower()
+        if lowered == b"content-length":
+            try:
+                self._content_length = int(value)
+            except ValueError:
+                raise httptools.HttpParserError("bad Content-Length") from None
+        elif lowered == b"content-type":
+            self._request.content_type = value.decode("latin-1")
+        elif lowered == b"lambda-runtime-function-error-type":
+            self._request.error_type = value.decode("latin-1")
+        elif lowered == b"expect":
+            self._expect_continue = value.lower() == b"100-continue"
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        request = self._request
+        request.method = self._parser.get_method()
+        request.path = self._url.partition(b"?")[0]
+        limit = self._dispatcher.max_body_bytes
+        if self._content_length > limit:
+            request.too_large = True
+        elif self._dispatcher.wants_body(request.method, request.path):
+            self._chunks = []
+        if not self._expect_continue or self._content_length == 0 or self._answers:
+            # With answers still queued a 100 would be read as theirs; the client sends anyway.
+            return
+        if request.too_large:
+            # Refuse before the body is sent; the body will not follow, so this connection ends.
+            self._dispatch(keep_alive=False)
+            self._closing = True
+        elif self._transport is not None:
+            self._transport.write(wire.CONTINUE)
+
+    def on_body(self, body: bytes) -> None:
+        if self._chunks is None:
+            return
+        self._body_bytes += len(body)
+        if self._body_bytes > self._dispatcher.max_body_bytes:
+            self._request.too_large = True
+            self._chunks = None
+        else:
+            self._chunks.append(body)
+
+    def on_message_complete(self) -> None:
+        if self._closing:
+            return
+        if self._chunks:
+            self._request.body = b"".join(self._chunks)
+        self._dispatch(keep_alive=self._parser.should_keep_alive())
+
+    # answers
+
+    def _dispatch(self, *, keep_alive: bool) -> None:
+        answer = Answer(keep_alive)
+        self._request.keep_alive = keep_alive
+        self._answers.append(answer)
+        data = self._dispatcher.handle(self, answer, self._request)
+        if data is not None:
+            answer.data = (data,)
+            self._flush()
+        elif len(self._answers) > MAX_QUEUED_ANSWERS:
+            self._fail("too many pipelined requests behind a parked GET /next")
+
+    def deliver(self, answer: Answer, *data: bytes) -> bool:
+        """Fill a parked answer. False when this connection is gone and cannot take it."""
+        if self._closing or self._transport is None or self._transport.is_closing():
+            return False
+        answer.data = data
+        self._flush()
+        return True
+
+    @property
+    def is_open(self) -> bool:
+        return not self._closing and self._transport is not None and not self._transport.is_closing()
+
+    def _flush(self) -> None:
+        transport = self._transport
+        answers = self._answers
+        while answers and answers[0].data is not None and transport is not None:
+            answer = answers.popleft()
+            for part in answer.data or ():
+                transport.write(part)
+            if not answer.keep_alive:
+                self.close()
+                return
+
+    def _fail(self, why: str) -> None:
+        transport = self._transport
+        if self._closing or transport is None:
+            return
+        if not self._answers:
+            transport.write(wire.bad_request(why))
+        self.close()
+
+    def close(self) -> None:
+        """Stop reading, send what is already written, then close."""
+        self._closing = True
+        if self._transport is not None:
+            self._transport.close()
+
+    def abort(self) -> None:
+        self._closing = True
+        if self._transport is not None:
+            self._transport.abort()

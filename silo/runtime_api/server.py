@@ -1,0 +1,276 @@
+"""RuntimeChannel: the Runtime API of one environment, served on a socket the daemon was given.
+
+The state machine is small because an environment runs one invocation at a time:
+
+    (no invocation) --submit--> queued --GET /next--> delivered --POST response|error--> (no invocation)
+
+`submit` hands an invocation to the parked GET /next (or the next one to arrive); the future it
+returns resolves when the runtime posts /response or /error. Choices where Lambda's documents are
+silent, so that a broken runtime fails fast instead of hanging until the timeout:
+
+- GET /next while an invocation is delivered and unanswered: the runtime has dropped it. The
+  invocation resolves as an error `Runtime.NoResponse`, and the new poll parks as usual.
+- POST /init/error after init completed: if an invocation is delivered it resolves as that error
+  (a runtime that fails while loading lazily); otherwise 403 InvalidStateTransition.
+- A posted body larger than `max_response_bytes`: 413 to the runtime, and the invocation resolves
+  as `Function.ResponseSizeTooLarge`, as on Lambda.
+- An invocation future cancelled before delivery is dropped; after delivery the runtime's answer
+  is accepted (202) and thrown away.
+- `close()` fails pending futures with ChannelClosed (already marked retrieved, so an unawaited
+  one is not logged) rather than cancelling them: a cancellation would look like the awaiting
+  task itself being cancelled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+from silo.runtime_api import paths, wire
+from silo.runtime_api.connection import Answer, Request, RuntimeConnection
+from silo.types import Invocation
+
+DEFAULT_MAX_RESPONSE_BYTES = 6 * 1024 * 1024 + 100
+# A runtime needs one or two connections; the cap bounds what hostile code can make the daemon hold.
+MAX_CONNECTIONS = 8
+# Below this the head and the payload go out in one write (one segment); above, copying costs more.
+_JOIN_BELOW = 64 * 1024
+
+_NEXT = paths.NEXT.encode()
+_INIT_ERROR = paths.INIT_ERROR.encode()
+_PREFIX = paths.INVOCATION_PREFIX.encode()
+_RESPONSE = paths.RESPONSE_SUFFIX.encode()
+_ERROR = paths.ERROR_SUFFIX.encode()
+_JSON = "application/json"
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class RuntimeReply:
+    """What the runtime answered for an invocation, or for its init."""
+
+    kind: Literal["response", "error", "init_error"]
+    body: bytes  # what the runtime posted; for error kinds always a JSON error document
+    content_type: str | None
+    error_type: str | None  # from Lambda-Runtime-Function-Error-Type, or errorType from the body
+
+
+class ChannelClosed(ConnectionError):
+    """The channel was closed before the runtime answered."""
+
+
+class _InFlight:
+    __slots__ = ("delivered", "future", "parts", "request_id", "rid")
+
+    def __init__(self, request_id: str, future: asyncio.Future[RuntimeReply], parts: tuple[bytes, ...]):
+        self.request_id = request_id
+        self.rid = request_id.encode()
+        self.future = future
+        self.parts = parts
+        self.delivered = False
+
+
+class RuntimeChannel:
+    """The Runtime API of ONE environment. Construct it inside the running event loop."""
+
+    def __init__(self, *, max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES) -> None:
+        self._loop = asyncio.get_running_loop()
+        self.max_body_bytes = max_response_bytes
+        # None once the runtime first asks for work; an init_error reply if it reports failure first.
+        self.initialized: asyncio.Future[RuntimeReply | None] = self._loop.create_future()
+        # Called right before a posted answer resolves its future, so that the caller can drain the
+        # environment's output first: the runtime flushed its output before posting.
+        self.on_output_flush: Callable[[], None] | None = None
+        self._server: asyncio.Server | None = None
+        self._connections: set[RuntimeConnection] = set()
+        self._pollers: deque[tuple[RuntimeConnection, Answer]] = deque()
+        self._current: _InFlight | None = None
+        self._last_answered = b""
+        self._closed = False
+
+    async def start(self, listen_sock: socket.socket) -> None:
+        """Serve `listen_sock` (bound and listening). The channel owns and closes it from now on."""
+        if self._closed:
+            raise ChannelClosed("the Runtime API channel is closed")
+        if self._server is not None:
+            raise RuntimeError("the Runtime API channel is already serving")
+        self._server = await self._loop.create_server(lambda: RuntimeConnection(self), sock=listen_sock)
+
+    async def close(self) -> None:
+        """Stop serving, drop every connection, fail what still waits with ChannelClosed."""
+        if self._closed:
+            return
+        self._closed = True
+        server = self._server
+        if server is not None:
+            server.close()
+        for conn in list(self._connections):
+            conn.abort()
+        self._pollers.clear()
+        _fail(self.initialized)
+        if self._current is not None:
+            _fail(self._current.future)
+            self._current = None
+        if server is not None:
+            await server.wait_closed()
+
+    @property
+    def in_flight(self) -> str | None:
+        """The request id submitted and not yet answered, if any."""
+        current = self._current
+        if current is None or (current.future.done() and not current.delivered):
+            return None
+        return current.request_id
+
+    def submit(self, inv: Invocation, deadline_ms: int) -> asyncio.Future[RuntimeReply]:
+        """Hand `inv` to the runtime (now if it is polling, else on its next GET /next).
+
+        `deadline_ms` is the epoch millisecond at which the invocation times out. The future resolves
+        when the runtime posts /response or /error. Raises RuntimeError while another invocation is
+        in flight, ValueError when a header value would contain a line break.
+        """
+        if self._closed:
+            raise ChannelClosed("the Runtime API channel is closed")
+        if self.in_flight is not None:
+            raise RuntimeError(f"invocation {self.in_flight} is still in flight")
+        head = wire.next_head(inv, deadline_ms)
+        payload = inv.payload
+        parts = (head + payload,) if len(payload) < _JOIN_BELOW else (head, payload)
+        current = _InFlight(inv.request_id, self._loop.create_future(), parts)
+        self._current = current
+        pollers = self._pollers
+        while pollers:
+            # Newest first: a poll the runtime gave up on (a client-side timeout, then a fresh
+            # connection) must not swallow the invocation while the live poll keeps waiting.
+            conn, answer = pollers.pop()
+            if conn.deliver(answer, *parts):
+                current.delivered = True
+                break
+        return current.future
+
+    # Dispatcher: called by RuntimeConnection
+
+    def admit(self, conn: RuntimeConnection) -> bool:
+        if self._closed or len(self._connections) >= MAX_CONNECTIONS:
+            return False
+        self._connections.add(conn)
+        return True
+
+    def release(self, conn: RuntimeConnection) -> None:
+        self._connections.discard(conn)
+        if any(polling is conn for polling, _ in self._pollers):
+            self._pollers = deque(p for p in self._pollers if p[0] is not conn)
+
+    def wants_body(self, method: bytes, path: bytes) -> bool:
+        """Buffer a body only where it can be used, so a runtime cannot make the daemon hoard bytes."""
+        if method != b"POST":
+            return False
+        if path == _INIT_ERROR:
+            return True
+        current = self._current
+        return (
+            current is not None
+            and current.delivered
+            and path.startswith(_PREFIX)
+            and path[len(_PREFIX) :].partition(b"/")[0] == current.rid
+        )
+
+    def handle(self, conn: RuntimeConnection, answer: Answer, request: Request) -> bytes | None:
+        path = request.path
+        method = request.method
+        if path == _NEXT:
+            if method != b"GET":
+                return wire.method_not_allowed(method, path)
+            return self._next(conn, answer)
+        if path == _INIT_ERROR:
+            if method != b"POST":
+                return wire.method_not_allowed(method, path)
+            return self._init_error(request)
+        if path.startswith(_PREFIX):
+            rid, _, action = path[len(_PREFIX) :].partition(b"/")
+            if action == _RESPONSE or action == _ERROR:
+                if method != b"POST":
+                    return wire.method_not_allowed(method, path)
+                return self._answer(rid, request, is_error=action == _ERROR)
+        return wire.not_found(method, path)
+
+    # the state machine
+
+    def _next(self, conn: RuntimeConnection, answer: Answer) -> bytes | None:
+        if not self.initialized.done():
+            self.initialized.set_result(None)
+        current = self._current
+        if current is not None:
+            if current.delivered:
+                doc = wire.no_response_doc(current.request_id)
+                self._finish(current, RuntimeReply("error", doc, _JSON, "Runtime.NoResponse"))
+            elif current.future.done():
+                self._current = None  # cancelled before the runtime asked for it
+            else:
+                current.delivered = conn.deliver(answer, *current.parts)
+                return None
+        self._pollers.append((conn, answer))
+        return None
+
+    def _answer(self, rid: bytes, request: Request, *, is_error: bool) -> bytes:
+        current = self._current
+        if current is None or not current.delivered or rid != current.rid:
+            if rid == self._last_answered:
+                return wire.invalid_state_transition("the invocation was already answered")
+            return wire.invalid_request_id(rid)
+        if request.too_large:
+            doc = wire.response_too_large_doc(self.max_body_bytes)
+            self._finish(current, RuntimeReply("error", doc, _JSON, "Function.ResponseSizeTooLarge"))
+            return wire.too_large(self.max_body_bytes, close=not request.keep_alive)
+        if is_error:
+            body, error_type = wire.normalise_error(request.body, request.error_type)
+            self._finish(current, RuntimeReply("error", body, _JSON, error_type))
+        else:
+            self._finish(current, RuntimeReply("response", request.body, request.content_type, None))
+        return wire.ACCEPTED
+
+    def _init_error(self, request: Request) -> bytes:
+        if request.too_large:
+            body, error_type = wire.response_too_large_doc(self.max_body_bytes), "Function.ResponseSizeTooLarge"
+            out = wire.too_large(self.max_body_bytes)
+        else:
+            body, error_type = wire.normalise_error(request.body, request.error_type)
+            out = wire.ACCEPTED
+        if not self.initialized.done():
+            self._flush_output()
+            self.initialized.set_result(RuntimeReply("init_error", body, _JSON, error_type))
+            return out
+        current = self._current
+        if current is not None and current.delivered:
+            self._finish(current, RuntimeReply("error", body, _JSON, error_type))
+            return out
+        return wire.invalid_state_transition("init error reported after init completed")
+
+    def _finish(self, current: _InFlight, reply: RuntimeReply) -> None:
+        self._current = None
+        self._last_answered = current.rid
+        self._flush_output()
+        if not current.future.done():
+            current.future.set_result(reply)
+
+    def _flush_output(self) -> None:
+        hook = self.on_output_flush
+        if hook is None:
+            return
+        try:
+            hook()
+        except Exception:
+            # The answer must still reach its caller; a broken hook only costs log lines.
+            log.exception("on_output_flush hook failed")
+
+
+def _fail(future: asyncio.Future[RuntimeReply] | asyncio.Future[RuntimeReply | None]) -> None:
+    if not future.done():
+        future.set_exception(ChannelClosed("the Runtime API channel was closed"))
+        future.exception()  # marks it retrieved: nobody may be waiting any more

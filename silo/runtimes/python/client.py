@@ -1,0 +1,177 @@
+"""The runtime's client of the Runtime API: one persistent HTTP/1.1 connection, no timeout.
+
+A few lines over a raw socket instead of http.client: http.client imports email and ssl, which
+cost 23-37 ms at every cold start, and it parses every response's headers with email.feedparser.
+The only server this ever talks to is silo's RuntimeChannel (Content-Length bodies, keep-alive).
+"""
+
+from __future__ import annotations
+
+import socket
+
+# Mirror of silo/runtime_api/paths.py, which this runtime cannot import; a unit test keeps them equal.
+NEXT = "/2018-06-01/runtime/invocation/next"
+INVOCATION_PREFIX = "/2018-06-01/runtime/invocation/"
+INIT_ERROR = "/2018-06-01/runtime/init/error"
+REQUEST_ID = "Lambda-Runtime-Aws-Request-Id"
+DEADLINE_MS = "Lambda-Runtime-Deadline-Ms"
+INVOKED_FUNCTION_ARN = "Lambda-Runtime-Invoked-Function-Arn"
+TRACE_ID = "Lambda-Runtime-Trace-Id"
+CLIENT_CONTEXT = "Lambda-Runtime-Client-Context"
+COGNITO_IDENTITY = "Lambda-Runtime-Cognito-Identity"
+TENANT_ID = "Lambda-Runtime-Aws-Tenant-Id"
+FUNCTION_ERROR_TYPE = "Lambda-Runtime-Function-Error-Type"
+
+_MAX_HEAD = 1 << 20
+_RECV = 256 * 1024
+
+
+class RuntimeClientError(Exception):
+    """The Runtime API could not be reached, or answered something this client cannot read."""
+
+
+class _StaleConnection(Exception):
+    """The server closed a kept-alive connection before this request got any answer."""
+
+
+class InvocationRequest:
+    """One invocation as GET /next delivered it."""
+
+    __slots__ = (
+        "body",
+        "client_context",
+        "cognito_identity",
+        "content_type",
+        "deadline_ms",
+        "invoked_function_arn",
+        "request_id",
+        "tenant_id",
+        "trace_id",
+    )
+
+    def __init__(self, headers: dict[str, str], body: bytes) -> None:
+        get = headers.get
+        self.request_id = get(REQUEST_ID.lower(), "")
+        self.deadline_ms = int(get(DEADLINE_MS.lower()) or 0)
+        self.invoked_function_arn = get(INVOKED_FUNCTION_ARN.lower())
+        self.trace_id = get(TRACE_ID.lower())
+        self.client_context = get(CLIENT_CONTEXT.lower())
+        self.cognito_identity = get(COGNITO_IDENTITY.lower())
+        self.tenant_id = get(TENANT_ID.lower())
+        self.content_type = get("content-type", "application/json")
+        self.body = body
+
+
+class RuntimeClient:
+    def __init__(self, address: str) -> None:
+        host, _, port = address.rpartition(":")
+        self._address = (host.strip("[]") or "127.0.0.1", int(port))
+        self._host = address
+        self._sock: socket.socket | None = None
+        self._buf = bytearray()
+
+    def wait_next_invocation(self) -> InvocationRequest:
+        """Block until the platform hands over an invocation. The long poll never times out."""
+        status, headers, body = self._call("GET", NEXT)
+        if status != 200:
+            raise RuntimeClientError(f"GET next answered {status}: {body[:200]!r}")
+        return InvocationRequest(headers, body)
+
+    def post_invocation_result(self, request_id: str, body: bytes, content_type: str) -> int:
+        path = INVOCATION_PREFIX + request_id + "/response"
+        return self._call("POST", path, body, f"Content-Type: {content_type}\r\n")[0]
+
+    def post_invocation_error(self, request_id: str, error_doc: bytes) -> int:
+        # Like awslambdaric, no error-type header: the body is what the caller sees.
+        path = INVOCATION_PREFIX + request_id + "/error"
+        return self._call("POST", path, error_doc, "Content-Type: application/json\r\n")[0]
+
+    def post_init_error(self, error_doc: bytes, error_type: str) -> int:
+        extra = f"Content-Type: application/json\r\n{FUNCTION_ERROR_TYPE}: {error_type}\r\n"
+        return self._call("POST", INIT_ERROR, error_doc, extra)[0]
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+        del self._buf[:]
+
+    def _connect(self) -> socket.socket:
+        sock = socket.create_connection(self._address)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._sock = sock
+        return sock
+
+    def _call(self, method: str, path: str, body: bytes = b"", extra: str = "") -> tuple[int, dict[str, str], bytes]:
+        head = f"{method} {path} HTTP/1.1\r\nHost: {self._host}\r\n{extra}Content-Length: {len(body)}\r\n\r\n"
+        # Only GET /next is safe to send twice; a POST that may have arrived is never repeated.
+        may_retry = method == "GET"
+        while True:
+            sock = self._sock if self._sock is not None else self._connect()
+            try:
+                if len(body) < 65536:
+                    sock.sendall(head.encode("utf-8") + body)
+                else:
+                    sock.sendall(head.encode("utf-8"))
+                    sock.sendall(body)
+                return self._read_answer(sock)
+            except _StaleConnection:
+                self.close()
+                if not may_retry:
+                    raise RuntimeClientError("the Runtime API closed the connection") from None
+                may_retry = False
+            except OSError as exc:
+                self.close()
+                raise RuntimeClientError(f"Runtime API connection failed: {exc}") from exc
+
+    def _read_answer(self, sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
+        buf = self._buf
+        got_any = bool(buf)
+        while True:
+            end = buf.find(b"\r\n\r\n")
+            while end < 0:
+                if len(buf) > _MAX_HEAD:
+                    raise RuntimeClientError("answer head too large")
+                chunk = sock.recv(_RECV)
+                if not chunk:
+                    if not got_any:
+                        raise _StaleConnection()
+                    raise RuntimeClientError("the Runtime API closed the connection mid-answer")
+                got_any = True
+                buf += chunk
+                end = buf.find(b"\r\n\r\n")
+            lines = bytes(buf[:end]).split(b"\r\n")
+            del buf[: end + 4]
+            try:
+                status = int(lines[0].split(None, 2)[1])
+            except (IndexError, ValueError):
+                raise RuntimeClientError(f"bad status line {lines[0][:100]!r}") from None
+            if 100 <= status < 200:
+                continue  # an interim answer; the real one follows
+            break
+        headers = {}
+        for line in lines[1:]:
+            name, _, value = line.partition(b":")
+            headers[name.strip().lower().decode("latin-1")] = value.strip().decode("utf-8", "replace")
+        length = int(headers.get("content-length", "0"))
+        if len(buf) >= length:
+            body = bytes(buf[:length])
+            del buf[:length]
+        else:
+            body = self._read_body(sock, length)
+        if headers.get("connection", "").lower() == "close":
+            self.close()
+        return status, headers, body
+
+    def _read_body(self, sock: socket.socket, length: int) -> bytes:
+        body = bytearray(length)
+        view = memoryview(body)
+        have = len(self._buf)
+        view[:have] = self._buf
+        del self._buf[:]
+        while have < length:
+            n = sock.recv_into(view[have:])
+            if n == 0:
+                raise RuntimeClientError("the Runtime API closed the connection mid-body")
+            have += n
+        return bytes(body)

@@ -1,0 +1,134 @@
+"""The runtime's life: INIT (import the handler, or report why not and exit), then the invoke loop.
+
+The Runtime API client is passed in, so the loop is tested with a fake one. An init failure is
+reported and ends the process; an invocation failure is reported and the loop goes on.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Protocol
+
+from . import logs
+from .client import InvocationRequest, RuntimeClient
+from .context import ContextUnmarshalError, LambdaContext
+from .handler import (
+    CONTEXT_UNMARSHAL_ERROR,
+    FaultError,
+    exception_error,
+    load_handler,
+    make_error,
+    marshal,
+    to_json,
+    unmarshal,
+)
+
+if TYPE_CHECKING:
+    from .handler import Handler
+
+
+class Client(Protocol):
+    def wait_next_invocation(self) -> InvocationRequest: ...
+
+    def post_invocation_result(self, request_id: str, body: bytes, content_type: str) -> int: ...
+
+    def post_invocation_error(self, request_id: str, error_doc: bytes) -> int: ...
+
+    def post_init_error(self, error_doc: bytes, error_type: str) -> int: ...
+
+
+def _flush() -> None:
+    # Output written before the answer must reach the log before the platform sees the answer.
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (AttributeError, OSError, ValueError):
+            pass
+
+
+def init(client: Client, handler_name: str, json_logs: bool) -> Handler | None:
+    """Import the handler. On failure report it to /init/error and return None."""
+    try:
+        return load_handler(handler_name)
+    except FaultError as fault:
+        error = make_error(fault.message, fault.error_type, fault.trace)
+    except Exception as exc:
+        error = exception_error(exc)
+    logs.log_error(error, json_logs)
+    _flush()
+    client.post_init_error(to_json(error), error["errorType"])
+    return None
+
+
+def handle(client: Client, handler: Handler, request: InvocationRequest, json_logs: bool) -> None:
+    """Run one invocation and post its result or its error."""
+    request_id = request.request_id
+    logs.Invoke.request_id = request_id
+    logs.Invoke.tenant_id = request.tenant_id
+    if request.trace_id is not None:
+        os.environ["_X_AMZN_TRACE_ID"] = request.trace_id
+    else:
+        os.environ.pop("_X_AMZN_TRACE_ID", None)
+    error: dict[str, Any] | None = None
+    try:
+        try:
+            context = LambdaContext(
+                request_id,
+                request.deadline_ms,
+                request.invoked_function_arn,
+                request.tenant_id,
+                request.client_context,
+                request.cognito_identity,
+            )
+        except ContextUnmarshalError as exc:
+            raise FaultError(CONTEXT_UNMARSHAL_ERROR, str(exc)) from None
+        event = unmarshal(request.body, request.content_type)
+        body, content_type = marshal(handler(event, context))
+    except FaultError as fault:
+        error = make_error(fault.message, fault.error_type, fault.trace, request_id)
+    except Exception as exc:
+        error = exception_error(exc, request_id)
+    if error is None:
+        _flush()
+        status = client.post_invocation_result(request_id, body, content_type)
+    else:
+        logs.log_error(error, json_logs)
+        _flush()
+        status = client.post_invocation_error(request_id, to_json(error))
+    if status != 202:
+        # 413 (too large) is already the caller's answer; anything else is the platform's concern.
+        sys.stderr.write(f"[WARNING] the Runtime API answered {status} for request {request_id}\n")
+
+
+def run(client: Client, handler_name: str, json_logs: bool) -> int:
+    """INIT then the invoke loop; returns only when init failed (the process exit status)."""
+    handler = init(client, handler_name, json_logs)
+    if handler is None:
+        return 1
+    while True:
+        handle(client, handler, client.wait_next_invocation(), json_logs)
+
+
+def _line_buffered() -> None:
+    # Prints from the function and log records must interleave in the order they were made.
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            reconfigure(line_buffering=True)
+
+
+def main(environ: Mapping[str, str]) -> int:
+    """Entry of the runtime process: environment in, exit status out."""
+    task_root = environ.get("LAMBDA_TASK_ROOT") or os.getcwd()
+    sys.path.insert(0, task_root)
+    _line_buffered()
+    json_logs = (environ.get("AWS_LAMBDA_LOG_FORMAT") or "").upper() == "JSON"
+    logs.setup(json_logs, logs.level_from_env(environ.get("AWS_LAMBDA_LOG_LEVEL")))
+    client = RuntimeClient(environ["AWS_LAMBDA_RUNTIME_API"])
+    try:
+        return run(client, environ.get("_HANDLER", ""), json_logs)
+    finally:
+        _flush()
+        client.close()
