@@ -45,6 +45,8 @@ class FunctionSpec:
     log_format: str = "Text"
     log_group: str = ""
     region: str = "us-east-1"
+    sandbox: str = "default"  # silo's own setting: which backend runs the environments
+    network: str = "none"  # silo's own setting: "none" (loopback only) or "outbound"
 
 
 @dataclass(slots=True)

@@ -26,6 +26,7 @@ from silo.errors import InvalidRequestContentException, RequestEntityTooLargeExc
 # Lambda's request limit for CreateFunction: a 50 MB zip, base64-encoded, inside its JSON body.
 MAX_REQUEST_BYTES = 70_167_211
 CODE_PATH = "/silo/v1/functions/{function_name}/code"
+SETTINGS_PATH = "/silo/v1/functions/{function_name}/settings"
 
 
 async def read_json_body(request: Request, operation: str) -> dict[str, Any]:
@@ -134,6 +135,14 @@ class FunctionRoutes:
         # The model says 200, but Lambda answers 204 (AWS-recorded) and clients accept both.
         return no_content()
 
+    async def get_silo_settings(self, request: Request) -> Response:
+        return render.json_response(self.service.get_silo_settings(request.path_params["function_name"]))
+
+    async def update_silo_settings(self, request: Request) -> Response:
+        body = await read_json_body(request, "UpdateSiloSettings")
+        name = request.path_params["function_name"]
+        return render.json_response(await run_in_threadpool(self.service.update_silo_settings, name, body))
+
     async def get_account_settings(self, request: Request) -> Response:
         return render.json_response(self.service.get_account_settings())
 
@@ -168,4 +177,6 @@ def routes(service: FunctionService) -> list[Route]:
         Route("/2016-08-19/account-settings", h.get_account_settings, methods=["GET"]),
         Route("/2016-08-19/account-settings/", h.get_account_settings, methods=["GET"]),
         Route(CODE_PATH, h.download_code, methods=["GET"]),
+        Route(SETTINGS_PATH, h.get_silo_settings, methods=["GET"]),
+        Route(SETTINGS_PATH, h.update_silo_settings, methods=["PUT"]),
     ]

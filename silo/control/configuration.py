@@ -84,4 +84,6 @@ def function_spec(record: FunctionRecord, code_dir: Path, region: str, account: 
         log_format=logging["LogFormat"],
         log_group=logging["LogGroup"],
         region=region,
+        sandbox=c.get("Silo", {}).get("Sandbox", "default"),
+        network=c.get("Silo", {}).get("Network", "none"),
     )

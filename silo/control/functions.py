@@ -18,7 +18,7 @@ from dataclasses import replace
 from typing import Any
 
 from silo.config import Settings
-from silo.control import validation
+from silo.control import silo_settings, validation
 from silo.control.configuration import function_configuration, function_spec, lambda_timestamp
 from silo.control.fields import str_member
 from silo.control.names import (
@@ -292,6 +292,23 @@ class FunctionService:
             self._specs[record.name] = self._spec(record)
         self._notify(record.name)
         return self._configuration(record)
+
+    def get_silo_settings(self, function_name: str) -> dict[str, str]:
+        """silo's own settings of a function (sandbox backend, network)."""
+        return silo_settings.current(self._unqualified(function_name).config)
+
+    def update_silo_settings(self, function_name: str, body: dict[str, Any]) -> dict[str, str]:
+        """Change silo's own settings; like a configuration update, it retires the function's environments."""
+        with self._write_lock:
+            current = self._unqualified(function_name)
+            settings = silo_settings.validate(body, current.config)
+            config = {**current.config, "Silo": settings}
+            record = replace(current, config=config, revision_id=str(uuid.uuid4()), last_modified=lambda_timestamp())
+            if not self.repo.replace(record, current.revision_id):
+                raise PreconditionFailedException(REVISION_MISMATCH)
+            self._specs[record.name] = self._spec(record)
+        self._notify(record.name)
+        return settings
 
     def delete_function(self, function_name: str, qualifier: str | None = None) -> None:
         """DeleteFunction. Deleting `$LATEST` alone is refused, as on Lambda."""

@@ -114,6 +114,7 @@ class Environment:
             code_dir=self.spec.code_dir,
             memory_mb=self.spec.memory_mb,
             ephemeral_mb=self.spec.ephemeral_mb,
+            network=self.spec.network,
         )
         try:
             if catalog.is_custom(self.spec.runtime):

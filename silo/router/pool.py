@@ -11,6 +11,7 @@ import asyncio
 import logging
 from collections.abc import Iterable
 
+from silo import errors
 from silo.router.environment import Environment
 from silo.router.placement import Choice, place
 from silo.sandbox.base import Sandbox
@@ -22,8 +23,10 @@ log = logging.getLogger(__name__)
 class Router:
     """Owns every live environment of this server."""
 
-    def __init__(self, sandbox: Sandbox) -> None:
+    def __init__(self, sandbox: Sandbox, others: dict[str, Sandbox] | None = None) -> None:
+        """`sandbox` runs every function by default; `others` are the backends a function may ask for by name."""
         self.sandbox = sandbox
+        self.sandboxes = {sandbox.name: sandbox, **(others or {})}
         self._pools: dict[EnvKey, list[Environment]] = {}
         self._closing: set[asyncio.Task[None]] = set()
 
@@ -69,13 +72,26 @@ class Router:
 
     async def invoke(self, key: EnvKey, spec: FunctionSpec, inv: Invocation) -> InvocationResult:
         """Run `inv` in an environment of `key`: a warm one of that key if idle, else a new one."""
+        backend = self._backend(spec)
         env, fresh = self._acquire(key, spec)
         try:
             if fresh:
-                await env.start(self.sandbox)
+                await env.start(backend)
             return await env.invoke(inv)
         finally:
             self._release(env)
+
+    def _backend(self, spec: FunctionSpec) -> Sandbox:
+        if spec.sandbox == "default":
+            return self.sandbox
+        backend = self.sandboxes.get(spec.sandbox)
+        if backend is None:
+            raise errors.ServiceException(
+                f"Function {spec.function_name} asks for the {spec.sandbox!r} sandbox backend, which this server "
+                f"does not offer (it has: {', '.join(sorted(self.sandboxes))}). Change the function's Sandbox "
+                "setting, or start silo where that backend is available."
+            )
+        return backend
 
     def retire(self, function_arn: str) -> None:
         """The function changed or is gone: no environment of it may serve another call."""

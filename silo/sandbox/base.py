@@ -28,6 +28,7 @@ class LaunchSpec:
     code_dir: Path
     memory_mb: int
     ephemeral_mb: int
+    network: str = "none"  # "none": loopback only; "outbound": may connect out, never to the host itself
 
 
 class SandboxProcess(Protocol):

@@ -1,0 +1,39 @@
+"""silo's own per-function settings, beyond Lambda's configuration: which sandbox backend runs the
+function's environments, and whether they may open connections out of the host.
+
+They live in the function's stored configuration under `Silo` and never appear in Lambda's
+FunctionConfiguration, so boto3 and the AWS CLI see exactly what Lambda would show.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from silo.errors import InvalidParameterValueException
+
+SANDBOXES = ("default", "jail", "gvisor")
+NETWORKS = ("none", "outbound")
+DEFAULTS: dict[str, str] = {"Sandbox": "default", "Network": "none"}
+
+
+def current(config: dict[str, Any]) -> dict[str, str]:
+    return {**DEFAULTS, **config.get("Silo", {})}
+
+
+def validate(body: dict[str, Any], config: dict[str, Any]) -> dict[str, str]:
+    """The settings after applying `body`; members absent from it keep their value."""
+    unknown = sorted(set(body) - set(DEFAULTS))
+    if unknown:
+        raise InvalidParameterValueException(
+            f"Unknown silo setting(s): {', '.join(unknown)}. Known settings: {', '.join(DEFAULTS)}."
+        )
+    settings = current(config)
+    for key, allowed in (("Sandbox", SANDBOXES), ("Network", NETWORKS)):
+        if key in body:
+            value = body[key]
+            if value not in allowed:
+                raise InvalidParameterValueException(
+                    f"{key} must be one of {', '.join(allowed)}; got {value!r}."
+                )
+            settings[key] = value
+    return settings
