@@ -33,11 +33,11 @@ WARNING = (
 )
 
 
-def _private_tmp_setup(tmp_dir: str, code_dir: str, as_root: bool, uid: int, gid: int) -> Callable[[], None]:
+def _private_tmp_setup(tmp_dir: str, keep: list[str], as_root: bool, uid: int, gid: int) -> Callable[[], None]:
     """Runs in the child between fork and exec: give it a mount namespace with `/tmp` bound to its own dir.
 
-    When the function's code itself lives under the host's /tmp (a data directory there), it is bound
-    into the private /tmp at the same path first, or the new /tmp would hide it.
+    Paths of `keep` that live under the host's /tmp (a data directory or an install there) are bound
+    into the private /tmp at the same path first, or the new /tmp would hide them.
     """
 
     def setup() -> None:
@@ -55,13 +55,22 @@ def _private_tmp_setup(tmp_dir: str, code_dir: str, as_root: bool, uid: int, gid
                 f.write(f"{gid} {gid} 1")
         # Private propagation first, or the bind below would leak back into the host's namespace.
         syscalls.mount(None, "/", None, syscalls.MS_REC | syscalls.MS_PRIVATE)
-        if code_dir.startswith("/tmp/"):
-            inner = tmp_dir + code_dir[len("/tmp") :]
-            os.makedirs(inner, exist_ok=True)
-            syscalls.mount(code_dir, inner, None, syscalls.MS_BIND)
+        for path in keep:
+            if path.startswith("/tmp/"):
+                inner = tmp_dir + path[len("/tmp") :]
+                os.makedirs(inner, exist_ok=True)
+                syscalls.mount(path, inner, None, syscalls.MS_BIND)
         syscalls.mount(tmp_dir, "/tmp", None, syscalls.MS_BIND | syscalls.MS_REC)
 
     return setup
+
+
+def _needed_paths(spec: LaunchSpec, runtime_dir: str) -> list[str]:
+    """What the runtime must still see after the private /tmp covers the host's: code, runtime, interpreter."""
+    paths = [str(spec.code_dir), runtime_dir]
+    if not catalog.is_custom(spec.runtime):
+        paths.append(str(catalog.python_interpreters()[spec.runtime].prefix))
+    return paths
 
 
 class PlainProcess:
@@ -163,7 +172,7 @@ class ProcessSandbox:
                 start_new_session=True,
                 close_fds=True,
                 preexec_fn=_private_tmp_setup(
-                    str(tmp_dir), str(spec.code_dir), self._as_root, os.getuid(), os.getgid()
+                    str(tmp_dir), _needed_paths(spec, runtime_dir), self._as_root, os.getuid(), os.getgid()
                 ),
             )
         except BaseException:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -12,7 +11,7 @@ from pathlib import Path
 from silo.sandbox.base import LaunchSpec
 from silo.sandbox.process import ProcessSandbox
 
-WRITER = f"""#!{sys.executable}
+WRITER = """#!/usr/bin/env python3
 import os, time
 tag = os.environ["TAG"]
 open("/tmp/silo-private-" + tag, "w").write(tag)
