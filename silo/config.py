@@ -20,6 +20,14 @@ class Settings:
     account_id: str = "000000000000"
     sandbox: str = "auto"
     log_level: str = "info"
+    log_retention_mb: int = 64  # stored log events per function; the oldest go first past it
+    metrics_tenant_labels: bool = False  # a `tenant` label on per-call metrics (one series per tenant)
+    account_concurrency: int = 1000
+    memory_budget_mb: int = 0  # 0: three quarters of the host's memory
+    keep_alive_s: int = 600  # how long an idle environment lives
+    queue_wait_ms: int = 2000  # how long a call may wait its turn when the shared pool is full
+    async_concurrency: int = 64  # asynchronous events running at once, at most
+    async_retry_base_ms: int = 60000  # wait before an async event's first retry; the second waits twice as long
 
     @property
     def db_path(self) -> Path:

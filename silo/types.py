@@ -44,9 +44,14 @@ class FunctionSpec:
     per_tenant: bool
     log_format: str = "Text"
     log_group: str = ""
+    application_log_level: str | None = None  # LoggingConfig's levels, set only with the JSON format
+    system_log_level: str | None = None
     region: str = "us-east-1"
     sandbox: str = "default"  # silo's own setting: which backend runs the environments
     network: str = "none"  # silo's own setting: "none" (loopback only) or "outbound"
+    reserved_concurrency: int | None = None
+    tenant_max_concurrency: int | None = None  # silo's own per-tenant caps; None: no cap
+    tenant_max_environments: int | None = None
 
 
 @dataclass(slots=True)
@@ -71,7 +76,9 @@ class ColdStart(enum.Enum):
     """How the environment that served a call came to be."""
 
     WARM = "warm"
-    FULL = "full"
+    STEM = "stem"  # a pre-initialised environment bound to the tenant on its first call
+    FORK = "fork"  # forked from a pre-initialised template
+    FULL = "full"  # a runtime started from nothing
 
 
 @dataclass(slots=True)

@@ -34,7 +34,8 @@ def free_port() -> int:
 class SiloServer:
     """One `silo serve` process; `restart()` stops it and starts a new one on the same data dir."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, *extra_args: str) -> None:
+        self.extra_args = list(extra_args)
         self.data_dir = data_dir
         self.port = free_port()
         self.endpoint = f"http://127.0.0.1:{self.port}"
@@ -44,7 +45,8 @@ class SiloServer:
     def start(self) -> None:
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "silo", "serve", "--port", str(self.port), "--data-dir", str(self.data_dir)],
+            [sys.executable, "-m", "silo", "serve", "--port", str(self.port), "--data-dir", str(self.data_dir),
+             *self.extra_args],
             stdout=log,
             stderr=subprocess.STDOUT,
             env={**os.environ, **CREDENTIALS},

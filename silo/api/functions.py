@@ -135,6 +135,18 @@ class FunctionRoutes:
         # The model says 200, but Lambda answers 204 (AWS-recorded) and clients accept both.
         return no_content()
 
+    async def put_function_concurrency(self, request: Request) -> Response:
+        body = await read_json_body(request, "PutFunctionConcurrency")
+        name = request.path_params["function_name"]
+        return render.json_response(await run_in_threadpool(self.service.put_function_concurrency, name, body))
+
+    async def get_function_concurrency(self, request: Request) -> Response:
+        return render.json_response(self.service.get_function_concurrency(request.path_params["function_name"]))
+
+    async def delete_function_concurrency(self, request: Request) -> Response:
+        await run_in_threadpool(self.service.delete_function_concurrency, request.path_params["function_name"])
+        return no_content()
+
     async def get_silo_settings(self, request: Request) -> Response:
         return render.json_response(self.service.get_silo_settings(request.path_params["function_name"]))
 
@@ -174,6 +186,9 @@ def routes(service: FunctionService) -> list[Route]:
         Route(fn + "/configuration", h.get_function_configuration, methods=["GET"]),
         Route(fn + "/configuration", h.update_function_configuration, methods=["PUT"]),
         Route(fn + "/code", h.update_function_code, methods=["PUT"]),
+        Route("/2017-10-31/functions/{function_name}/concurrency", h.put_function_concurrency, methods=["PUT"]),
+        Route("/2019-09-30/functions/{function_name}/concurrency", h.get_function_concurrency, methods=["GET"]),
+        Route("/2017-10-31/functions/{function_name}/concurrency", h.delete_function_concurrency, methods=["DELETE"]),
         Route("/2016-08-19/account-settings", h.get_account_settings, methods=["GET"]),
         Route("/2016-08-19/account-settings/", h.get_account_settings, methods=["GET"]),
         Route(CODE_PATH, h.download_code, methods=["GET"]),

@@ -18,9 +18,11 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from silo import errors
+from silo.control.names import merge_qualifier, parse_function_name
 from silo.types import EnvKey, FunctionSpec, Invocation, InvocationResult
 
 SYNC_PAYLOAD_LIMIT = 6 * 1024 * 1024
+ASYNC_PAYLOAD_LIMIT = 1024 * 1024  # Lambda's "1 MB" for InvocationType Event
 TENANT_ID_MAX = 256
 TENANT_ID_PATTERN = r"[a-zA-Z0-9\._:\/=+\-@ ]+"
 _TENANT_ID_RE = re.compile(TENANT_ID_PATTERN)
@@ -33,6 +35,14 @@ class FunctionResolver(Protocol):
 
 class Invoker(Protocol):
     async def invoke(self, key: EnvKey, spec: FunctionSpec, inv: Invocation) -> InvocationResult: ...
+
+
+class EventSink(Protocol):
+    """Where `InvocationType: Event` calls go: stored durably before `accept` returns."""
+
+    async def accept(
+        self, *, request_id: str, function_name: str, qualifier: str | None, tenant_id: str | None, payload: bytes
+    ) -> None: ...
 
 
 def check_tenant(spec: FunctionSpec, tenant_id: str | None) -> None:
@@ -88,7 +98,7 @@ def check_json(payload: bytes) -> None:
         ) from None
 
 
-def routes(functions: FunctionResolver, router: Invoker) -> list[Route]:
+def routes(functions: FunctionResolver, router: Invoker, events: EventSink | None = None) -> list[Route]:
     async def invoke(request: Request) -> Response:
         headers = request.headers
         spec = functions.resolve(request.path_params["name"], request.query_params.get("Qualifier"))
@@ -100,17 +110,30 @@ def routes(functions: FunctionResolver, router: Invoker) -> list[Route]:
             )
         tenant_id = headers.get("x-amz-tenant-id")
         check_tenant(spec, tenant_id)
-        payload = await read_payload(request, SYNC_PAYLOAD_LIMIT)
+        payload = await read_payload(request, ASYNC_PAYLOAD_LIMIT if invocation_type == "Event" else SYNC_PAYLOAD_LIMIT)
         if not payload:
             payload = b"{}"
         check_json(payload)
         if invocation_type == "DryRun":
             return Response(status_code=204, headers={"x-amzn-RequestId": str(uuid.uuid4())})
         if invocation_type == "Event":
-            raise errors.InvalidParameterValueException(
-                "InvocationType Event is not available in this version of silo yet; "
-                "invoke with RequestResponse (the default)."
+            if events is None:
+                raise errors.ServiceException("This silo server runs no dispatcher for InvocationType Event.")
+            # Stored (committed) before the 202: an accepted event is never lost. X-Amz-Log-Type and
+            # X-Amz-Client-Context apply to synchronous calls only, so they are ignored here, as on Lambda.
+            name = request.path_params["name"]
+            qualifier = merge_qualifier(
+                parse_function_name(name, namespaced=True), request.query_params.get("Qualifier")
             )
+            request_id = str(uuid.uuid4())
+            await events.accept(
+                request_id=request_id,
+                function_name=spec.function_name,
+                qualifier=qualifier,
+                tenant_id=tenant_id,
+                payload=payload,
+            )
+            return Response(status_code=202, headers={"x-amzn-RequestId": request_id})
         inv = Invocation(
             request_id=str(uuid.uuid4()),
             payload=payload,

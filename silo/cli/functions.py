@@ -9,6 +9,7 @@ import os
 import stat
 import sys
 import time
+import urllib.parse
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -137,4 +138,15 @@ def invoke(client: Client, name: str, tenant: str | None, payload: str, show_log
             file=sys.stderr,
         )
         return 1
+    return 0
+
+
+def settings(client: Client, name: str, changes: dict[str, Any]) -> int:
+    """Show silo's own settings of a function, changing those given first."""
+    path = f"/silo/v1/functions/{urllib.parse.quote(name, safe='')}/settings"
+    current = client.json("PUT", path, changes) if changes else client.json("GET", path)
+    for key, value in current.items():
+        print(f"{key:22} {'no cap' if value is None else value}")
+    if changes:
+        print("(environments of the function were retired; new calls start fresh ones with these settings)")
     return 0

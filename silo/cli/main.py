@@ -24,9 +24,20 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--data-dir", type=Path, help="where state lives (SILO_DATA_DIR, default ./.silo)")
     serve.add_argument(
         "--sandbox",
-        help="environment backend: auto (default: jail when run as root), jail, "
-        "or process (development only, no isolation) (SILO_SANDBOX)",
+        help="environment backend: auto (default: jail when run as root), jail, gvisor (a gVisor "
+        "sandbox per environment, needs runsc), or process (development only, no isolation) (SILO_SANDBOX)",
     )
+
+    serve.add_argument("--account-concurrency", type=int,
+                       help="concurrent invocations of all functions together (SILO_ACCOUNT_CONCURRENCY, default 1000)")
+    serve.add_argument("--memory-budget-mb", type=int,
+                       help="memory all live environments may use together (SILO_MEMORY_BUDGET_MB, "
+                       "default: three quarters of the host's)")
+    serve.add_argument("--keep-alive-s", type=int,
+                       help="seconds an idle environment lives (SILO_KEEP_ALIVE_S, default 600)")
+    serve.add_argument("--queue-wait-ms", type=int,
+                       help="how long a call waits its turn when all concurrency is in use, before it is "
+                       "throttled (SILO_QUEUE_WAIT_MS, default 2000)")
 
     endpoint = argparse.ArgumentParser(add_help=False)
     endpoint.add_argument(
@@ -53,7 +64,43 @@ def _parser() -> argparse.ArgumentParser:
     invoke.add_argument("--tenant", help="tenant id (required for tenant-isolated functions)")
     invoke.add_argument("--payload", default="{}", help="JSON event (default {})")
     invoke.add_argument("--logs", action="store_true", help="print the invocation's log tail to stderr")
+
+    logs = sub.add_parser("logs", parents=[endpoint], help="show a function's logs, by tenant or request, and follow")
+    logs.add_argument("name")
+    logs.add_argument("--tenant", help="only this tenant's lines")
+    logs.add_argument("--request-id", help="only this invocation's lines")
+    logs.add_argument("--since", help="from this time: 10m, 2h, 7d ago, epoch ms or ISO 8601 (default: the newest)")
+    logs.add_argument("--limit", type=int, help="at most this many lines (default: the newest 1000)")
+    logs.add_argument("--follow", "-f", action="store_true", help="keep printing new lines until Ctrl-C")
+    limits = sub.add_parser(
+        "settings", parents=[endpoint],
+        help="show or change silo's own settings of a function: sandbox, network, per-tenant limits",
+    )
+    limits.add_argument("name")
+    limits.add_argument("--sandbox", choices=["default", "jail", "gvisor"], help="backend for its environments")
+    limits.add_argument("--network", choices=["none", "outbound"], help="outbound network for its environments")
+    limits.add_argument("--tenant-max-concurrency", type=_cap, metavar="N|none",
+                        help="concurrent invocations one tenant may run")
+    limits.add_argument("--tenant-max-environments", type=_cap, metavar="N|none",
+                        help="environments one tenant may have")
     return parser
+
+
+def _cap(raw: str) -> int | None:
+    if raw.lower() in ("none", "off", "0"):
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"give a whole number, or none for no cap (got {raw!r})") from None
+
+
+SETTING_FLAGS = {
+    "sandbox": "Sandbox",
+    "network": "Network",
+    "tenant_max_concurrency": "TenantMaxConcurrency",
+    "tenant_max_environments": "TenantMaxEnvironments",
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -66,6 +113,12 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         client = Client(args.endpoint)
+        if args.command == "logs":
+            from silo.cli import logs as logs_command
+
+            return logs_command.show(
+                client, args.name, args.tenant, args.request_id, args.since, args.limit, args.follow
+            )
         if args.command == "deploy":
             return functions.deploy(
                 client,
@@ -77,6 +130,15 @@ def main(argv: list[str] | None = None) -> int:
                 args.memory,
                 args.timeout,
             )
+        if args.command == "settings":
+            given = {SETTING_FLAGS[k]: v for k, v in vars(args).items() if k in SETTING_FLAGS and v is not None}
+            # argparse gives None both for "not given" and for "none": tell them apart from the raw argv.
+            raw = " ".join(argv if argv is not None else sys.argv[1:])
+            for flag, key in (("--tenant-max-concurrency", "TenantMaxConcurrency"),
+                              ("--tenant-max-environments", "TenantMaxEnvironments")):
+                if flag in raw and key not in given:
+                    given[key] = None
+            return functions.settings(client, args.name, given)
         return functions.invoke(client, args.name, args.tenant, args.payload, args.logs)
     except ApiError as exc:
         print(f"silo: {exc.code}: {exc.message}", file=sys.stderr)

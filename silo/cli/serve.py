@@ -5,29 +5,41 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 
 import uvicorn
 import uvloop
 
+from silo.api import events as event_routes
 from silo.api import functions as function_routes
 from silo.api import invoke as invoke_routes
+from silo.api import telemetry as telemetry_routes
 from silo.api.app import build_app
 from silo.config import Settings, load_settings
+from silo.control.event_config import EventInvokeConfigService
 from silo.control.functions import FunctionService
+from silo.errors import ResourceNotFoundException
+from silo.events.dispatcher import Dispatcher, DispatchSettings
 from silo.jail import seccomp
+from silo.router.limits import AccountLimits
 from silo.router.pool import Router
 from silo.sandbox.base import Sandbox
+from silo.sandbox.gvisor import GvisorSandbox
 from silo.sandbox.jail import JailSandbox, SandboxUnavailable
 from silo.sandbox.process import ProcessSandbox
 from silo.store.code import CodeStore
 from silo.store.db import open_db
+from silo.store.events import EventInvokeConfigRepository, EventQueue
+from silo.store.logs import LogStore
+from silo.telemetry.metrics import EnvironmentView
+from silo.telemetry.recorder import Telemetry
 
 log = logging.getLogger("silo")
 
 
-SANDBOXES = ("auto", "jail", "process")
+SANDBOXES = ("auto", "jail", "gvisor", "process")
 
 
 def make_sandbox(settings: Settings) -> Sandbox:
@@ -35,6 +47,11 @@ def make_sandbox(settings: Settings) -> Sandbox:
     choice = settings.sandbox
     if choice not in SANDBOXES:
         raise SystemExit(f"silo: unknown sandbox backend {choice!r}; choose one of: {', '.join(SANDBOXES)}")
+    if choice == "gvisor":
+        try:
+            return GvisorSandbox(settings.data_dir / "gvisor", seccomp.compile_filter(seccomp.load_policy()))
+        except SandboxUnavailable as exc:
+            raise SystemExit(f"silo: {exc}") from None
     if choice in ("auto", "jail"):
         try:
             return JailSandbox(settings.env_dir, seccomp.compile_filter(seccomp.load_policy()))
@@ -45,24 +62,88 @@ def make_sandbox(settings: Settings) -> Sandbox:
     return ProcessSandbox(settings.env_dir)
 
 
+def other_sandboxes(settings: Settings, default: Sandbox) -> dict[str, Sandbox]:
+    """Backends a function may ask for with its Sandbox setting, besides the default one."""
+    if default.name != "jail":
+        return {}
+    try:
+        gvisor = GvisorSandbox(settings.data_dir / "gvisor", seccomp.compile_filter(seccomp.load_policy()))
+    except SandboxUnavailable as exc:
+        log.warning("functions whose Sandbox setting is gvisor cannot run on this server: %s", exc)
+        return {}
+    log.info("functions whose Sandbox setting is gvisor run in gVisor sandboxes")
+    return {gvisor.name: gvisor}
+
+
+def memory_budget_mb(settings: Settings) -> int:
+    """The memory all live environments may use together: as set, else three quarters of the host's."""
+    if settings.memory_budget_mb > 0:
+        return settings.memory_budget_mb
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return int(total * 0.75) // (1024 * 1024)
+
+
 async def run(settings: Settings) -> None:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     db = open_db(settings.db_path)
+    # Logs and metering have their own connection, so their batched writes never wait on the control plane.
+    telemetry_db = open_db(settings.db_path)
+    telemetry = Telemetry(
+        LogStore(telemetry_db, settings.log_retention_mb * 1024 * 1024), tenant_labels=settings.metrics_tenant_labels
+    )
+    telemetry.start()
     sandbox = make_sandbox(settings)
     log.info(
         "environments run in the %s backend%s",
         sandbox.name,
         "" if sandbox.isolates else " (no isolation between tenants: development only)",
     )
-    router = Router(sandbox)
+    router = Router(
+        sandbox,
+        others=other_sandboxes(settings, sandbox),
+        account=AccountLimits(settings.account_concurrency, memory_budget_mb(settings)),
+        reserved_total=lambda: service.reserved_total(),
+        keep_alive_s=settings.keep_alive_s,
+        queue_wait_s=settings.queue_wait_ms / 1000,
+        telemetry=telemetry,
+    )
+    telemetry.watch_environments(
+        lambda: (EnvironmentView(e.spec.function_name, e.key.tenant_id, e.state.value) for e in router.environments())
+    )
+    router.start_reaper()
     loop = asyncio.get_running_loop()
 
     def retire(function_arn: str) -> None:
         # The control plane applies changes in worker threads; the router lives on the event loop.
         loop.call_soon_threadsafe(router.retire, function_arn)
+        # A deleted function's pending async events go to its dead-letter list now, before a new
+        # function of the same name could take them (this runs in the worker thread that deleted it).
+        name = function_arn.rsplit(":", 1)[-1]
+        try:
+            service.resolve(name, None)
+        except ResourceNotFoundException:
+            dispatcher.function_removed(name)
 
-    service = FunctionService(settings, db, CodeStore(settings.code_dir), on_change=retire)
-    app = build_app([*function_routes.routes(service), *invoke_routes.routes(service, router)])
+    service = FunctionService(
+        settings, db, CodeStore(settings.code_dir), on_change=retire, concurrency_limit=settings.account_concurrency
+    )
+    event_configs = EventInvokeConfigService(service, EventInvokeConfigRepository(db))
+    dispatcher = Dispatcher(
+        EventQueue(db),
+        service,
+        event_configs,
+        router,
+        DispatchSettings(max_in_flight=settings.async_concurrency, retry_base_s=settings.async_retry_base_ms / 1000),
+    )
+    dispatcher.start()
+    app = build_app(
+        [
+            *function_routes.routes(service),
+            *invoke_routes.routes(service, router, dispatcher),
+            *event_routes.routes(event_configs, dispatcher),
+            *telemetry_routes.routes(service, telemetry),
+        ]
+    )
     config = uvicorn.Config(
         app,
         host=settings.host,
@@ -85,7 +166,10 @@ async def run(settings: Settings) -> None:
     try:
         await server.serve()
     finally:
+        await dispatcher.stop()
         await router.close()
+        await telemetry.close()
+        telemetry_db.close()
         db.close()
 
 

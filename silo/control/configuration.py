@@ -83,7 +83,12 @@ def function_spec(record: FunctionRecord, code_dir: Path, region: str, account: 
         per_tenant="TenancyConfig" in c,
         log_format=logging["LogFormat"],
         log_group=logging["LogGroup"],
+        application_log_level=logging.get("ApplicationLogLevel"),
+        system_log_level=logging.get("SystemLogLevel"),
         region=region,
         sandbox=c.get("Silo", {}).get("Sandbox", "default"),
         network=c.get("Silo", {}).get("Network", "none"),
+        reserved_concurrency=c.get("ReservedConcurrentExecutions"),
+        tenant_max_concurrency=c.get("Silo", {}).get("TenantMaxConcurrency"),
+        tenant_max_environments=c.get("Silo", {}).get("TenantMaxEnvironments"),
     )

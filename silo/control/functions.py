@@ -44,6 +44,8 @@ from silo.types import FunctionSpec
 log = logging.getLogger(__name__)
 
 LIST_PAGE_MAX = 50
+# Lambda keeps this much of an account's concurrency unreserved.
+MIN_UNRESERVED = 100
 ACCOUNT_CONCURRENCY = 1000
 # Lambda's default code storage quota per account and region (75 GB).
 TOTAL_CODE_SIZE_LIMIT = 80_530_636_800
@@ -210,6 +212,8 @@ class FunctionService:
         }
         if record.config.get("Tags"):
             out["Tags"] = dict(record.config["Tags"])
+        if "ReservedConcurrentExecutions" in record.config:
+            out["Concurrency"] = {"ReservedConcurrentExecutions": record.config["ReservedConcurrentExecutions"]}
         return out
 
     def get_function_configuration(self, function_name: str, qualifier: str | None) -> dict[str, Any]:
@@ -293,11 +297,63 @@ class FunctionService:
         self._notify(record.name)
         return self._configuration(record)
 
-    def get_silo_settings(self, function_name: str) -> dict[str, str]:
+    def reserved_total(self) -> int:
+        """The sum of every function's reserved concurrency (read on the invocation path: from memory)."""
+        return sum(spec.reserved_concurrency or 0 for spec in self._specs.values())
+
+    def put_function_concurrency(self, function_name: str, body: dict[str, Any]) -> dict[str, int]:
+        """PutFunctionConcurrency: reserve concurrency for a function (0 stops it from running)."""
+        ref = parse_function_name(function_name, namespaced=True)
+        if ref.qualifier is not None:
+            raise InvalidParameterValueException(
+                "This operation is permitted on Lambda functions only. Aliases and versions do not support this "
+                "operation. Please specify either a function name or an unqualified function ARN."
+            )
+        wanted = body.get("ReservedConcurrentExecutions")
+        if isinstance(wanted, bool) or not isinstance(wanted, int) or wanted < 0:
+            raise InvalidParameterValueException(
+                "1 validation error detected: Value at 'reservedConcurrentExecutions' failed to satisfy constraint: "
+                "Member must have value greater than or equal to 0"
+            )
+        with self._write_lock:
+            current = self._unqualified(function_name)
+            others = self.reserved_total() - (current.config.get("ReservedConcurrentExecutions") or 0)
+            if self.concurrency_limit - others - wanted < MIN_UNRESERVED:
+                raise InvalidParameterValueException(
+                    "Specified ReservedConcurrentExecutions for function decreases account's "
+                    f"UnreservedConcurrentExecution below its minimum value of [{MIN_UNRESERVED}]."
+                )
+            self._set_reserved(current, wanted)
+        return {"ReservedConcurrentExecutions": wanted}
+
+    def get_function_concurrency(self, function_name: str) -> dict[str, int]:
+        """GetFunctionConcurrency: `{}` when nothing is reserved."""
+        config = self._unqualified(function_name).config
+        if "ReservedConcurrentExecutions" not in config:
+            return {}
+        return {"ReservedConcurrentExecutions": config["ReservedConcurrentExecutions"]}
+
+    def delete_function_concurrency(self, function_name: str) -> None:
+        """DeleteFunctionConcurrency: the function goes back to the account's unreserved pool."""
+        with self._write_lock:
+            self._set_reserved(self._unqualified(function_name), None)
+
+    def _set_reserved(self, current: FunctionRecord, reserved: int | None) -> None:
+        # Reserving concurrency changes no code or configuration the environments run, so the revision
+        # stays and no environment is retired; the router reads the new limit on the next call.
+        config = {k: v for k, v in current.config.items() if k != "ReservedConcurrentExecutions"}
+        if reserved is not None:
+            config["ReservedConcurrentExecutions"] = reserved
+        record = replace(current, config=config)
+        if not self.repo.replace(record, current.revision_id):
+            raise PreconditionFailedException(REVISION_MISMATCH)
+        self._specs[record.name] = self._spec(record)
+
+    def get_silo_settings(self, function_name: str) -> dict[str, Any]:
         """silo's own settings of a function (sandbox backend, network)."""
         return silo_settings.current(self._unqualified(function_name).config)
 
-    def update_silo_settings(self, function_name: str, body: dict[str, Any]) -> dict[str, str]:
+    def update_silo_settings(self, function_name: str, body: dict[str, Any]) -> dict[str, Any]:
         """Change silo's own settings; like a configuration update, it retires the function's environments."""
         with self._write_lock:
             current = self._unqualified(function_name)
@@ -332,8 +388,7 @@ class FunctionService:
                 "CodeSizeUnzipped": MAX_UNZIPPED_BYTES,
                 "CodeSizeZipped": MAX_ZIPPED_BYTES,
                 "ConcurrentExecutions": self.concurrency_limit,
-                # No reserved concurrency exists yet, so all of it is unreserved.
-                "UnreservedConcurrentExecutions": self.concurrency_limit,
+                "UnreservedConcurrentExecutions": self.concurrency_limit - self.reserved_total(),
             },
             "AccountUsage": {"TotalCodeSize": total, "FunctionCount": count},
         }

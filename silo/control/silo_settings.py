@@ -1,5 +1,6 @@
 """silo's own per-function settings, beyond Lambda's configuration: which sandbox backend runs the
-function's environments, and whether they may open connections out of the host.
+function's environments, whether they may open connections out of the host, and per-tenant caps on
+concurrent invocations and on environments (null: no cap).
 
 They live in the function's stored configuration under `Silo` and never appear in Lambda's
 FunctionConfiguration, so boto3 and the AWS CLI see exactly what Lambda would show.
@@ -13,14 +14,20 @@ from silo.errors import InvalidParameterValueException
 
 SANDBOXES = ("default", "jail", "gvisor")
 NETWORKS = ("none", "outbound")
-DEFAULTS: dict[str, str] = {"Sandbox": "default", "Network": "none"}
+DEFAULTS: dict[str, Any] = {
+    "Sandbox": "default",
+    "Network": "none",
+    "TenantMaxConcurrency": None,
+    "TenantMaxEnvironments": None,
+}
+TENANT_CAPS = ("TenantMaxConcurrency", "TenantMaxEnvironments")
 
 
-def current(config: dict[str, Any]) -> dict[str, str]:
+def current(config: dict[str, Any]) -> dict[str, Any]:
     return {**DEFAULTS, **config.get("Silo", {})}
 
 
-def validate(body: dict[str, Any], config: dict[str, Any]) -> dict[str, str]:
+def validate(body: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
     """The settings after applying `body`; members absent from it keep their value."""
     unknown = sorted(set(body) - set(DEFAULTS))
     if unknown:
@@ -34,6 +41,14 @@ def validate(body: dict[str, Any], config: dict[str, Any]) -> dict[str, str]:
             if value not in allowed:
                 raise InvalidParameterValueException(
                     f"{key} must be one of {', '.join(allowed)}; got {value!r}."
+                )
+            settings[key] = value
+    for key in TENANT_CAPS:
+        if key in body:
+            value = body[key]
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise InvalidParameterValueException(
+                    f"{key} must be a whole number of at least 1, or null for no cap; got {value!r}."
                 )
             settings[key] = value
     return settings

@@ -45,8 +45,8 @@ class Limits:
         return CFS_PERIOD_US * max(1, math.ceil(self.memory_mb / MB_PER_VCPU))
 
 
-def group_paths(env_id: str) -> dict[str, Path]:
-    return {ctrl: ROOT / ctrl / PARENT / env_id for ctrl in CONTROLLERS}
+def group_paths(env_id: str, parent: str = PARENT) -> dict[str, Path]:
+    return {ctrl: ROOT / ctrl / parent / env_id for ctrl in CONTROLLERS}
 
 
 def available() -> bool:
@@ -58,9 +58,9 @@ def _write(path: Path, value: str | int) -> None:
         f.write(str(value))
 
 
-def create(env_id: str, limits: Limits) -> dict[str, Path]:
-    """Make the environment's groups with their limits; return their paths."""
-    paths = group_paths(env_id)
+def create(env_id: str, limits: Limits, parent: str = PARENT) -> dict[str, Path]:
+    """Make the environment's groups under `parent` with their limits; return their paths."""
+    paths = group_paths(env_id, parent)
     for path in paths.values():
         path.mkdir(parents=True, exist_ok=True)
     mem = paths["memory"]

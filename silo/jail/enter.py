@@ -9,8 +9,10 @@ fails. Nothing here imports the daemon.
     2. join the environment's cgroups, so everything after is counted and killable as one
     3. unshare mount, pid, ipc, uts, net and cgroup namespaces; fork so the child is pid 1 of the new pid
        namespace (this process stays behind, waits, and passes the exit status on)
-    4. bring up loopback, create the Runtime API socket on 127.0.0.1:9001 inside the new network
-       namespace and hand it to the daemon (SCM_RIGHTS)
+    4. bring up loopback; for an outbound environment only, hand the daemon the new network namespace,
+       wait until it has built the host's end of the link, then address eth0 and route through it;
+       create the Runtime API socket on 127.0.0.1:9001 inside the new network namespace and hand it
+       to the daemon (SCM_RIGHTS)
     5. build a read-only root: runtime, code and system binds, /proc of the new pid namespace, a
        minimal /dev, a private tmpfs /tmp; pivot_root into it and drop the old root
     6. drop to the environment's own uid/gid with no capabilities and no_new_privs
@@ -45,7 +47,12 @@ DEVICES = ("null", "zero", "random", "urandom")
 RO = syscalls.MS_RDONLY | syscalls.MS_NOSUID | syscalls.MS_NODEV
 SIOCGIFFLAGS = 0x8913
 SIOCSIFFLAGS = 0x8914
+SIOCSIFADDR = 0x8916
+SIOCSIFNETMASK = 0x891C
+SIOCADDRT = 0x890B
 IFF_UP = 0x1
+RTF_UP = 0x1
+RTF_GATEWAY = 0x2
 
 
 class JailError(Exception):
@@ -73,6 +80,46 @@ def loopback_up() -> None:
         ifreq = struct.pack("16sH22x", b"lo", 0)
         flags = struct.unpack("16sH22x", fcntl.ioctl(s, SIOCGIFFLAGS, ifreq))[1]
         fcntl.ioctl(s, SIOCSIFFLAGS, struct.pack("16sH22x", b"lo", flags | IFF_UP))
+
+
+def join_network(spec: JailSpec, control: socket.socket) -> None:
+    # A descriptor of the namespace, not a pid: a pid can be reused, the descriptor names this namespace.
+    netns = os.open("/proc/self/ns/net", os.O_RDONLY)
+    socket.send_fds(control, [b"netns"], [netns])
+    os.close(netns)
+    # The host end and the firewall must exist before the environment has an address to use.
+    answer = control.recv(64)
+    if answer != b"network":
+        raise ConnectionError(f"the daemon did not build the network: {answer!r}")
+    address_eth0(spec.address, spec.gateway)
+
+
+def _ifreq(name: str, payload: bytes) -> bytes:
+    return struct.pack("16s", name.encode()) + payload.ljust(24, b"\0")
+
+
+def _sockaddr_in(address: str) -> bytes:
+    return struct.pack("=HH4s8x", socket.AF_INET, 0, socket.inet_aton(address))
+
+
+def address_eth0(address: str, gateway: str) -> None:
+    # ioctls, not `ip`: no process to start, and nothing beyond this namespace to touch.
+    ip, prefix = address.split("/")
+    netmask = socket.inet_ntoa(struct.pack("!I", (0xFFFFFFFF << (32 - int(prefix))) & 0xFFFFFFFF))
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        fcntl.ioctl(s, SIOCSIFADDR, _ifreq("eth0", _sockaddr_in(ip)))
+        fcntl.ioctl(s, SIOCSIFNETMASK, _ifreq("eth0", _sockaddr_in(netmask)))
+        flags = struct.unpack("16sH22x", fcntl.ioctl(s, SIOCGIFFLAGS, _ifreq("eth0", b"")))[1]
+        fcntl.ioctl(s, SIOCSIFFLAGS, _ifreq("eth0", struct.pack("H", flags | IFF_UP)))
+        # struct rtentry (x86_64): pad, dst, gateway, genmask, flags, pads, metric, dev, mtu, window, irtt.
+        default_route = (
+            struct.pack("=Q", 0)
+            + _sockaddr_in("0.0.0.0")
+            + _sockaddr_in(gateway)
+            + _sockaddr_in("0.0.0.0")
+            + struct.pack("=Hh4xQQh6xQQQH6x", RTF_UP | RTF_GATEWAY, 0, 0, 0, 0, 0, 0, 0, 0)
+        )
+        fcntl.ioctl(s, SIOCADDRT, default_route)
 
 
 def runtime_api_socket(port: int) -> socket.socket:
@@ -182,6 +229,8 @@ def environment_main(spec: JailSpec, control: socket.socket) -> None:
     """Pid 1 of the new namespaces: finish the jail and become the runtime."""
     step("set hostname", control, syscalls.sethostname, spec.hostname)
     step("bring up loopback", control, loopback_up)
+    if spec.address:
+        step("join the outbound network", control, join_network, spec, control)
     api = cast(socket.socket, step("create the Runtime API socket", control, runtime_api_socket, spec.runtime_api_port))
     step("build the root filesystem", control, build_root, spec)
     step("drop privileges", control, drop_identity, spec.uid, spec.gid)

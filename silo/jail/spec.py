@@ -31,6 +31,10 @@ class JailSpec:
     runtime_api_port: int = 9001
     seccomp_filter: str = ""  # hex of the compiled BPF program; empty only in tests of earlier steps
     etc_files: dict[str, str] = field(default_factory=dict)
+    # Outbound network: the environment's address with its prefix on eth0, and its default route.
+    # Empty: loopback only. The daemon creates eth0 once the jail hands it the namespace (see enter.py).
+    address: str = ""
+    gateway: str = ""
 
     def to_json(self) -> bytes:
         return json.dumps(asdict(self)).encode()

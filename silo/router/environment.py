@@ -13,13 +13,17 @@ import os
 import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from silo.runtime_api.server import RuntimeChannel, RuntimeReply
 from silo.runtimes import catalog
 from silo.sandbox.base import LaunchSpec, Sandbox, SandboxProcess
 from silo.telemetry import logs
+from silo.telemetry.platform import Report, status_of
 from silo.types import ColdStart, EnvKey, EnvState, FunctionError, FunctionSpec, Invocation, InvocationResult
+
+if TYPE_CHECKING:
+    from silo.telemetry.recorder import Telemetry
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +56,9 @@ def runtime_environ(spec: FunctionSpec, stream: str) -> dict[str, str]:
             "AWS_LAMBDA_LOG_FORMAT": spec.log_format,
         }
     )
+    if spec.log_format == "JSON" and spec.application_log_level:
+        # Levels exist only with JSON logs, as on Lambda; the runtime filters its own records.
+        environ["AWS_LAMBDA_LOG_LEVEL"] = spec.application_log_level
     return environ
 
 
@@ -76,8 +83,9 @@ async def _first(*aws: asyncio.Future[Any], timeout: float) -> asyncio.Future[An
 class Environment:
     """A live environment. The router decides who uses it; this class runs what it is given."""
 
-    def __init__(self, key: EnvKey, spec: FunctionSpec) -> None:
+    def __init__(self, key: EnvKey, spec: FunctionSpec, telemetry: Telemetry | None = None) -> None:
         self.id = uuid.uuid4().hex
+        self._telemetry = telemetry
         self.key = key
         self.spec = spec
         self.state = EnvState.STARTING
@@ -125,7 +133,11 @@ class Environment:
             self._launch_error = str(exc)
             self.state = EnvState.DEAD
             return
-        self._stream = logs.LogStream(stream, self._process.output_fd)
+        if self._telemetry is not None:
+            self._stream = self._telemetry.log_stream(stream, self._process.output_fd, self.spec, self.key.tenant_id)
+            self._telemetry.environment_created(self.id, self.spec, self.key.tenant_id)
+        else:
+            self._stream = logs.open_stream(stream, self._process.output_fd, self.spec, self.key.tenant_id)
         self._channel.on_output_flush = self._stream.drain
         await self._channel.start(self._process.runtime_api_socket)
         self._exited = asyncio.ensure_future(self._process.wait())
@@ -135,7 +147,7 @@ class Environment:
         self.invocations += 1
         self.last_used = time.monotonic()
         if self._process is None or self._stream is None or self._exited is None:
-            return InvocationResult(
+            failed = InvocationResult(
                 _error_payload(
                     "Runtime.InvalidEntrypoint",
                     f"RequestId: {inv.request_id} Error: could not start the runtime: {self._launch_error}",
@@ -144,22 +156,26 @@ class Environment:
                 executed_version=self.spec.version,
                 cold_start=ColdStart.FULL,
             )
+            if self._telemetry is not None:
+                self._telemetry.invocation_done(self.spec, self.key.tenant_id, failed)
+            return failed
         cold = self._init_ms is None
-        self._stream.begin(inv.request_id, self.spec.version)
+        self._stream.begin(inv.request_id)
         t0 = time.monotonic()
         payload, error = await self._run(inv)
         duration_ms = (time.monotonic() - t0) * 1000
         if cold and self._init_ms is not None:
             duration_ms = max(0.0, duration_ms - self._init_ms)
-        report = logs.report_line(
+        report = Report(
             inv.request_id,
             duration_ms,
             self.spec.memory_mb,
             self._process.max_memory_mb(),
             self._init_ms if cold else None,
+            status_of(error, self.state is EnvState.DEAD, payload),
         )
-        record = self._stream.end(inv.request_id, report)
-        return InvocationResult(
+        record = self._stream.end(report)
+        result = InvocationResult(
             payload,
             error,
             executed_version=self.spec.version,
@@ -168,6 +184,9 @@ class Environment:
             init_duration_ms=self._init_ms if cold else None,
             duration_ms=duration_ms,
         )
+        if self._telemetry is not None:
+            self._telemetry.invocation_done(self.spec, self.key.tenant_id, result)
+        return result
 
     async def _run(self, inv: Invocation) -> tuple[bytes, FunctionError | None]:
         assert self._exited is not None and self._stream is not None  # checked by invoke()

@@ -1,85 +1,273 @@
-"""The router: EnvKey -> environments. Takes an idle environment of the key, or starts a new one.
+"""The router: EnvKey -> environments, under Lambda's limits and silo's per-tenant ones.
 
 An environment serves one invocation at a time and only ever its own key's tenant; concurrent calls
-of one tenant get more environments of that tenant. Retiring a function (new code or configuration,
-or deletion) kills its idle environments now and its busy ones when their invocation ends.
+of one tenant get more environments of that tenant. Before a call runs it is admitted (concurrency
+limits); before a new environment starts there must be room for it (environment caps and the host
+memory budget), made by evicting idle environments least recently used first, and only then is the
+call throttled. When the shared pool of concurrency is full, calls wait in a fair queue that takes
+tenants in turn, so a tenant that calls fastest does not take every freed slot.
+
+Every decision and its bookkeeping happen without an await in between, so on the single event loop
+they are atomic; starting and killing processes happen after.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Iterable
+import time
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Iterable
 
 from silo import errors
+from silo.router import limits
 from silo.router.environment import Environment
+from silo.router.fairness import FairQueue
 from silo.router.placement import Choice, place
 from silo.sandbox.base import Sandbox
+from silo.telemetry.recorder import Telemetry
 from silo.types import EnvKey, EnvState, FunctionSpec, Invocation, InvocationResult
 
 log = logging.getLogger(__name__)
 
+TenantKey = tuple[str, str | None]
+
+
+def _throttle(reason: limits.Reason, retry_after_s: int = 1) -> errors.TooManyRequestsException:
+    return errors.TooManyRequestsException(limits.MESSAGES[reason], reason.value, retry_after_s)
+
 
 class Router:
-    """Owns every live environment of this server."""
+    """Owns every live environment of this server and the limits on them."""
 
-    def __init__(self, sandbox: Sandbox, others: dict[str, Sandbox] | None = None) -> None:
-        """`sandbox` runs every function by default; `others` are the backends a function may ask for by name."""
+    def __init__(
+        self,
+        sandbox: Sandbox,
+        others: dict[str, Sandbox] | None = None,
+        *,
+        account: limits.AccountLimits | None = None,
+        reserved_total: Callable[[], int] = lambda: 0,
+        keep_alive_s: float = 600.0,
+        queue_wait_s: float = 2.0,
+        telemetry: Telemetry | None = None,
+    ) -> None:
+        """`sandbox` runs every function by default; `others` are the backends a function may ask for by name.
+
+        `reserved_total()` is the sum of every function's reserved concurrency (the control plane knows
+        it); `keep_alive_s` is how long an idle environment lives; `queue_wait_s` how long a call may
+        wait for a slot of the shared pool before it is throttled.
+        """
         self.sandbox = sandbox
         self.sandboxes = {sandbox.name: sandbox, **(others or {})}
+        self.telemetry = telemetry
+        self.account = account or limits.AccountLimits()
+        self._reserved_total = reserved_total
+        self.keep_alive_s = keep_alive_s
+        self.queue_wait_s = queue_wait_s
         self._pools: dict[EnvKey, list[Environment]] = {}
+        self._idle: OrderedDict[Environment, None] = OrderedDict()  # least recently used first
         self._closing: set[asyncio.Task[None]] = set()
+        # Counts the decisions read; changed only by _track/_forget and _start/_finish.
+        self._running_fn: Counter[str] = Counter()
+        self._running_tenant: Counter[TenantKey] = Counter()
+        self._running_unreserved = 0
+        self._envs_fn: Counter[str] = Counter()
+        self._envs_tenant: Counter[TenantKey] = Counter()
+        self._live_memory_mb = 0
+        self._queue = FairQueue()
+        self.evictions = 0
+        self._reaper: asyncio.Task[None] | None = None
 
+    # Introspection, for metrics and tests.
     def environments(self) -> Iterable[Environment]:
         for pool in self._pools.values():
             yield from pool
 
-    def _acquire(self, key: EnvKey, spec: FunctionSpec) -> tuple[Environment, bool]:
-        """Decide and book in one step (no await), so two calls never get the same environment."""
-        pool = self._pools.setdefault(key, [])
-        decision = place(pool, spec.revision_id)
-        chosen = pool[decision.index] if decision.choice is Choice.REUSE else None
-        for i in sorted(decision.stale, reverse=True):
-            self._discard(pool.pop(i))
-        if chosen is not None:
-            chosen.state = EnvState.BUSY
-            return chosen, False
-        env = Environment(key, spec)
-        env.state = EnvState.BUSY
-        pool.append(env)
-        return env, True
+    @property
+    def live_memory_mb(self) -> int:
+        return self._live_memory_mb
 
-    def _release(self, env: Environment) -> None:
-        pool = self._pools.get(env.key, [])
-        if env.alive and not env.retired:
-            env.state = EnvState.IDLE
-            # Most recently used last: placement reuses from the end, so warm caches stay warm.
-            if env in pool:
-                pool.remove(env)
-                pool.append(env)
+    # Environments: tracking, eviction, retirement.
+    def _track(self, env: Environment) -> None:
+        self._pools.setdefault(env.key, []).append(env)
+        self._envs_fn[env.key.function_arn] += 1
+        self._envs_tenant[(env.key.function_arn, env.key.tenant_id)] += 1
+        self._live_memory_mb += env.spec.memory_mb
+
+    def _forget(self, env: Environment) -> None:
+        """Take an environment out of every count and kill it; the clean-up runs in the background."""
+        pool = self._pools.get(env.key)
+        if pool is None or env not in pool:
             return
-        if env in pool:
-            pool.remove(env)
+        pool.remove(env)
         if not pool:
-            self._pools.pop(env.key, None)
-        self._discard(env)
-
-    def _discard(self, env: Environment) -> None:
+            del self._pools[env.key]
+        self._idle.pop(env, None)
+        self._envs_fn[env.key.function_arn] -= 1
+        self._envs_tenant[(env.key.function_arn, env.key.tenant_id)] -= 1
+        self._live_memory_mb -= env.spec.memory_mb
+        env.retired = True
         env.kill()
         task = asyncio.ensure_future(env.close())
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
 
+    def _evict_one(self, scope: limits.Scope, key: EnvKey) -> bool:
+        """Evict the least recently used idle environment within `scope` of `key`; False if there is none."""
+        for env in self._idle:
+            if (
+                scope is limits.Scope.HOST
+                or (scope is limits.Scope.FUNCTION and env.key.function_arn == key.function_arn)
+                or (scope is limits.Scope.TENANT and env.key.function_arn == key.function_arn
+                    and env.key.tenant_id == key.tenant_id)
+            ):
+                self.evictions += 1
+                if self.telemetry is not None:
+                    self.telemetry.evicted(env.spec.function_name, scope.value)
+                self._forget(env)
+                return True
+        return False
+
+    def _make_room(self, key: EnvKey, spec: FunctionSpec, fl: limits.FunctionLimits) -> None:
+        """Evict idle environments until a new one of `key` fits every cap, or throttle."""
+        while True:
+            needed = limits.room_for_environment(
+                fl, self.account, self._reserved_total(), spec.per_tenant,
+                self._envs_tenant[(key.function_arn, key.tenant_id)], self._envs_fn[key.function_arn],
+                self._live_memory_mb, spec.memory_mb,
+            )
+            if not needed:
+                return
+            scope = needed[0]
+            if not self._evict_one(scope, key):
+                if scope is limits.Scope.FUNCTION:
+                    raise errors.TooManyRequestsException(
+                        limits.ENVIRONMENT_CAP_MESSAGE, limits.Reason.ACCOUNT.value
+                    )
+                raise _throttle(
+                    limits.Reason.TENANT_ENVIRONMENTS if scope is limits.Scope.TENANT else limits.Reason.MEMORY
+                )
+
+    def _acquire(self, key: EnvKey, spec: FunctionSpec, fl: limits.FunctionLimits) -> tuple[Environment, bool]:
+        """An idle environment of `key`, or room for and a new one. Decides and books in one step."""
+        pool = self._pools.get(key, [])
+        decision = place(pool, spec.revision_id)
+        chosen = pool[decision.index] if decision.choice is Choice.REUSE else None
+        for env in [pool[i] for i in decision.stale]:
+            self._forget(env)
+        if chosen is not None:
+            self._idle.pop(chosen, None)
+            chosen.state = EnvState.BUSY
+            return chosen, False
+        self._make_room(key, spec, fl)
+        env = Environment(key, spec, self.telemetry)
+        env.state = EnvState.BUSY
+        self._track(env)
+        return env, True
+
+    def _release(self, env: Environment) -> None:
+        if env.alive and not env.retired:
+            env.state = EnvState.IDLE
+            env.last_used = time.monotonic()
+            self._idle[env] = None
+            self._idle.move_to_end(env)
+            # Most recently used last: placement reuses from the end, so warm caches stay warm.
+            pool = self._pools.get(env.key)
+            if pool is not None and env in pool:
+                pool.remove(env)
+                pool.append(env)
+            return
+        self._forget(env)
+
+    # Concurrency: admission and the fair queue.
+    def _start(self, key: EnvKey, spec: FunctionSpec, fl: limits.FunctionLimits) -> None:
+        self._running_fn[key.function_arn] += 1
+        self._running_tenant[(key.function_arn, key.tenant_id)] += 1
+        if fl.reserved is None:
+            self._running_unreserved += 1
+
+    def _finish(self, key: EnvKey, fl: limits.FunctionLimits) -> None:
+        self._running_fn[key.function_arn] -= 1
+        self._running_tenant[(key.function_arn, key.tenant_id)] -= 1
+        if fl.reserved is None:
+            self._running_unreserved -= 1
+            self._hand_over_slot()
+
+    def _hand_over_slot(self) -> None:
+        """A slot of the shared pool is free: give it to the next waiting tenant, in turn."""
+        counts = limits.Counts(self._running_unreserved, self._reserved_total())
+        while counts.running_unreserved < self.account.concurrency - counts.reserved_total:
+            waiter = self._queue.pop()
+            if waiter is None:
+                return
+            if not waiter.done():
+                # The slot is booked for the waiter here, before it resumes, so no newcomer can take it.
+                self._running_unreserved += 1
+                counts.running_unreserved += 1
+                waiter.set_result(None)
+
+    async def _admit(self, key: EnvKey, spec: FunctionSpec, fl: limits.FunctionLimits) -> None:
+        counts = limits.Counts(self._running_unreserved, self._reserved_total())
+        reason = limits.admit(fl, self.account, counts, self._running_fn[key.function_arn],
+                              self._running_tenant[(key.function_arn, key.tenant_id)])
+        if reason is None:
+            self._start(key, spec, fl)
+            return
+        if reason is not limits.Reason.ACCOUNT or self.queue_wait_s <= 0:
+            raise _throttle(reason)
+        waiter = self._queue.push((key.function_arn, key.tenant_id))
+        try:
+            await asyncio.wait_for(asyncio.shield(waiter), self.queue_wait_s)
+        except TimeoutError:
+            if waiter.done() and not waiter.cancelled():
+                # Granted just as the wait ran out: the slot is ours, use it.
+                pass
+            else:
+                waiter.cancel()
+                raise _throttle(reason) from None
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self._running_unreserved -= 1
+                self._hand_over_slot()
+            waiter.cancel()
+            raise
+        # The slot of the shared pool was booked by _hand_over_slot; book the rest.
+        self._running_unreserved -= 1
+        self._start(key, spec, fl)
+
     async def invoke(self, key: EnvKey, spec: FunctionSpec, inv: Invocation) -> InvocationResult:
         """Run `inv` in an environment of `key`: a warm one of that key if idle, else a new one."""
         backend = self._backend(spec)
-        env, fresh = self._acquire(key, spec)
+        fl = function_limits(spec)
         try:
-            if fresh:
-                await env.start(backend)
-            return await env.invoke(inv)
+            await self._admit(key, spec, fl)
+        except errors.TooManyRequestsException as exc:
+            self._throttled(spec, key, exc)
+            raise
+        try:
+            try:
+                env, fresh = self._acquire(key, spec, fl)
+            except errors.TooManyRequestsException as exc:
+                self._throttled(spec, key, exc)
+                raise
+            try:
+                if fresh:
+                    try:
+                        await env.start(backend)
+                    except BaseException:
+                        # Half started is dead: it must never be taken for an idle environment.
+                        env.kill()
+                        raise
+                return await env.invoke(inv)
+            finally:
+                self._release(env)
         finally:
-            self._release(env)
+            self._finish(key, fl)
+
+    def _throttled(self, spec: FunctionSpec, key: EnvKey, exc: errors.TooManyRequestsException) -> None:
+        if self.telemetry is not None:
+            self.telemetry.throttled(spec.function_name, exc.members.get("Reason", ""), key.tenant_id)
 
     def _backend(self, spec: FunctionSpec) -> Sandbox:
         if spec.sandbox == "default":
@@ -96,24 +284,42 @@ class Router:
     def retire(self, function_arn: str) -> None:
         """The function changed or is gone: no environment of it may serve another call."""
         for key in [k for k in self._pools if k.function_arn == function_arn]:
-            pool = self._pools[key]
-            for env in list(pool):
+            for env in list(self._pools.get(key, [])):
                 env.retired = True
                 if env.state is not EnvState.BUSY:
-                    pool.remove(env)
-                    self._discard(env)
-            if not pool:
-                del self._pools[key]
+                    self._forget(env)
+
+    def reap_idle(self, now: float | None = None) -> int:
+        """Retire environments idle for longer than the keep-alive; return how many."""
+        now = time.monotonic() if now is None else now
+        expired = [env for env in self._idle if now - env.last_used > self.keep_alive_s]
+        for env in expired:
+            self._forget(env)
+        return len(expired)
+
+    def start_reaper(self) -> None:
+        async def loop() -> None:
+            while True:
+                await asyncio.sleep(max(0.5, min(60.0, self.keep_alive_s / 4)))
+                self.reap_idle()
+
+        self._reaper = asyncio.ensure_future(loop())
 
     async def close(self) -> None:
         """Kill every environment and wait until each is cleaned up."""
-        for pool in self._pools.values():
-            for env in pool:
-                env.retired = True
-                self._discard(env)
-        self._pools.clear()
+        if self._reaper is not None:
+            self._reaper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reaper
+        for env in list(self.environments()):
+            self._forget(env)
         if self._closing:
             results = await asyncio.gather(*self._closing, return_exceptions=True)
             for result in results:
                 if isinstance(result, BaseException):
                     log.error("an environment could not be cleaned up: %r", result)
+
+
+def function_limits(spec: FunctionSpec) -> limits.FunctionLimits:
+    return limits.FunctionLimits(spec.reserved_concurrency, spec.tenant_max_concurrency,
+                                 spec.tenant_max_environments)

@@ -2,11 +2,27 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections import deque
+from pathlib import Path
 
-# Far above the ids a distribution hands out to people and services, below the 2^31 edge.
-UID_BASE = 200_000
+# Far above the ids a distribution hands out to people and services, below the 2^31 edge. Each daemon
+# (one per data directory) and each backend takes a range of its own, so no two live environments on
+# the host share a uid even when several daemons run on it.
+UID_BASE = 1_000_000
 UID_COUNT = 100_000
+INSTANCE_SLOTS = 1024
+
+
+def instance_of(data_path: Path) -> str:
+    """Four hex digits that name one daemon on this host, from where its data lives."""
+    return hashlib.sha256(str(data_path.resolve()).encode()).hexdigest()[:4]
+
+
+def uid_base(instance: str, backend: int = 0) -> int:
+    """The first uid of a daemon's range for one backend (0: jail, 1: gvisor)."""
+    slot = int(instance, 16) % INSTANCE_SLOTS
+    return UID_BASE + (backend * INSTANCE_SLOTS + slot) * UID_COUNT
 
 
 class UidPool:

@@ -20,11 +20,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 from silo.jail import cgroups
+from silo.jail.network import Lease, NetworkUnavailable, OutboundNetwork, resolv_conf
 from silo.jail.spec import Bind, JailSpec
 from silo.runtimes import catalog
 from silo.sandbox.base import LaunchSpec
 from silo.sandbox.child import ChildWatch
-from silo.sandbox.identity import UidPool
+from silo.sandbox.identity import UidPool, instance_of, uid_base
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,13 @@ READY_TIMEOUT_S = 10.0
 SYSTEM_BINDS = ("/usr", "/etc/ld.so.cache", "/etc/ssl", "/etc/ca-certificates", "/etc/alternatives")
 
 
+def _host_resolv() -> str:
+    try:
+        return resolv_conf(Path("/etc/resolv.conf").read_text())
+    except OSError:
+        return ""
+
+
 class SandboxUnavailable(Exception):
     """This machine cannot run the backend; the message says why and what to do."""
 
@@ -46,13 +54,13 @@ class LaunchFailed(OSError):
     """The jail refused to build an environment: one of its steps failed."""
 
 
-def _etc_files(uid: int, gid: int) -> dict[str, str]:
+def _etc_files(uid: int, gid: int, resolv: str = "") -> dict[str, str]:
     return {
         "passwd": f"root:x:0:0:root:/root:/usr/sbin/nologin\nsbx_user:x:{uid}:{gid}::/tmp:/usr/sbin/nologin\n",
         "group": f"root:x:0:\nsbx_user:x:{gid}:\n",
         "hosts": "127.0.0.1\tlocalhost\n::1\tlocalhost\n",
         "nsswitch.conf": "passwd: files\ngroup: files\nhosts: files dns\n",
-        "resolv.conf": "",
+        "resolv.conf": resolv,
     }
 
 
@@ -68,6 +76,7 @@ class JailedProcess:
         listen_sock: socket.socket,
         output_fd: int,
         release_uid: Callable[[], None],
+        release_network: Callable[[], None] = lambda: None,
     ) -> None:
         self._env_id = env_id
         self._child = child
@@ -76,6 +85,7 @@ class JailedProcess:
         self._sock = listen_sock
         self._output_fd = output_fd
         self._release_uid = release_uid
+        self._release_network = release_network
 
     @property
     def env_id(self) -> str:
@@ -119,6 +129,10 @@ class JailedProcess:
         with contextlib.suppress(OSError):
             os.close(self._output_fd)
         loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(None, self._release_network)
+        except NetworkUnavailable as exc:
+            log.error("environment %s: %s; its address stays reserved", self._env_id, exc)
         removed = await loop.run_in_executor(None, cgroups.remove, self.cgroups)
         if removed:
             # Only now is nothing left running as this uid, so another environment may have it.
@@ -134,7 +148,7 @@ class JailSandbox:
     name = "jail"
     isolates = True
 
-    def __init__(self, env_root: Path, seccomp_filter: bytes = b"") -> None:
+    def __init__(self, env_root: Path, seccomp_filter: bytes = b"", network_pool: str | None = None) -> None:
         if os.geteuid() != 0:
             raise SandboxUnavailable(
                 "the jail backend needs root (namespaces, cgroups, mounts); run silo as root, or choose "
@@ -147,19 +161,28 @@ class JailSandbox:
             )
         self._env_root = env_root
         self._filter_hex = seccomp_filter.hex()
-        self._uids = UidPool()
+        # Everything host-wide this daemon makes is named for its instance, so that daemons sharing a
+        # host (several data directories, tests) never sweep or reuse each other's cgroups, uids or links.
+        instance = instance_of(env_root)
+        self._cgroup_parent = f"{cgroups.PARENT}/{instance}"
+        self._uids = UidPool(base=uid_base(instance, 0))
+        self._network = OutboundNetwork(network_pool, instance)
         self._sweep()
 
     def _sweep(self) -> None:
         """Remove what a previous run of the daemon left: its environments died with it, their groups did not."""
         for ctrl in cgroups.CONTROLLERS:
-            parent = cgroups.ROOT / ctrl / cgroups.PARENT
+            parent = cgroups.ROOT / ctrl / self._cgroup_parent
             if parent.is_dir():
                 for group in parent.iterdir():
                     if group.is_dir():
-                        cgroups.remove(cgroups.group_paths(group.name), timeout_s=2)
+                        cgroups.remove(cgroups.group_paths(group.name, self._cgroup_parent), timeout_s=2)
         shutil.rmtree(self._env_root, ignore_errors=True)
         self._env_root.mkdir(parents=True, exist_ok=True)
+        try:
+            self._network.sweep()
+        except NetworkUnavailable as exc:
+            log.error("could not remove the network a previous run left: %s", exc)
 
     def _layout(self, spec: LaunchSpec) -> tuple[list[str], list[Bind], dict[str, str]]:
         """argv, binds and path variables of the runtime, as the environment sees them."""
@@ -187,9 +210,13 @@ class JailSandbox:
         child: ChildWatch | None = None
         opened: list[int] = []
         socks: list[socket.socket] = []
+        lease: Lease | None = None
+        loop = asyncio.get_running_loop()
         try:
+            if spec.network == "outbound":
+                lease = await self._lease_network(spec.env_id)
             root_dir.mkdir(parents=True)
-            groups = cgroups.create(spec.env_id, cgroups.Limits(spec.memory_mb))
+            groups = cgroups.create(spec.env_id, cgroups.Limits(spec.memory_mb), self._cgroup_parent)
             environ = dict(
                 spec.environ,
                 **extra,
@@ -211,7 +238,9 @@ class JailSandbox:
                 cwd=TASK_ROOT,
                 runtime_api_port=RUNTIME_API_PORT,
                 seccomp_filter=self._filter_hex,
-                etc_files=_etc_files(uid, uid),
+                etc_files=_etc_files(uid, uid, _host_resolv() if lease else ""),
+                address=lease.address if lease else "",
+                gateway=lease.gateway if lease else "",
             )
             spec_r, spec_w = os.pipe()
             opened += [spec_r, spec_w]
@@ -240,6 +269,8 @@ class JailSandbox:
                 opened.remove(fd)
             control_child.close()
             socks.remove(control_child)
+            if lease is not None:
+                await self._build_network(control, child, spec.env_id, lease)
             listen_sock = await self._await_ready(control, child, spec.env_id)
         except BaseException:
             if child is not None and not child.exited.done():
@@ -248,7 +279,10 @@ class JailSandbox:
                 await child.wait()
             if groups:
                 cgroups.kill_all(groups)
-                await asyncio.get_running_loop().run_in_executor(None, cgroups.remove, groups)
+                await loop.run_in_executor(None, cgroups.remove, groups)
+            if lease is not None:
+                with contextlib.suppress(NetworkUnavailable):
+                    await loop.run_in_executor(None, self._network.release, lease)
             self._uids.give_back(uid)
             for fd in opened:
                 with contextlib.suppress(OSError):
@@ -259,10 +293,53 @@ class JailSandbox:
             raise
         control.close()
         os.set_blocking(out_r, False)
-        return JailedProcess(spec.env_id, child, env_dir, groups, listen_sock, out_r, lambda: self._uids.give_back(uid))
+        network = self._network
+        return JailedProcess(
+            spec.env_id,
+            child,
+            env_dir,
+            groups,
+            listen_sock,
+            out_r,
+            lambda: self._uids.give_back(uid),
+            (lambda: network.release(lease)) if lease is not None else (lambda: None),
+        )
+
+    async def _lease_network(self, env_id: str) -> Lease:
+        try:
+            await asyncio.get_running_loop().run_in_executor(None, self._network.ensure_ready)
+            return self._network.lease()
+        except NetworkUnavailable as exc:
+            raise LaunchFailed(f"environment {env_id}: {exc}") from exc
+
+    async def _build_network(self, control: socket.socket, child: ChildWatch, env_id: str, lease: Lease) -> None:
+        """The jail hands over its network namespace; build the host's end, then let the jail go on."""
+        msg, fds = await self._receive(control, child, env_id)
+        if msg != b"netns" or len(fds) != 1:
+            for fd in fds:
+                os.close(fd)
+            raise LaunchFailed(f"environment {env_id}: expected its network namespace, got {msg[:200]!r}")
+        try:
+            await asyncio.get_running_loop().run_in_executor(None, self._network.attach, lease, fds[0])
+        except NetworkUnavailable as exc:
+            raise LaunchFailed(f"environment {env_id}: {exc}") from exc
+        finally:
+            os.close(fds[0])
+        control.send(b"network")
 
     async def _await_ready(self, control: socket.socket, child: ChildWatch, env_id: str) -> socket.socket:
         """The jail's answer: the Runtime API socket, or which step failed."""
+        msg, fds = await self._receive(control, child, env_id)
+        if msg == b"ready" and len(fds) == 1:
+            sock = socket.socket(fileno=fds[0])
+            sock.setblocking(False)
+            return sock
+        for fd in fds:
+            os.close(fd)
+        raise LaunchFailed(f"environment {env_id}: unexpected message from the jail: {msg[:200]!r}")
+
+    async def _receive(self, control: socket.socket, child: ChildWatch, env_id: str) -> tuple[bytes, list[int]]:
+        """The jail's next message with its descriptors; a step's failure, or the jail's death, raises."""
         loop = asyncio.get_running_loop()
         control.setblocking(False)
         readable: asyncio.Future[int] = loop.create_future()
@@ -283,10 +360,8 @@ class JailSandbox:
                 msg, fds, _, _ = socket.recv_fds(control, 4096, 1)
             except BlockingIOError:
                 msg, fds = b"", []
-            if msg == b"ready" and len(fds) == 1:
-                sock = socket.socket(fileno=fds[0])
-                sock.setblocking(False)
-                return sock
+            if msg and not msg.startswith(b"error "):
+                return msg, fds
             for fd in fds:
                 os.close(fd)
             if msg:

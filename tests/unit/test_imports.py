@@ -22,6 +22,8 @@ FORBIDDEN: dict[str, set[str]] = {
     "runtime_api": {"router", "control", "api", "cli", "store", "sandbox"},
     "telemetry": {"router", "control", "api", "cli", "sandbox"},
     "api": {"cli", "store", "sandbox"},
+    # The async dispatcher drives the router like the api does, and is driven by it, never the reverse.
+    "events": {"api", "cli", "sandbox", "runtime_api", "jail"},
 }
 # Modules that wire everything together are allowed to see every layer.
 WIRING = {"silo.cli.serve", "silo.__main__"}

@@ -1,0 +1,297 @@
+"""silo's benchmark: starts a real `silo serve`, runs the standard scenarios, writes bench/RESULTS.md.
+
+Every figure is reported with the median, p90 and p99 of its samples and beside baselines measured
+in the same run, because absolute times on a shared machine drift:
+  (a) a bare `python3 -c pass` spawn, (b) a direct in-process call of the same handler.
+All calls go through the HTTP API on keep-alive connections, as a client of silo would make them.
+
+    python bench/run.py [--quick] [--out bench/RESULTS.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import datetime
+import http.client
+import io
+import json
+import multiprocessing
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+HANDLER = """
+count = 0
+def handler(event, context):
+    global count
+    count += 1
+    return {"n": count}
+"""
+
+
+@dataclass
+class Figure:
+    name: str
+    samples: list[float]  # milliseconds
+    note: str = ""
+
+    def row(self) -> str:
+        s = sorted(self.samples)
+        if not s:
+            return f"| {self.name} | - | - | - | 0 | {self.note} |"
+        p = lambda q: s[min(len(s) - 1, int(q * len(s)))]  # noqa: E731
+        return (f"| {self.name} | {statistics.median(s):.3f} | {p(0.90):.3f} | {p(0.99):.3f} | {len(s)} | "
+                f"{self.note} |")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Server:
+    def __init__(self, data_dir: Path, *args: str) -> None:
+        self.port = free_port()
+        self.data_dir = data_dir
+        self.log = open(data_dir.parent / "bench-serve.log", "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "silo", "serve", "--port", str(self.port), "--data-dir", str(data_dir), *args],
+            stdout=self.log, stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("silo serve did not start")
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.log.close()
+
+
+class Client:
+    """One keep-alive connection to silo's API."""
+
+    def __init__(self, port: int) -> None:
+        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
+
+    def call(self, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None) -> tuple[
+            int, bytes, dict[str, str]]:
+        self.conn.request(method, path, body=body, headers=headers or {})
+        resp = self.conn.getresponse()
+        data = resp.read()
+        return resp.status, data, {k.lower(): v for k, v in resp.getheaders()}
+
+    def invoke(self, function: str, tenant: str | None) -> float:
+        headers = {"X-Amz-Tenant-Id": tenant} if tenant else {}
+        t0 = time.perf_counter()
+        status, data, _ = self.call("POST", f"/2015-03-31/functions/{function}/invocations", b"{}", headers)
+        took = (time.perf_counter() - t0) * 1000
+        if status != 200:
+            raise RuntimeError(f"invoke failed: {status} {data[:300]!r}")
+        return took
+
+
+def code_zip() -> str:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("app.py", HANDLER)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def create_function(client: Client, name: str, per_tenant: bool = True, memory: int = 128) -> None:
+    doc: dict[str, Any] = {
+        "FunctionName": name, "Runtime": f"python3.{sys.version_info.minor}", "Handler": "app.handler",
+        "Role": "arn:aws:iam::000000000000:role/bench", "Code": {"ZipFile": code_zip()}, "MemorySize": memory,
+    }
+    if per_tenant:
+        doc["TenancyConfig"] = {"TenantIsolationMode": "PER_TENANT"}
+    status, data, _ = client.call("POST", "/2015-03-31/functions", json.dumps(doc).encode(),
+                                  {"Content-Type": "application/json"})
+    if status != 201:
+        raise RuntimeError(f"create failed: {status} {data!r}")
+
+
+# Baselines.
+def baseline_spawn(n: int) -> Figure:
+    samples = []
+    python3 = shutil.which("python3") or sys.executable
+    for _ in range(n):
+        t0 = time.perf_counter()
+        subprocess.run([python3, "-c", "pass"], check=True)
+        samples.append((time.perf_counter() - t0) * 1000)
+    return Figure("baseline (a): bare `python3 -c pass` spawn", samples, python3)
+
+
+def baseline_call(n: int) -> Figure:
+    scope: dict[str, Any] = {}
+    exec(compile(HANDLER, "app.py", "exec"), scope)
+    handler = scope["handler"]
+    samples = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        handler({}, None)
+        samples.append((time.perf_counter() - t0) * 1000)
+    return Figure("baseline (b): direct in-process call of the handler", samples)
+
+
+# Scenarios.
+def new_tenant_first_call(client: Client, function: str, n: int, prefix: str) -> list[float]:
+    return [client.invoke(function, f"{prefix}-{i}") for i in range(n)]
+
+
+def warm_call(client: Client, function: str, n: int) -> list[float]:
+    client.invoke(function, "warm")
+    return [client.invoke(function, "warm") for _ in range(n)]
+
+
+def _throughput_worker(port: int, function: str, tenants: list[str], seconds: float, out: Any) -> None:
+    client = Client(port)
+    latencies: list[float] = []
+    end = time.perf_counter() + seconds
+    i = 0
+    while time.perf_counter() < end:
+        latencies.append(client.invoke(function, tenants[i % len(tenants)]))
+        i += 1
+    out.put(latencies)
+
+
+def sustained(port: int, function: str, tenants: int, clients: int, seconds: float) -> tuple[Figure, float]:
+    """Warm every tenant first, then `clients` processes call round the tenants for `seconds`."""
+    names = [f"tp{tenants}-{i}" for i in range(tenants)]
+    warmers = [names[i::clients] for i in range(clients)]
+    ctx = multiprocessing.get_context("fork")
+    queue: Any = ctx.Queue()
+    procs = [ctx.Process(target=_warm_worker, args=(port, function, w, queue)) for w in warmers]
+    for p in procs:
+        p.start()
+    for _ in procs:
+        queue.get()
+    for p in procs:
+        p.join()
+    chunks = [names[i::clients] for i in range(clients)]
+    procs = [ctx.Process(target=_throughput_worker, args=(port, function, c, seconds, queue)) for c in chunks]
+    t0 = time.perf_counter()
+    for p in procs:
+        p.start()
+    latencies: list[float] = []
+    for _ in procs:
+        latencies.extend(queue.get())
+    for p in procs:
+        p.join()
+    wall = time.perf_counter() - t0
+    rate = len(latencies) / seconds
+    return Figure(f"warm calls over {tenants} tenants, {clients} clients", latencies,
+                  f"{rate:.0f} calls/s over {wall:.1f} s"), rate
+
+
+def _warm_worker(port: int, function: str, tenants: list[str], out: Any) -> None:
+    client = Client(port)
+    for t in tenants:
+        client.invoke(function, t)
+    out.put(True)
+
+
+def idle_memory(data_dir: Path) -> tuple[int, float]:
+    """Live environments and the memory they hold, from their cgroups (what the kernel charges them)."""
+    root = Path("/sys/fs/cgroup/memory/silo")
+    envs = [p for p in root.iterdir() if p.is_dir()] if root.is_dir() else []
+    total = 0
+    for env in envs:
+        try:
+            stat = dict(line.split() for line in (env / "memory.stat").read_text().splitlines())
+            total += int(stat["rss"]) + int(stat.get("mapped_file", 0)) + int(stat.get("shmem", 0))
+        except (OSError, KeyError, ValueError):
+            pass
+    return len(envs), total / (1024 * 1024)
+
+
+def machine() -> str:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return (f"{os.cpu_count()} cores ({cpu}), {mem:.0f} GiB, Linux {platform.release()}, "
+            f"Python {platform.python_version()}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true", help="fewer samples and tenants, for a smoke run")
+    parser.add_argument("--out", type=Path, default=HERE / "RESULTS.md")
+    args = parser.parse_args()
+    n = 50 if args.quick else 200
+    tenant_counts = (10, 100) if args.quick else (10, 1000)
+    seconds = 3.0 if args.quick else 10.0
+    clients = 4
+
+    figures: list[Figure] = [baseline_spawn(n), baseline_call(n)]
+    notes: list[str] = []
+    work = Path(tempfile.mkdtemp(prefix="silo-bench-"))
+    server = Server(work / "data", "--keep-alive-s", "3600")
+    try:
+        client = Client(server.port)
+        create_function(client, "bench")
+        figures.append(Figure("new tenant, first call (full start, full jail)",
+                              new_tenant_first_call(client, "bench", n, "cold")))
+        figures.append(Figure("warm call, same tenant", warm_call(client, "bench", max(n, 1000))))
+        rates: dict[int, float] = {}
+        for count in tenant_counts:
+            create_function(client, f"tp{count}")
+            figure, rate = sustained(server.port, f"tp{count}", count, clients, seconds)
+            figures.append(figure)
+            rates[count] = rate
+        envs, mib = idle_memory(work / "data")
+        if envs:
+            per_gib = envs / (mib / 1024) if mib else float("inf")
+            notes.append(f"Idle environments: {envs} live, holding {mib:.0f} MiB charged to their cgroups "
+                         f"({mib / envs:.1f} MiB each), so about {per_gib:.0f} per GiB.")
+        low, high = min(rates), max(rates)
+        notes.append(f"Throughput {high} tenants vs {low} tenants: {rates[high]:.0f} vs {rates[low]:.0f} calls/s "
+                     f"({(rates[high] / rates[low] - 1) * 100:+.0f}%).")
+    finally:
+        server.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+    today = datetime.date.today().isoformat()
+    lines = [
+        "# Benchmark results",
+        "",
+        f"Measured {today} on {machine()} by `make bench` (bench/run.py{' --quick' if args.quick else ''}).",
+        "Times in milliseconds; every call goes through the HTTP API on a keep-alive connection, and every",
+        "environment runs in the full jail. Baselines (a) and (b) are measured in the same run.",
+        "",
+        "| what | p50 | p90 | p99 | samples | note |",
+        "| --- | --- | --- | --- | --- | --- |",
+        *(f.row() for f in figures),
+        "",
+        *notes,
+        "",
+    ]
+    args.out.write_text("\n".join(lines))
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

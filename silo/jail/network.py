@@ -1,0 +1,376 @@
+"""Outbound network for jailed environments whose function asks for it (silo setting `Network: outbound`).
+
+Every environment has its own network namespace with loopback only. An outbound one also gets a veth
+pair: `eth0` inside, `silo<instance>-<slot>` on the host, a /30 of the pool (host end .1, environment .2) and a
+default route through the host end. The host routes and masquerades its traffic out through the
+uplinks (the interfaces of the host's default routes) and one nftables table per daemon,
+`inet silo_<instance>`, owned by it alone and replaced atomically, keeps the promises:
+
+- nothing from an environment reaches any address of the host itself (loopback, the uplink's
+  address, bridges, its own veth end), checked in prerouting before any DNAT can rewrite a host
+  address into a container's;
+- nothing reaches link-local addresses (cloud metadata at 169.254.169.254) or another environment;
+- an environment leaves only through an uplink, so the host's bridges and containers stay out of reach;
+- nothing from outside opens a connection to an environment; no IPv6 at all.
+
+The rules match the daemon's link prefix and the pool, so an environment adds no rule: launching one costs
+two netlink requests (the veth, the host end's address); the jail configures its own
+end with ioctls too. No process is started per environment. This is the host's
+half, run by the daemon (blocking calls: run them off the event loop); the jail addresses its own end
+inside the namespace before it drops its capabilities (`silo.jail.enter`). Nothing here imports the
+daemon, and the jail does not import this module, which would add milliseconds to every start.
+"""
+
+from __future__ import annotations
+
+import collections
+import ipaddress
+import json
+import logging
+import os
+import shutil
+import socket
+import struct
+import subprocess
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+DEFAULT_POOL = "10.213.0.0/16"
+# Every silo daemon's veths start with this; each daemon's own with `silo<instance>-` (see OutboundNetwork),
+# so that daemons sharing a host (tests, several data directories) never touch each other's links.
+ALL_PREFIX = "silo"
+ALL_POOL = ipaddress.IPv4Network(DEFAULT_POOL)
+# Marks the rule that exists because silo switched IPv4 forwarding on: the host forwards nothing else.
+FORWARD_GUARD = "silo switched forwarding on"
+IP_FORWARD = Path("/proc/sys/net/ipv4/ip_forward")
+ROUTES = Path("/proc/net/route")
+LINK_LOCAL = "169.254.0.0/16"
+
+# rtnetlink and ioctl numbers (linux/rtnetlink.h, linux/if_link.h, linux/veth.h, linux/sockios.h).
+RTM_NEWLINK = 16
+RTM_DELLINK = 17
+RTM_NEWADDR = 20
+NLMSG_ERROR = 2
+NLM_F_REQUEST = 0x1
+NLM_F_ACK = 0x4
+NLM_F_EXCL = 0x200
+NLM_F_CREATE = 0x400
+IFLA_IFNAME = 3
+IFLA_LINKINFO = 18
+IFLA_NET_NS_FD = 28
+IFLA_INFO_KIND = 1
+IFLA_INFO_DATA = 2
+VETH_INFO_PEER = 1
+IFA_ADDRESS = 1
+IFA_LOCAL = 2
+IFF_UP = 0x1
+# nftables over netlink (linux/netfilter/nfnetlink.h, nf_tables.h), to check the table cheaply.
+NETLINK_NETFILTER = 12
+NFNL_SUBSYS_NFTABLES = 10
+NFT_MSG_GETCHAIN = 4
+NFPROTO_INET = 1
+NFTA_CHAIN_TABLE = 1
+NFTA_CHAIN_NAME = 3
+
+
+class NetworkUnavailable(Exception):
+    """The host cannot give environments an outbound network; the message says why and what to do."""
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """One environment's place in the pool."""
+
+    slot: int
+    link: str  # host end of the veth
+    gateway: str  # the host end's address, the environment's default route
+    address: str  # the environment's address with its prefix, on its eth0
+
+
+def _run(what: str, argv: list[str], stdin: str = "") -> str:
+    try:
+        done = subprocess.run(argv, input=stdin.encode(), capture_output=True, timeout=10, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise NetworkUnavailable(f"{what}: {exc}") from exc
+    if done.returncode != 0:
+        raise NetworkUnavailable(f"{what}: {done.stderr.decode(errors='replace').strip()}")
+    return done.stdout.decode()
+
+
+def _ruleset(pool: ipaddress.IPv4Network, uplinks: frozenset[str], guard: bool, prefix: str, table: str) -> str:
+    """This daemon's whole table, replacing any previous one in the same transaction."""
+    elements = ", ".join(json.dumps(u) for u in sorted(uplinks))
+    # The guard spares every silo daemon's links, not only this one's: it must not cut off another daemon.
+    guard_rule = f'iifname != "{ALL_PREFIX}*" oifname != "{ALL_PREFIX}*" drop comment "{FORWARD_GUARD}"'
+    return f"""
+table inet {table} {{}}
+delete table inet {table}
+table inet {table} {{
+  set uplinks {{ type ifname; {f"elements = {{ {elements} }}" if elements else ""} }}
+  chain prerouting {{
+    type filter hook prerouting priority raw; policy accept;
+    iifname "{prefix}*" fib daddr type local drop
+    iifname "{prefix}*" ip daddr {{ {LINK_LOCAL}, {ALL_POOL} }} drop
+    iifname "{prefix}*" meta nfproto ipv6 drop
+  }}
+  chain input {{
+    type filter hook input priority filter - 10; policy accept;
+    iifname "{prefix}*" drop
+  }}
+  chain forward {{
+    type filter hook forward priority filter - 10; policy accept;
+    iifname "{prefix}*" oifname != @uplinks drop
+    oifname "{prefix}*" ct state established,related accept
+    oifname "{prefix}*" drop
+    {guard_rule if guard else ""}
+  }}
+  chain postrouting {{
+    type nat hook postrouting priority srcnat; policy accept;
+    ip saddr {pool} oifname @uplinks masquerade
+  }}
+}}
+"""
+
+
+def _guard_only(table: str) -> str:
+    """The table when no environment is outbound but silo once switched forwarding on."""
+    return f"""
+table inet {table} {{}}
+delete table inet {table}
+table inet {table} {{
+  chain forward {{
+    type filter hook forward priority filter - 10; policy accept;
+    iifname != "{ALL_PREFIX}*" oifname != "{ALL_PREFIX}*" drop comment "{FORWARD_GUARD}"
+  }}
+}}
+"""
+
+
+def default_route_links(route_table: str) -> frozenset[str]:
+    """Interfaces carrying an IPv4 default route in `route_table` (/proc/net/route): the ways out of the host."""
+    links = set()
+    for line in route_table.splitlines()[1:]:
+        fields = line.split()
+        if len(fields) > 7 and fields[1] == "00000000" and fields[7] == "00000000":
+            links.add(fields[0])
+    return frozenset(links)
+
+
+def overlapping_route(pool: ipaddress.IPv4Network, routes: list[dict[str, str]], prefix: str) -> str | None:
+    """The first route of the host (`ip -j route` output) whose destination overlaps `pool`, but this daemon's."""
+    for route in routes:
+        dst, dev = route.get("dst", ""), route.get("dev", "")
+        if dst in ("", "default") or dev.startswith(prefix):
+            continue
+        if ipaddress.IPv4Network(dst, strict=False).overlaps(pool):
+            return f"{dst} on {dev}"
+    return None
+
+
+class OutboundNetwork:
+    """The host's half: the address pool, the firewall table, and each environment's veth."""
+
+    def __init__(self, pool: str | None = None, instance: str = "0000") -> None:
+        """`instance` (4 hex digits) names this daemon's links and table; the default pool is its /20 of
+        DEFAULT_POOL, so two daemons on one host use different addresses."""
+        self.prefix = f"{ALL_PREFIX}{instance}-"
+        self.table = f"silo_{instance}"
+        if pool is None:
+            pool = str(list(ALL_POOL.subnets(new_prefix=20))[int(instance, 16) % 16])
+        self.pool = ipaddress.IPv4Network(pool)
+        if self.pool.prefixlen > 30 or not self.pool.is_private:
+            raise ValueError(f"the environments' network pool must be a private IPv4 range of /30 or more: {pool}")
+        # First in, first out: an address freed now is the last handed out again, so late replies to
+        # a retired environment's connections do not reach its successor. lease() runs on the event
+        # loop, release() in worker threads; a deque's popleft and append are atomic.
+        self._free = collections.deque(range(self.pool.num_addresses // 4))
+        self._lock = threading.Lock()
+        self._ready = False
+        self._guard = False
+        self._uplinks: frozenset[str] = frozenset()
+
+    def sweep(self) -> None:
+        """At daemon start: remove the veths and the table a previous run left, keeping its forwarding guard."""
+        for name in os.listdir("/sys/class/net"):
+            if name.startswith(self.prefix):
+                # Deleting the host end of a veth deletes the pair; their namespaces died with the old daemon.
+                delete_link(name)
+        if shutil.which("nft") is None:
+            return
+        try:
+            old = _run("read silo's old firewall table", ["nft", "list", "table", "inet", self.table])
+        except NetworkUnavailable:
+            return  # no table: nothing to remove
+        # If silo once switched forwarding on, the guard must outlive the table, or the host would
+        # route for anyone while no environment is outbound.
+        self._guard = FORWARD_GUARD in old
+        if self._guard:
+            _run("keep the forwarding guard", ["nft", "-f", "-"], _guard_only(self.table))
+        else:
+            _run("remove silo's old firewall table", ["nft", "delete", "table", "inet", self.table])
+
+    def ensure_ready(self) -> None:
+        """Before each outbound environment: on the first, check the pool is free; (re)load the firewall if
+        it is not there; switch forwarding on."""
+        with self._lock:
+            if self._ready and firewall_loaded(self.table):
+                return
+            if self._ready:
+                log.error(
+                    "silo's firewall table was removed by something else; outbound environments started "
+                    "before now were unfiltered until this reload"
+                )
+            # Without nft there is no firewall, and without the firewall no environment may have a route out.
+            if shutil.which("nft") is None:
+                raise NetworkUnavailable("outbound network needs nftables: install the `nftables` package")
+            self._ready = False
+            self._check_pool_is_free()
+            # The firewall goes in before forwarding is on, so not one packet is routed unfiltered.
+            self._guard = self._guard or IP_FORWARD.read_text().strip() != "1"
+            self._uplinks = default_route_links(ROUTES.read_text())
+            _run(
+                "load silo's firewall table",
+                ["nft", "-f", "-"],
+                _ruleset(self.pool, self._uplinks, self._guard, self.prefix, self.table),
+            )
+            try:
+                IP_FORWARD.write_text("1")
+            except OSError as exc:
+                raise NetworkUnavailable(f"switch IPv4 forwarding on: {exc}") from exc
+            self._ready = True
+
+    def _check_pool_is_free(self) -> None:
+        # A pool that overlaps a route of the host would hijack that network for the environments.
+        routes = json.loads(_run("read the host's routes", ["ip", "-j", "-4", "route", "show", "table", "all"]) or "[]")
+        clash = overlapping_route(self.pool, routes, self.prefix)
+        if clash:
+            raise NetworkUnavailable(
+                f"the environments' network pool {self.pool} overlaps the host's route to {clash}; "
+                "choose another private range"
+            )
+
+    def lease(self) -> Lease:
+        """Take a free /30 of the pool."""
+        try:
+            slot = self._free.popleft()
+        except IndexError:
+            raise NetworkUnavailable(f"every address of the pool {self.pool} is in use") from None
+        base = self.pool.network_address + 4 * slot
+        return Lease(slot, f"{self.prefix}{slot}", str(base + 1), f"{base + 2}/30")
+
+    def attach(self, lease: Lease, netns_fd: int) -> None:
+        """Create the environment's veth: `eth0` in the namespace behind `netns_fd`, the addressed host end up."""
+        self._follow_uplinks()
+        create_veth(lease.link, netns_fd)
+        address_link(lease.link, lease.gateway, 30)
+
+    def _follow_uplinks(self) -> None:
+        # The way out may change (a new default route); egress and masquerading follow it.
+        uplinks = default_route_links(ROUTES.read_text())
+        with self._lock:
+            if uplinks == self._uplinks:
+                return
+            elements = ", ".join(json.dumps(u) for u in sorted(uplinks))
+            _run(
+                "update the uplinks",
+                ["nft", "-f", "-"],
+                f"flush set inet {self.table} uplinks\n"
+                + (f"add element inet {self.table} uplinks {{ {elements} }}\n" if elements else ""),
+            )
+            self._uplinks = uplinks
+
+    def release(self, lease: Lease) -> None:
+        """After the environment died: delete its veth if the kernel has not yet, and free its address."""
+        delete_link(lease.link)
+        self._free.append(lease.slot)
+
+
+def resolv_conf(host_resolv: str) -> str:
+    """The environment's resolv.conf: the host's name servers that an environment can reach.
+
+    A resolver on the host itself (127.0.0.53 of systemd-resolved, a dnsmasq on loopback) is out of
+    reach by design, as is any IPv6 server; such lines are left out.
+    """
+    lines = []
+    for line in host_resolv.splitlines():
+        words = line.split()
+        if not words or words[0] not in ("nameserver", "search", "options"):
+            continue
+        if words[0] == "nameserver":
+            try:
+                server = ipaddress.ip_address(words[1] if len(words) > 1 else "")
+            except ValueError:
+                continue
+            if server.version != 4 or server.is_loopback or server.is_link_local:
+                continue
+        lines.append(" ".join(words))
+    return "".join(f"{line}\n" for line in lines)
+
+
+def _attr(kind: int, payload: bytes) -> bytes:
+    length = 4 + len(payload)
+    return struct.pack("=HH", length, kind) + payload + b"\0" * (-length % 4)
+
+
+def _ifinfomsg(flags: int = 0) -> bytes:
+    return struct.pack("=BxHiII", socket.AF_UNSPEC, 0, 0, flags, flags)
+
+
+def _netlink(protocol: int, kind: int, flags: int, body: bytes) -> int:
+    """Send one netlink request; 0 when the kernel answered or acknowledged it, else its (positive) errno."""
+    header = struct.pack("=LHHLL", 16 + len(body), kind, NLM_F_REQUEST | NLM_F_ACK | flags, 1, 0)
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, protocol) as nl:
+        nl.send(header + body)
+        reply = nl.recv(65536)
+    _, reply_kind = struct.unpack_from("=LH", reply)
+    return -int(struct.unpack_from("=i", reply, 16)[0]) if reply_kind == NLMSG_ERROR else 0
+
+
+def _rtnetlink(kind: int, flags: int, body: bytes, what: str) -> None:
+    code = _netlink(socket.NETLINK_ROUTE, kind, flags, body)
+    if code:
+        raise NetworkUnavailable(f"{what}: {os.strerror(code)}")
+
+
+def firewall_loaded(table: str) -> bool:
+    """Whether the table's prerouting chain is there (`nft list chain inet silo prerouting`, without a process).
+
+    Something else can remove it (`nft flush ruleset`, a firewall service reloading); then it must be
+    loaded again before another environment gets a route out.
+    """
+    body = struct.pack("=BBH", NFPROTO_INET, 0, 0)
+    body += _attr(NFTA_CHAIN_TABLE, table.encode() + b"\0") + _attr(NFTA_CHAIN_NAME, b"prerouting\0")
+    return _netlink(NETLINK_NETFILTER, NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_GETCHAIN, 0, body) == 0
+
+
+def create_veth(link: str, netns_fd: int) -> None:
+    """A veth pair: `link` up on the host, `eth0` in the namespace behind `netns_fd` (`ip link add`, one request)."""
+    peer = _ifinfomsg() + _attr(IFLA_IFNAME, b"eth0\0") + _attr(IFLA_NET_NS_FD, struct.pack("=i", netns_fd))
+    info = _attr(IFLA_INFO_KIND, b"veth") + _attr(IFLA_INFO_DATA, _attr(VETH_INFO_PEER, peer))
+    body = _ifinfomsg(IFF_UP) + _attr(IFLA_IFNAME, link.encode() + b"\0") + _attr(IFLA_LINKINFO, info)
+    # EXCL: a leftover of the same name is an error to see, never a link to reuse.
+    _rtnetlink(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, body, f"create the veth {link}")
+
+
+def delete_link(link: str) -> None:
+    """Delete `link` (with its veth peer); one already gone, as when its namespace died first, is fine."""
+    try:
+        _rtnetlink(RTM_DELLINK, 0, _ifinfomsg() + _attr(IFLA_IFNAME, link.encode() + b"\0"), f"delete {link}")
+    except NetworkUnavailable:
+        if os.path.exists(f"/sys/class/net/{link}"):
+            raise
+
+
+def address_link(link: str, address: str, prefix: int) -> None:
+    """Give `link` its IPv4 address and prefix at once, as `ip addr add` would.
+
+    Not SIOCSIFADDR: that first applies the address's classful mask (a /8 for 10.x), and for that
+    instant the host would route a whole foreign network into the environment.
+    """
+    packed = socket.inet_aton(address)
+    body = struct.pack("=BBBBI", socket.AF_INET, prefix, 0, 0, socket.if_nametoindex(link))
+    body += _attr(IFA_LOCAL, packed) + _attr(IFA_ADDRESS, packed)
+    _rtnetlink(RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL, body, f"address {link}")

@@ -1,0 +1,74 @@
+"""What an environment looks like from inside, whichever backend builds it.
+
+Every isolating backend shows the runtime the same tree: the host's /usr and the few /etc files
+the runtimes need, the code at /var/task, silo's runtime directory at /var/runtime and, for an
+interpreter that lives outside /usr (pyenv, /opt), that interpreter at /var/lang, where Lambda keeps
+its own. Backends differ only in how they build that tree (binds in a mount namespace, an OCI bundle).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from silo.jail.spec import Bind
+from silo.runtimes import catalog
+from silo.sandbox.base import LaunchSpec
+
+TASK_ROOT = "/var/task"
+RUNTIME_DIR = "/var/runtime"
+LANG_DIR = "/var/lang"
+RUNTIME_API_PORT = 9001
+PATH = "/var/lang/bin:/usr/local/bin:/usr/bin:/bin:/opt/bin"
+# Host files the runtimes need to link, resolve certificates and run shell tools; all read-only.
+SYSTEM_BINDS = ("/usr", "/etc/ld.so.cache", "/etc/ssl", "/etc/ca-certificates", "/etc/alternatives")
+# Top-level names that merged-/usr distributions keep as symlinks into /usr.
+USR_LINKS = ("bin", "sbin", "lib", "lib64")
+
+
+@dataclass(frozen=True, slots=True)
+class RuntimeLayout:
+    """The runtime's argv, the host paths it sees, and the variables that say where they are."""
+
+    argv: list[str]
+    binds: list[Bind]
+    environ: dict[str, str]
+    python: str | None  # the interpreter as the environment sees it; None for a custom runtime
+
+
+def etc_files(uid: int, gid: int) -> dict[str, str]:
+    """The /etc files written per environment: its own user, loopback names, no DNS servers."""
+    return {
+        "passwd": f"root:x:0:0:root:/root:/usr/sbin/nologin\nsbx_user:x:{uid}:{gid}::/tmp:/usr/sbin/nologin\n",
+        "group": f"root:x:0:\nsbx_user:x:{gid}:\n",
+        "hosts": "127.0.0.1\tlocalhost\n::1\tlocalhost\n",
+        "nsswitch.conf": "passwd: files\ngroup: files\nhosts: files dns\n",
+        "resolv.conf": "",
+    }
+
+
+def runtime_layout(spec: LaunchSpec) -> RuntimeLayout:
+    """argv, binds and variables of the runtime of `spec`, as the environment sees them."""
+    binds = [Bind(p, p) for p in SYSTEM_BINDS if os.path.exists(p)]
+    binds.append(Bind(str(spec.code_dir), TASK_ROOT))
+    binds.append(Bind(str(catalog.BUILTIN_PYTHON_BOOTSTRAP.parent), RUNTIME_DIR))
+    extra: dict[str, str] = {}
+    python = None
+    if not catalog.is_custom(spec.runtime):
+        interpreter = catalog.python_interpreters()[spec.runtime]
+        python = str(interpreter.executable)
+        if not interpreter.prefix.is_relative_to("/usr"):
+            # An interpreter outside /usr (pyenv, /opt) appears at /var/lang, where Lambda keeps its own.
+            binds.append(Bind(str(interpreter.prefix), LANG_DIR))
+            python = f"{LANG_DIR}/{interpreter.executable.relative_to(interpreter.prefix)}"
+            extra["LD_LIBRARY_PATH"] = f"{LANG_DIR}/lib"
+    argv = catalog.launch_command(spec.runtime, TASK_ROOT, RUNTIME_DIR, python)
+    environ = dict(
+        spec.environ,
+        **extra,
+        PATH=PATH,
+        LAMBDA_TASK_ROOT=TASK_ROOT,
+        LAMBDA_RUNTIME_DIR=RUNTIME_DIR,
+        AWS_LAMBDA_RUNTIME_API=f"127.0.0.1:{RUNTIME_API_PORT}",
+    )
+    return RuntimeLayout(argv, binds, environ, python)
