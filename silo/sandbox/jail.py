@@ -21,22 +21,15 @@ from pathlib import Path
 
 from silo.jail import cgroups
 from silo.jail.network import Lease, NetworkUnavailable, OutboundNetwork, resolv_conf
-from silo.jail.spec import Bind, JailSpec
-from silo.runtimes import catalog
+from silo.jail.spec import JailSpec
 from silo.sandbox.base import LaunchSpec
 from silo.sandbox.child import ChildWatch
 from silo.sandbox.identity import UidPool, instance_of, uid_base
+from silo.sandbox.layout import RUNTIME_API_PORT, TASK_ROOT, etc_files, runtime_layout
 
 log = logging.getLogger(__name__)
 
-TASK_ROOT = "/var/task"
-RUNTIME_DIR = "/var/runtime"
-LANG_DIR = "/var/lang"
-RUNTIME_API_PORT = 9001
-PATH = "/var/lang/bin:/usr/local/bin:/usr/bin:/bin:/opt/bin"
 READY_TIMEOUT_S = 10.0
-# Host files the runtimes need to link, resolve certificates and run shell tools; all read-only.
-SYSTEM_BINDS = ("/usr", "/etc/ld.so.cache", "/etc/ssl", "/etc/ca-certificates", "/etc/alternatives")
 
 
 def _host_resolv() -> str:
@@ -52,16 +45,6 @@ class SandboxUnavailable(Exception):
 
 class LaunchFailed(OSError):
     """The jail refused to build an environment: one of its steps failed."""
-
-
-def _etc_files(uid: int, gid: int, resolv: str = "") -> dict[str, str]:
-    return {
-        "passwd": f"root:x:0:0:root:/root:/usr/sbin/nologin\nsbx_user:x:{uid}:{gid}::/tmp:/usr/sbin/nologin\n",
-        "group": f"root:x:0:\nsbx_user:x:{gid}:\n",
-        "hosts": "127.0.0.1\tlocalhost\n::1\tlocalhost\n",
-        "nsswitch.conf": "passwd: files\ngroup: files\nhosts: files dns\n",
-        "resolv.conf": resolv,
-    }
 
 
 class JailedProcess:
@@ -184,25 +167,8 @@ class JailSandbox:
         except NetworkUnavailable as exc:
             log.error("could not remove the network a previous run left: %s", exc)
 
-    def _layout(self, spec: LaunchSpec) -> tuple[list[str], list[Bind], dict[str, str]]:
-        """argv, binds and path variables of the runtime, as the environment sees them."""
-        binds = [Bind(p, p) for p in SYSTEM_BINDS if os.path.exists(p)]
-        binds.append(Bind(str(spec.code_dir), TASK_ROOT))
-        binds.append(Bind(str(catalog.BUILTIN_PYTHON_BOOTSTRAP.parent), RUNTIME_DIR))
-        extra: dict[str, str] = {}
-        python = None
-        if not catalog.is_custom(spec.runtime):
-            interpreter = catalog.python_interpreters()[spec.runtime]
-            if not interpreter.prefix.is_relative_to("/usr"):
-                # An interpreter outside /usr (pyenv, /opt) appears at /var/lang, where Lambda keeps its own.
-                binds.append(Bind(str(interpreter.prefix), LANG_DIR))
-                python = f"{LANG_DIR}/{interpreter.executable.relative_to(interpreter.prefix)}"
-                extra["LD_LIBRARY_PATH"] = f"{LANG_DIR}/lib"
-        argv = catalog.launch_command(spec.runtime, TASK_ROOT, RUNTIME_DIR, python)
-        return argv, binds, extra
-
     async def launch(self, spec: LaunchSpec) -> JailedProcess:
-        argv, binds, extra = self._layout(spec)
+        layout = runtime_layout(spec)
         uid = self._uids.take()
         env_dir = self._env_root / spec.env_id
         root_dir = env_dir / "root"
@@ -217,28 +183,20 @@ class JailSandbox:
                 lease = await self._lease_network(spec.env_id)
             root_dir.mkdir(parents=True)
             groups = cgroups.create(spec.env_id, cgroups.Limits(spec.memory_mb), self._cgroup_parent)
-            environ = dict(
-                spec.environ,
-                **extra,
-                PATH=PATH,
-                LAMBDA_TASK_ROOT=TASK_ROOT,
-                LAMBDA_RUNTIME_DIR=RUNTIME_DIR,
-                AWS_LAMBDA_RUNTIME_API=f"127.0.0.1:{RUNTIME_API_PORT}",
-            )
             jail = JailSpec(
                 env_id=spec.env_id,
-                argv=argv,
-                environ=environ,
+                argv=layout.argv,
+                environ=layout.environ,
                 uid=uid,
                 gid=uid,
                 root_dir=str(root_dir),
-                binds=binds,
+                binds=layout.binds,
                 tmp_mb=spec.ephemeral_mb,
                 cgroups={k: str(v) for k, v in groups.items()},
                 cwd=TASK_ROOT,
                 runtime_api_port=RUNTIME_API_PORT,
                 seccomp_filter=self._filter_hex,
-                etc_files=_etc_files(uid, uid, _host_resolv() if lease else ""),
+                etc_files=etc_files(uid, uid, _host_resolv() if lease else ""),
                 address=lease.address if lease else "",
                 gateway=lease.gateway if lease else "",
             )

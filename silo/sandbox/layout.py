@@ -36,14 +36,14 @@ class RuntimeLayout:
     python: str | None  # the interpreter as the environment sees it; None for a custom runtime
 
 
-def etc_files(uid: int, gid: int) -> dict[str, str]:
-    """The /etc files written per environment: its own user, loopback names, no DNS servers."""
+def etc_files(uid: int, gid: int, resolv: str = "") -> dict[str, str]:
+    """The /etc files written per environment: its own user, loopback names, and the DNS servers it may use."""
     return {
         "passwd": f"root:x:0:0:root:/root:/usr/sbin/nologin\nsbx_user:x:{uid}:{gid}::/tmp:/usr/sbin/nologin\n",
         "group": f"root:x:0:\nsbx_user:x:{gid}:\n",
         "hosts": "127.0.0.1\tlocalhost\n::1\tlocalhost\n",
         "nsswitch.conf": "passwd: files\ngroup: files\nhosts: files dns\n",
-        "resolv.conf": "",
+        "resolv.conf": resolv,
     }
 
 
