@@ -53,8 +53,7 @@ class Figure:
         if not s:
             return f"| {self.name} | - | - | - | 0 | {self.note} |"
         p = lambda q: s[min(len(s) - 1, int(q * len(s)))]  # noqa: E731
-        return (f"| {self.name} | {statistics.median(s):.3f} | {p(0.90):.3f} | {p(0.99):.3f} | {len(s)} | "
-                f"{self.note} |")
+        return f"| {self.name} | {statistics.median(s):.3f} | {p(0.90):.3f} | {p(0.99):.3f} | {len(s)} | {self.note} |"
 
 
 def free_port() -> int:
@@ -70,7 +69,8 @@ class Server:
         self.log = open(data_dir.parent / "bench-serve.log", "ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "silo", "serve", "--port", str(self.port), "--data-dir", str(data_dir), *args],
-            stdout=self.log, stderr=subprocess.STDOUT,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -96,8 +96,9 @@ class Client:
     def __init__(self, port: int) -> None:
         self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
 
-    def call(self, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None) -> tuple[
-            int, bytes, dict[str, str]]:
+    def call(
+        self, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None
+    ) -> tuple[int, bytes, dict[str, str]]:
         self.conn.request(method, path, body=body, headers=headers or {})
         resp = self.conn.getresponse()
         data = resp.read()
@@ -122,13 +123,18 @@ def code_zip() -> str:
 
 def create_function(client: Client, name: str, per_tenant: bool = True, memory: int = 128) -> None:
     doc: dict[str, Any] = {
-        "FunctionName": name, "Runtime": f"python3.{sys.version_info.minor}", "Handler": "app.handler",
-        "Role": "arn:aws:iam::000000000000:role/bench", "Code": {"ZipFile": code_zip()}, "MemorySize": memory,
+        "FunctionName": name,
+        "Runtime": f"python3.{sys.version_info.minor}",
+        "Handler": "app.handler",
+        "Role": "arn:aws:iam::000000000000:role/bench",
+        "Code": {"ZipFile": code_zip()},
+        "MemorySize": memory,
     }
     if per_tenant:
         doc["TenancyConfig"] = {"TenantIsolationMode": "PER_TENANT"}
-    status, data, _ = client.call("POST", "/2015-03-31/functions", json.dumps(doc).encode(),
-                                  {"Content-Type": "application/json"})
+    status, data, _ = client.call(
+        "POST", "/2015-03-31/functions", json.dumps(doc).encode(), {"Content-Type": "application/json"}
+    )
     if status != 201:
         raise RuntimeError(f"create failed: {status} {data!r}")
 
@@ -202,8 +208,9 @@ def sustained(port: int, function: str, tenants: int, clients: int, seconds: flo
         p.join()
     wall = time.perf_counter() - t0
     rate = len(latencies) / seconds
-    return Figure(f"warm calls over {tenants} tenants, {clients} clients", latencies,
-                  f"{rate:.0f} calls/s over {wall:.1f} s"), rate
+    return Figure(
+        f"warm calls over {tenants} tenants, {clients} clients", latencies, f"{rate:.0f} calls/s over {wall:.1f} s"
+    ), rate
 
 
 def _warm_worker(port: int, function: str, tenants: list[str], out: Any) -> None:
@@ -228,11 +235,18 @@ def idle_memory(data_dir: Path) -> tuple[int, float]:
 
 
 def machine() -> str:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return (f"{os.cpu_count()} cores ({cpu}), {mem:.0f} GiB, Linux {platform.release()}, "
-            f"Python {platform.python_version()}")
+    return (
+        f"{os.cpu_count()} cores ({cpu}), {mem:.0f} GiB, Linux {platform.release()}, Python {platform.python_version()}"
+    )
 
 
 def main() -> int:
@@ -252,8 +266,9 @@ def main() -> int:
     try:
         client = Client(server.port)
         create_function(client, "bench")
-        figures.append(Figure("new tenant, first call (full start, full jail)",
-                              new_tenant_first_call(client, "bench", n, "cold")))
+        figures.append(
+            Figure("new tenant, first call (full start, full jail)", new_tenant_first_call(client, "bench", n, "cold"))
+        )
         figures.append(Figure("warm call, same tenant", warm_call(client, "bench", max(n, 1000))))
         rates: dict[int, float] = {}
         for count in tenant_counts:
@@ -264,11 +279,15 @@ def main() -> int:
         envs, mib = idle_memory(work / "data")
         if envs:
             per_gib = envs / (mib / 1024) if mib else float("inf")
-            notes.append(f"Idle environments: {envs} live, holding {mib:.0f} MiB charged to their cgroups "
-                         f"({mib / envs:.1f} MiB each), so about {per_gib:.0f} per GiB.")
+            notes.append(
+                f"Idle environments: {envs} live, holding {mib:.0f} MiB charged to their cgroups "
+                f"({mib / envs:.1f} MiB each), so about {per_gib:.0f} per GiB."
+            )
         low, high = min(rates), max(rates)
-        notes.append(f"Throughput {high} tenants vs {low} tenants: {rates[high]:.0f} vs {rates[low]:.0f} calls/s "
-                     f"({(rates[high] / rates[low] - 1) * 100:+.0f}%).")
+        notes.append(
+            f"Throughput {high} tenants vs {low} tenants: {rates[high]:.0f} vs {rates[low]:.0f} calls/s "
+            f"({(rates[high] / rates[low] - 1) * 100:+.0f}%)."
+        )
     finally:
         server.stop()
         shutil.rmtree(work, ignore_errors=True)

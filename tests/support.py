@@ -45,8 +45,17 @@ class SiloServer:
     def start(self) -> None:
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "silo", "serve", "--port", str(self.port), "--data-dir", str(self.data_dir),
-             *self.extra_args],
+            [
+                sys.executable,
+                "-m",
+                "silo",
+                "serve",
+                "--port",
+                str(self.port),
+                "--data-dir",
+                str(self.data_dir),
+                *self.extra_args,
+            ],
             stdout=log,
             stderr=subprocess.STDOUT,
             env={**os.environ, **CREDENTIALS},

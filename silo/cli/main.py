@@ -28,16 +28,26 @@ def _parser() -> argparse.ArgumentParser:
         "sandbox per environment, needs runsc), or process (development only, no isolation) (SILO_SANDBOX)",
     )
 
-    serve.add_argument("--account-concurrency", type=int,
-                       help="concurrent invocations of all functions together (SILO_ACCOUNT_CONCURRENCY, default 1000)")
-    serve.add_argument("--memory-budget-mb", type=int,
-                       help="memory all live environments may use together (SILO_MEMORY_BUDGET_MB, "
-                       "default: three quarters of the host's)")
-    serve.add_argument("--keep-alive-s", type=int,
-                       help="seconds an idle environment lives (SILO_KEEP_ALIVE_S, default 600)")
-    serve.add_argument("--queue-wait-ms", type=int,
-                       help="how long a call waits its turn when all concurrency is in use, before it is "
-                       "throttled (SILO_QUEUE_WAIT_MS, default 2000)")
+    serve.add_argument(
+        "--account-concurrency",
+        type=int,
+        help="concurrent invocations of all functions together (SILO_ACCOUNT_CONCURRENCY, default 1000)",
+    )
+    serve.add_argument(
+        "--memory-budget-mb",
+        type=int,
+        help="memory all live environments may use together (SILO_MEMORY_BUDGET_MB, "
+        "default: three quarters of the host's)",
+    )
+    serve.add_argument(
+        "--keep-alive-s", type=int, help="seconds an idle environment lives (SILO_KEEP_ALIVE_S, default 600)"
+    )
+    serve.add_argument(
+        "--queue-wait-ms",
+        type=int,
+        help="how long a call waits its turn when all concurrency is in use, before it is "
+        "throttled (SILO_QUEUE_WAIT_MS, default 2000)",
+    )
 
     endpoint = argparse.ArgumentParser(add_help=False)
     endpoint.add_argument(
@@ -73,16 +83,19 @@ def _parser() -> argparse.ArgumentParser:
     logs.add_argument("--limit", type=int, help="at most this many lines (default: the newest 1000)")
     logs.add_argument("--follow", "-f", action="store_true", help="keep printing new lines until Ctrl-C")
     limits = sub.add_parser(
-        "settings", parents=[endpoint],
+        "settings",
+        parents=[endpoint],
         help="show or change silo's own settings of a function: sandbox, network, per-tenant limits",
     )
     limits.add_argument("name")
     limits.add_argument("--sandbox", choices=["default", "jail", "gvisor"], help="backend for its environments")
     limits.add_argument("--network", choices=["none", "outbound"], help="outbound network for its environments")
-    limits.add_argument("--tenant-max-concurrency", type=_cap, metavar="N|none",
-                        help="concurrent invocations one tenant may run")
-    limits.add_argument("--tenant-max-environments", type=_cap, metavar="N|none",
-                        help="environments one tenant may have")
+    limits.add_argument(
+        "--tenant-max-concurrency", type=_cap, metavar="N|none", help="concurrent invocations one tenant may run"
+    )
+    limits.add_argument(
+        "--tenant-max-environments", type=_cap, metavar="N|none", help="environments one tenant may have"
+    )
     return parser
 
 
@@ -134,8 +147,10 @@ def main(argv: list[str] | None = None) -> int:
             given = {SETTING_FLAGS[k]: v for k, v in vars(args).items() if k in SETTING_FLAGS and v is not None}
             # argparse gives None both for "not given" and for "none": tell them apart from the raw argv.
             raw = " ".join(argv if argv is not None else sys.argv[1:])
-            for flag, key in (("--tenant-max-concurrency", "TenantMaxConcurrency"),
-                              ("--tenant-max-environments", "TenantMaxEnvironments")):
+            for flag, key in (
+                ("--tenant-max-concurrency", "TenantMaxConcurrency"),
+                ("--tenant-max-environments", "TenantMaxEnvironments"),
+            ):
                 if flag in raw and key not in given:
                     given[key] = None
             return functions.settings(client, args.name, given)

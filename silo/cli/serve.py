@@ -108,7 +108,11 @@ async def run(settings: Settings) -> None:
         telemetry=telemetry,
     )
     telemetry.watch_environments(
-        lambda: (EnvironmentView(e.spec.function_name, e.key.tenant_id, e.state.value) for e in router.environments())
+        lambda: (
+            # A stem is a stem from its start: while it grows it is nobody's environment yet.
+            EnvironmentView(e.spec.function_name, e.key.tenant_id, "stem" if e.is_unbound_stem() else e.state.value)
+            for e in router.environments()
+        )
     )
     router.start_reaper()
     loop = asyncio.get_running_loop()

@@ -39,9 +39,7 @@ def validate(body: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
         if key in body:
             value = body[key]
             if value not in allowed:
-                raise InvalidParameterValueException(
-                    f"{key} must be one of {', '.join(allowed)}; got {value!r}."
-                )
+                raise InvalidParameterValueException(f"{key} must be one of {', '.join(allowed)}; got {value!r}.")
             settings[key] = value
     for key in TENANT_CAPS:
         if key in body:

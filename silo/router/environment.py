@@ -83,8 +83,12 @@ async def _first(*aws: asyncio.Future[Any], timeout: float) -> asyncio.Future[An
 class Environment:
     """A live environment. The router decides who uses it; this class runs what it is given."""
 
-    def __init__(self, key: EnvKey, spec: FunctionSpec, telemetry: Telemetry | None = None) -> None:
+    def __init__(
+        self, key: EnvKey, spec: FunctionSpec, telemetry: Telemetry | None = None, *, stem: bool = False
+    ) -> None:
+        """`stem`: started ahead for no tenant, to be bound to the tenant whose first call takes it."""
         self.id = uuid.uuid4().hex
+        self.origin = ColdStart.STEM if stem else ColdStart.FULL
         self._telemetry = telemetry
         self.key = key
         self.spec = spec
@@ -99,6 +103,8 @@ class Environment:
         self._started_at = 0.0
         self._init_ms: float | None = None
         self._launch_error: str | None = None
+        # Set when start() has finished, well or not: a stem may be bound while it is still launching.
+        self._launched = asyncio.Event()
 
     # Small questions the router asks.
     def is_idle(self) -> bool:
@@ -107,12 +113,21 @@ class Environment:
     def is_dead(self) -> bool:
         return self.state is EnvState.DEAD
 
+    def is_unbound_stem(self) -> bool:
+        return self.origin is ColdStart.STEM and self.state in (EnvState.STARTING, EnvState.STEM)
+
     @property
     def revision_id(self) -> str:
         return self.spec.revision_id
 
     async def start(self, sandbox: Sandbox) -> None:
         """Launch the runtime; init runs in the background and `invoke` waits for it."""
+        try:
+            await self._start(sandbox)
+        finally:
+            self._launched.set()
+
+    async def _start(self, sandbox: Sandbox) -> None:
         self._started_at = time.monotonic()
         stream = logs.stream_name(self.spec.version)
         spec = LaunchSpec(
@@ -135,16 +150,52 @@ class Environment:
             return
         if self._telemetry is not None:
             self._stream = self._telemetry.log_stream(stream, self._process.output_fd, self.spec, self.key.tenant_id)
-            self._telemetry.environment_created(self.id, self.spec, self.key.tenant_id)
+            if self.origin is not ColdStart.STEM:
+                # A stem becomes a tenant environment (what is metered) only when it is bound.
+                self._telemetry.environment_created(self.id, self.spec, self.key.tenant_id)
         else:
             self._stream = logs.open_stream(stream, self._process.output_fd, self.spec, self.key.tenant_id)
         self._channel.on_output_flush = self._stream.drain
         await self._channel.start(self._process.runtime_api_socket)
         self._exited = asyncio.ensure_future(self._process.wait())
 
+    async def prepare(self) -> bool:
+        """A stem's init, ahead of any call: wait until the runtime asks for its first event.
+
+        False when the stem is of no use (it failed to start, failed its init or did not finish it);
+        the router then drops it, and the next call's own start reports what went wrong.
+        """
+        if self._exited is None:
+            return False
+        first = await _first(self._channel.initialized, self._exited, timeout=INIT_TIMEOUT_S)
+        ok = first is not None and first is not self._exited and first.result() is None
+        if self.state is not EnvState.STARTING:
+            # Bound while it grew: its first call waits for the init itself and reports how it went.
+            return ok
+        if not ok:
+            self.kill()
+            return False
+        self._init_ms = (time.monotonic() - self._started_at) * 1000
+        self.state = EnvState.STEM
+        return True
+
+    def bind(self, key: EnvKey) -> None:
+        """Give a stem to its tenant, for life; the runtime learns the tenant with its first event.
+
+        Raises OSError when the backend says the stem, grown earlier, may no longer be used."""
+        if self._process is not None:
+            self._process.revalidate()
+        self.key = key
+        self.state = EnvState.BUSY
+        if self._stream is not None:
+            self._stream.bind_tenant(key.tenant_id)
+        if self._telemetry is not None:
+            self._telemetry.environment_created(self.id, self.spec, key.tenant_id)
+
     async def invoke(self, inv: Invocation) -> InvocationResult:
         """Run one invocation to its end: an answer, a function error, a timeout or a crash."""
         self.invocations += 1
+        await self._launched.wait()
         self.last_used = time.monotonic()
         if self._process is None or self._stream is None or self._exited is None:
             failed = InvocationResult(
@@ -159,12 +210,13 @@ class Environment:
             if self._telemetry is not None:
                 self._telemetry.invocation_done(self.spec, self.key.tenant_id, failed)
             return failed
-        cold = self._init_ms is None
+        # The first call of an environment pays its init: now (full start) or ahead of time (stem).
+        cold = self.invocations == 1
         self._stream.begin(inv.request_id)
         t0 = time.monotonic()
         payload, error = await self._run(inv)
         duration_ms = (time.monotonic() - t0) * 1000
-        if cold and self._init_ms is not None:
+        if cold and self._init_ms is not None and self.origin is ColdStart.FULL:
             duration_ms = max(0.0, duration_ms - self._init_ms)
         report = Report(
             inv.request_id,
@@ -173,6 +225,7 @@ class Environment:
             self._process.max_memory_mb(),
             self._init_ms if cold else None,
             status_of(error, self.state is EnvState.DEAD, payload),
+            self.origin.value if cold and self.origin is not ColdStart.FULL else None,
         )
         record = self._stream.end(report)
         result = InvocationResult(
@@ -180,7 +233,7 @@ class Environment:
             error,
             executed_version=self.spec.version,
             log_tail=logs.tail(record) if inv.want_log_tail else b"",
-            cold_start=ColdStart.FULL if cold else ColdStart.WARM,
+            cold_start=self.origin if cold else ColdStart.WARM,
             init_duration_ms=self._init_ms if cold else None,
             duration_ms=duration_ms,
         )

@@ -19,12 +19,14 @@ import logging
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable
+from typing import cast
 
 from silo import errors
 from silo.router import limits
 from silo.router.environment import Environment
 from silo.router.fairness import FairQueue
 from silo.router.placement import Choice, place
+from silo.router.stems import StemKey, StemPools
 from silo.sandbox.base import Sandbox
 from silo.telemetry.recorder import Telemetry
 from silo.types import EnvKey, EnvState, FunctionSpec, Invocation, InvocationResult
@@ -78,11 +80,15 @@ class Router:
         self._queue = FairQueue()
         self.evictions = 0
         self._reaper: asyncio.Task[None] | None = None
+        self.stems = StemPools()
+        self._growing: set[asyncio.Task[None]] = set()
 
     # Introspection, for metrics and tests.
     def environments(self) -> Iterable[Environment]:
         for pool in self._pools.values():
             yield from pool
+        for stem in self.stems.all():
+            yield cast(Environment, stem)
 
     @property
     def live_memory_mb(self) -> int:
@@ -98,14 +104,15 @@ class Router:
     def _forget(self, env: Environment) -> None:
         """Take an environment out of every count and kill it; the clean-up runs in the background."""
         pool = self._pools.get(env.key)
-        if pool is None or env not in pool:
+        if pool is not None and env in pool:
+            pool.remove(env)
+            if not pool:
+                del self._pools[env.key]
+            self._envs_tenant[(env.key.function_arn, env.key.tenant_id)] -= 1
+        elif not self.stems.discard(env, env.spec.memory_mb):
             return
-        pool.remove(env)
-        if not pool:
-            del self._pools[env.key]
         self._idle.pop(env, None)
         self._envs_fn[env.key.function_arn] -= 1
-        self._envs_tenant[(env.key.function_arn, env.key.tenant_id)] -= 1
         self._live_memory_mb -= env.spec.memory_mb
         env.retired = True
         env.kill()
@@ -119,8 +126,11 @@ class Router:
             if (
                 scope is limits.Scope.HOST
                 or (scope is limits.Scope.FUNCTION and env.key.function_arn == key.function_arn)
-                or (scope is limits.Scope.TENANT and env.key.function_arn == key.function_arn
-                    and env.key.tenant_id == key.tenant_id)
+                or (
+                    scope is limits.Scope.TENANT
+                    and env.key.function_arn == key.function_arn
+                    and env.key.tenant_id == key.tenant_id
+                )
             ):
                 self.evictions += 1
                 if self.telemetry is not None:
@@ -133,18 +143,21 @@ class Router:
         """Evict idle environments until a new one of `key` fits every cap, or throttle."""
         while True:
             needed = limits.room_for_environment(
-                fl, self.account, self._reserved_total(), spec.per_tenant,
-                self._envs_tenant[(key.function_arn, key.tenant_id)], self._envs_fn[key.function_arn],
-                self._live_memory_mb, spec.memory_mb,
+                fl,
+                self.account,
+                self._reserved_total(),
+                spec.per_tenant,
+                self._envs_tenant[(key.function_arn, key.tenant_id)],
+                self._envs_fn[key.function_arn],
+                self._live_memory_mb,
+                spec.memory_mb,
             )
             if not needed:
                 return
             scope = needed[0]
             if not self._evict_one(scope, key):
                 if scope is limits.Scope.FUNCTION:
-                    raise errors.TooManyRequestsException(
-                        limits.ENVIRONMENT_CAP_MESSAGE, limits.Reason.ACCOUNT.value
-                    )
+                    raise errors.TooManyRequestsException(limits.ENVIRONMENT_CAP_MESSAGE, limits.Reason.ACCOUNT.value)
                 raise _throttle(
                     limits.Reason.TENANT_ENVIRONMENTS if scope is limits.Scope.TENANT else limits.Reason.MEMORY
                 )
@@ -160,11 +173,82 @@ class Router:
             self._idle.pop(chosen, None)
             chosen.state = EnvState.BUSY
             return chosen, False
+        if spec.per_tenant:
+            self.stems.new_tenant(key.function_arn)
+            stem = self._bind_stem(key, spec, fl)
+            if stem is not None:
+                return stem, False
         self._make_room(key, spec, fl)
         env = Environment(key, spec, self.telemetry)
         env.state = EnvState.BUSY
         self._track(env)
         return env, True
+
+    # Stems: grown ahead for no tenant, bound to a new tenant's first call.
+    def _bind_stem(self, key: EnvKey, spec: FunctionSpec, fl: limits.FunctionLimits) -> Environment | None:
+        taken = self.stems.take((key.function_arn, key.version, spec.revision_id))
+        if taken is None:
+            return None
+        stem = cast(Environment, taken)
+        self._idle.pop(stem, None)
+        self.stems.bound(stem.spec.memory_mb)
+        # Bound, the stem counts as one of its tenant's environments; the caps it now falls under were
+        # checked when it was grown only for the function and the host, so check the tenant's now.
+        if (
+            fl.tenant_environments is not None
+            and self._envs_tenant[(key.function_arn, key.tenant_id)] >= (fl.tenant_environments)
+            and not self._evict_one(limits.Scope.TENANT, key)
+        ):
+            self.stems.add((key.function_arn, key.version, spec.revision_id), stem, stem.spec.memory_mb)
+            raise _throttle(limits.Reason.TENANT_ENVIRONMENTS)
+        try:
+            stem.bind(key)
+        except OSError as exc:
+            log.warning("a stem of %s was dropped instead of bound: %s", spec.function_name, exc)
+            self.stems.add((key.function_arn, key.version, spec.revision_id), stem, stem.spec.memory_mb)
+            self._forget(stem)
+            return None
+        self._pools.setdefault(key, []).append(stem)
+        self._envs_tenant[(key.function_arn, key.tenant_id)] += 1
+        return stem
+
+    def _grow_stems(self, spec: FunctionSpec) -> None:
+        """Refill the stem pool of `spec`'s version to what the recent rate of new tenants needs."""
+        key = (spec.function_arn, spec.version, spec.revision_id)
+        wanted = self.stems.wanted(key, spec.memory_mb, self.account.memory_budget_mb)
+        for _ in range(wanted):
+            # Stems never push anything out: they grow only into memory nobody uses.
+            if self._live_memory_mb + spec.memory_mb > self.account.memory_budget_mb:
+                return
+            if spec.per_tenant and self._envs_fn[spec.function_arn] >= limits.environment_cap(
+                function_limits(spec), self.account, self._reserved_total()
+            ):
+                return
+            stem = Environment(EnvKey(spec.function_arn, spec.version, None), spec, self.telemetry, stem=True)
+            self.stems.add(key, stem, spec.memory_mb)
+            self._envs_fn[spec.function_arn] += 1
+            self._live_memory_mb += spec.memory_mb
+            task = asyncio.ensure_future(self._grow(stem, key))
+            self._growing.add(task)
+            task.add_done_callback(self._growing.discard)
+
+    async def _grow(self, stem: Environment, key: StemKey) -> None:
+        started = time.monotonic()
+        ok = False
+        try:
+            await stem.start(self._backend(stem.spec))
+            ok = await stem.prepare()
+        except Exception:
+            log.exception("a stem of %s could not be grown", stem.spec.function_name)
+        self.stems.grew(key[0], time.monotonic() - started, ok, key)
+        if stem.state is EnvState.STEM and not stem.retired:
+            # A ready stem waits like an idle environment, first in line for eviction.
+            stem.last_used = time.monotonic()
+            self._idle[stem] = None
+            self._idle.move_to_end(stem, last=False)
+        elif not ok and stem.state is not EnvState.BUSY:
+            # (A stem bound while it grew belongs to its call now, which reports how its init went.)
+            self._forget(stem)
 
     def _release(self, env: Environment) -> None:
         if env.alive and not env.retired:
@@ -209,8 +293,13 @@ class Router:
 
     async def _admit(self, key: EnvKey, spec: FunctionSpec, fl: limits.FunctionLimits) -> None:
         counts = limits.Counts(self._running_unreserved, self._reserved_total())
-        reason = limits.admit(fl, self.account, counts, self._running_fn[key.function_arn],
-                              self._running_tenant[(key.function_arn, key.tenant_id)])
+        reason = limits.admit(
+            fl,
+            self.account,
+            counts,
+            self._running_fn[key.function_arn],
+            self._running_tenant[(key.function_arn, key.tenant_id)],
+        )
         if reason is None:
             self._start(key, spec, fl)
             return
@@ -251,6 +340,8 @@ class Router:
             except errors.TooManyRequestsException as exc:
                 self._throttled(spec, key, exc)
                 raise
+            if spec.per_tenant and env.invocations == 0:
+                self._grow_stems(spec)
             try:
                 if fresh:
                     try:
@@ -283,6 +374,8 @@ class Router:
 
     def retire(self, function_arn: str) -> None:
         """The function changed or is gone: no environment of it may serve another call."""
+        for stem in self.stems.of_function(function_arn):
+            self._forget(cast(Environment, stem))
         for key in [k for k in self._pools if k.function_arn == function_arn]:
             for env in list(self._pools.get(key, [])):
                 env.retired = True
@@ -311,6 +404,10 @@ class Router:
             self._reaper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reaper
+        for task in list(self._growing):
+            task.cancel()
+        if self._growing:
+            await asyncio.gather(*self._growing, return_exceptions=True)
         for env in list(self.environments()):
             self._forget(env)
         if self._closing:
@@ -321,5 +418,4 @@ class Router:
 
 
 def function_limits(spec: FunctionSpec) -> limits.FunctionLimits:
-    return limits.FunctionLimits(spec.reserved_concurrency, spec.tenant_max_concurrency,
-                                 spec.tenant_max_environments)
+    return limits.FunctionLimits(spec.reserved_concurrency, spec.tenant_max_concurrency, spec.tenant_max_environments)

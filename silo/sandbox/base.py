@@ -61,6 +61,10 @@ class SandboxProcess(Protocol):
         """Whether the kernel killed something of the environment for running out of memory."""
         ...
 
+    def revalidate(self) -> None:
+        """Raise OSError if the environment, started earlier, may no longer be handed to a call."""
+        ...
+
     async def wait(self) -> int:
         """Wait until the runtime process has exited; return its exit status (negative: killed by signal)."""
         ...

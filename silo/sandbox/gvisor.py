@@ -172,6 +172,9 @@ class GvisorProcess:
     def oom_killed(self) -> bool:
         return cgroups.oom_killed(self.cgroups)
 
+    def revalidate(self) -> None:
+        """Nothing to check: a gVisor environment has no network beyond its loopback."""
+
     async def cleanup(self) -> None:
         self.kill()
         await self.wait()

@@ -60,8 +60,10 @@ class JailedProcess:
         output_fd: int,
         release_uid: Callable[[], None],
         release_network: Callable[[], None] = lambda: None,
+        check_network: Callable[[], None] = lambda: None,
     ) -> None:
         self._env_id = env_id
+        self._check_network = check_network
         self._child = child
         self._env_dir = env_dir
         self.cgroups = groups
@@ -104,6 +106,14 @@ class JailedProcess:
 
     def oom_killed(self) -> bool:
         return cgroups.oom_killed(self.cgroups)
+
+    def revalidate(self) -> None:
+        """Before a stem grown earlier is bound: its outbound network's firewall must still be in place
+        (something may have flushed it since); reloads it, or raises if it cannot."""
+        try:
+            self._check_network()
+        except NetworkUnavailable as exc:
+            raise LaunchFailed(str(exc)) from exc
 
     async def cleanup(self) -> None:
         self.kill()
@@ -261,6 +271,7 @@ class JailSandbox:
             out_r,
             lambda: self._uids.give_back(uid),
             (lambda: network.release(lease)) if lease is not None else (lambda: None),
+            network.ensure_ready if lease is not None else (lambda: None),
         )
 
     async def _lease_network(self, env_id: str) -> Lease:

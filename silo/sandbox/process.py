@@ -111,6 +111,9 @@ class PlainProcess:
     def oom_killed(self) -> bool:
         return False
 
+    def revalidate(self) -> None:
+        """Nothing to check: this backend isolates nothing."""
+
     async def wait(self) -> int:
         return await self._child.wait()
 

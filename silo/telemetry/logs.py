@@ -68,6 +68,12 @@ class LogStream:
         self._closed = False
         asyncio.get_running_loop().add_reader(fd, self.drain)
 
+    def bind_tenant(self, tenant_id: str | None) -> None:
+        """A stem's stream learns its tenant when the stem is bound; everything before was init, tenantless."""
+        self.drain()
+        self._tenant_id = tenant_id
+        self._records.bind_tenant(tenant_id)
+
     def _append(self, data: bytes) -> None:
         self.history.append(data)
         if self._current is not None:

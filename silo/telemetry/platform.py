@@ -32,6 +32,9 @@ class Report:
     max_memory_mb: int | None
     init_ms: float | None
     status: str  # success | error | timeout | failure, as in Lambda's platform.report
+    # How the environment came to be when it was not a plain start: "stem" (initialised ahead, bound to
+    # its tenant on this call) or "fork" (forked from a template). Shown after Init Duration.
+    init_kind: str | None = None
 
 
 def status_of(error: FunctionError | None, environment_dead: bool, payload: bytes) -> str:
@@ -49,7 +52,12 @@ def billed_ms(duration_ms: float) -> int:
 
 
 def report_line(
-    request_id: str, duration_ms: float, memory_mb: int, max_memory_mb: int | None, init_ms: float | None
+    request_id: str,
+    duration_ms: float,
+    memory_mb: int,
+    max_memory_mb: int | None,
+    init_ms: float | None,
+    init_kind: str | None = None,
 ) -> str:
     parts = [
         f"REPORT RequestId: {request_id}",
@@ -60,7 +68,8 @@ def report_line(
     if max_memory_mb is not None:
         parts.append(f"Max Memory Used: {max_memory_mb} MB")
     if init_ms is not None:
-        parts.append(f"Init Duration: {init_ms:.2f} ms")
+        # A parser of Lambda's line reads "Init Duration: <n> ms" and stops there; the kind follows it.
+        parts.append(f"Init Duration: {init_ms:.2f} ms" + (f" ({init_kind})" if init_kind else ""))
     return "\t".join(parts) + "\t\n"
 
 
@@ -86,6 +95,9 @@ class PlatformRecords:
         self._version = version
         self._tenant_id = tenant_id
 
+    def bind_tenant(self, tenant_id: str | None) -> None:
+        self._tenant_id = tenant_id
+
     def _json(self, kind: str, record: dict[str, Any]) -> str:
         if self._tenant_id is not None:
             record["tenantId"] = self._tenant_id
@@ -104,7 +116,12 @@ class PlatformRecords:
             return [
                 f"END RequestId: {report.request_id}\n",
                 report_line(
-                    report.request_id, report.duration_ms, report.memory_mb, report.max_memory_mb, report.init_ms
+                    report.request_id,
+                    report.duration_ms,
+                    report.memory_mb,
+                    report.max_memory_mb,
+                    report.init_ms,
+                    report.init_kind,
                 ),
             ]
         out = []
@@ -129,6 +146,8 @@ class PlatformRecords:
                 metrics["maxMemoryUsedMB"] = report.max_memory_mb
             if report.init_ms is not None:
                 metrics["initDurationMs"] = round(report.init_ms, 3)
+                if report.init_kind:
+                    metrics["initType"] = report.init_kind
             out.append(
                 self._json(
                     "platform.report", {"requestId": report.request_id, "metrics": metrics, "status": report.status}

@@ -93,7 +93,7 @@ class Telemetry:
     def _live(self, function: str) -> dict[str | None, int]:
         live: dict[str | None, int] = {}
         for env in self._environments():
-            if env.function == function and env.state != "dead":
+            if env.function == function and env.state not in ("dead", "stem"):
                 live[env.tenant_id] = live.get(env.tenant_id, 0) + 1
         return live
 

@@ -74,8 +74,12 @@ def test_reserved_concurrency_api(lambda_client: Any, unique_name: str) -> None:
     create_python_function(lambda_client, unique_name, COUNTER, per_tenant=True)
     assert lambda_client.get_function_concurrency(FunctionName=unique_name).get("ReservedConcurrentExecutions") is None
     before = lambda_client.get_account_settings()["AccountLimit"]["UnreservedConcurrentExecutions"]
-    assert lambda_client.put_function_concurrency(FunctionName=unique_name, ReservedConcurrentExecutions=5)[
-        "ReservedConcurrentExecutions"] == 5
+    assert (
+        lambda_client.put_function_concurrency(FunctionName=unique_name, ReservedConcurrentExecutions=5)[
+            "ReservedConcurrentExecutions"
+        ]
+        == 5
+    )
     assert lambda_client.get_function_concurrency(FunctionName=unique_name)["ReservedConcurrentExecutions"] == 5
     assert lambda_client.get_function(FunctionName=unique_name)["Concurrency"] == {"ReservedConcurrentExecutions": 5}
     assert lambda_client.get_account_settings()["AccountLimit"]["UnreservedConcurrentExecutions"] == before - 5

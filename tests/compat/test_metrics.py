@@ -60,12 +60,15 @@ def test_metrics_count_the_calls(lambda_client: Any, unique_name: str, silo_serv
     fn = {"function": unique_name}
     assert value(families, "silo_invocations", "silo_invocations_total", **fn) == 5
     assert value(families, "silo_function_errors", "silo_function_errors_total", **fn) == 1
-    assert value(families, "silo_cold_starts", "silo_cold_starts_total", **fn, kind="full") == 2
-    assert value(families, "silo_cold_starts", "silo_cold_starts_total", **fn, kind="stem") == 0
+    # The first tenant's environment starts in full; the second's may be a stem grown meanwhile.
+    kinds = [value(families, "silo_cold_starts", "silo_cold_starts_total", **fn, kind=k) for k in ("full", "stem")]
+    assert kinds[0] >= 1 and sum(kinds) == 2
     assert value(families, "silo_invocation_duration_seconds", "silo_invocation_duration_seconds_count", **fn) == 5
     assert value(families, "silo_init_duration_seconds", "silo_init_duration_seconds_count", **fn) == 2
     assert value(families, "silo_environments_created", "silo_environments_created_total", **fn) == 2
     assert value(families, "silo_environments", "silo_environments", **fn, state="idle") == 2
+    # The pool keeps a stem ready for the next new tenant.
+    assert value(families, "silo_environments", "silo_environments", **fn, state="stem") >= 1
     for family in ("silo_invocations", "silo_environments", "silo_cold_starts"):
         assert all("tenant" not in labels for _, labels, _ in families[family]), "tenant labels are off by default"
 
@@ -158,5 +161,11 @@ def test_tenant_labels_when_switched_on(tenant_labelled_server: SiloServer, uniq
     assert value(families, "silo_invocations", "silo_invocations_total", **fn, tenant="x") == 2
     assert value(families, "silo_invocations", "silo_invocations_total", **fn, tenant="y") == 1
     assert value(families, "silo_function_errors", "silo_function_errors_total", **fn, tenant="x") == 1
-    assert value(families, "silo_cold_starts", "silo_cold_starts_total", **fn, tenant="y", kind="full") == 1
+    assert (
+        sum(
+            value(families, "silo_cold_starts", "silo_cold_starts_total", **fn, tenant="y", kind=k)
+            for k in ("full", "stem")
+        )
+        == 1
+    )
     assert value(families, "silo_environments", "silo_environments", **fn, tenant="x", state="idle") == 1

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from silo.sandbox.identity import INSTANCE_SLOTS, UID_BASE, UID_COUNT
+from silo.sandbox.identity import INSTANCE_SLOTS, UID_BASE, UID_COUNT, instance_of
 from tests.support import SiloServer, create_python_function, payload_of
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the jail needs root; CI runs these as root")
@@ -40,21 +40,21 @@ def jail_processes(uids: set[int] | None = None) -> list[int]:
     return found
 
 
-def silo_cgroups() -> set[Path]:
+def silo_cgroups(server: SiloServer) -> set[Path]:
+    """The environments' cgroups of the server under test (silo/<daemon instance>/<environment>)."""
+    instance = instance_of(server.data_dir / "environments")
     out: set[Path] = set()
     for ctrl in ("memory", "pids", "cpu", "freezer"):
-        parent = Path("/sys/fs/cgroup") / ctrl / "silo"
+        parent = Path("/sys/fs/cgroup") / ctrl / "silo" / instance
         if parent.is_dir():
-            # silo/<daemon instance>/<environment>
-            for instance in (p for p in parent.iterdir() if p.is_dir()):
-                out.update(p for p in instance.iterdir() if p.is_dir())
+            out.update(p for p in parent.iterdir() if p.is_dir())
     return out
 
 
 def test_hundreds_of_environments_leave_nothing(lambda_client: Any, unique_name: str, silo_server: SiloServer) -> None:
     # Other tests' environments live on in the shared server; only what this test starts must go.
     env_root = silo_server.data_dir / "environments"
-    groups_before = silo_cgroups()
+    groups_before = silo_cgroups(silo_server)
     dirs_before = set(env_root.iterdir())
     create_python_function(lambda_client, unique_name, SOURCE, per_tenant=True)
     uids: list[int] = []
@@ -82,14 +82,14 @@ def test_hundreds_of_environments_leave_nothing(lambda_client: Any, unique_name:
     mine = set(uids)
     # Some may have been evicted already to keep within the host memory budget: they too must leave nothing.
     assert jail_processes(mine), "the environments are alive before the function goes"
-    assert silo_cgroups() - groups_before
+    assert silo_cgroups(silo_server) - groups_before
     lambda_client.delete_function(FunctionName=unique_name)
 
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and (jail_processes(mine) or silo_cgroups() - groups_before):
+    while time.monotonic() < deadline and (jail_processes(mine) or silo_cgroups(silo_server) - groups_before):
         time.sleep(0.2)
     assert jail_processes(mine) == [], "no process of any environment survives"
-    assert silo_cgroups() - groups_before == set(), "every environment's cgroups are removed"
+    assert silo_cgroups(silo_server) - groups_before == set(), "every environment's cgroups are removed"
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and set(env_root.iterdir()) - dirs_before:
         time.sleep(0.2)

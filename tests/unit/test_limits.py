@@ -33,7 +33,10 @@ def test_room_names_every_cap_a_new_environment_would_break() -> None:
     fl = limits.FunctionLimits(reserved=2, tenant_environments=1)
     assert limits.room_for_environment(fl, ACCOUNT, 2, True, 0, 0, 0, 128) == ()
     assert limits.room_for_environment(fl, ACCOUNT, 2, True, 1, 5, 1000, 128) == (
-        limits.Scope.TENANT, limits.Scope.FUNCTION, limits.Scope.HOST)
+        limits.Scope.TENANT,
+        limits.Scope.FUNCTION,
+        limits.Scope.HOST,
+    )
     # The 2.5x cap applies to tenant-isolated functions only.
     assert limits.room_for_environment(limits.FunctionLimits(reserved=2), ACCOUNT, 2, False, 0, 50, 0, 128) == ()
 

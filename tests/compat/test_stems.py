@@ -1,0 +1,70 @@
+"""Stems: environments initialised ahead for no tenant, bound to a new tenant's first call."""
+
+from __future__ import annotations
+
+import base64
+import time
+from typing import Any
+
+from tests.support import create_python_function, payload_of
+
+SOURCE = """
+import os, time
+INIT_TENANT = os.environ.get("TENANT")  # init has no tenant, as on Lambda
+ENVIRONMENT = os.urandom(8).hex()
+count = 0
+def handler(event, context):
+    global count
+    count += 1
+    return {"env": ENVIRONMENT, "tenant": context.tenant_id, "count": count}
+"""
+
+
+def call(client: Any, name: str, tenant: str) -> tuple[dict[str, Any], str]:
+    response = client.invoke(FunctionName=name, TenantId=tenant, LogType="Tail")
+    return payload_of(response), base64.b64decode(response["LogResult"]).decode()
+
+
+def wait_for_stem(client: Any, name: str) -> None:
+    # A stem grows in the background after a new tenant's call; give it the time an init takes.
+    time.sleep(1.0)
+
+
+def test_new_tenant_binds_a_stem_that_is_never_shared(lambda_client: Any, unique_name: str) -> None:
+    create_python_function(lambda_client, unique_name, SOURCE, per_tenant=True)
+    first, first_log = call(lambda_client, unique_name, "first")
+    assert "Init Duration:" in first_log and "(stem)" not in first_log, "the very first call starts in full"
+    wait_for_stem(lambda_client, unique_name)
+    second, second_log = call(lambda_client, unique_name, "second")
+    assert "(stem)" in second_log, second_log
+    assert second["tenant"] == "second" and second["count"] == 1
+    assert second["env"] != first["env"]
+    wait_for_stem(lambda_client, unique_name)
+    third, _ = call(lambda_client, unique_name, "third")
+    assert third["env"] not in (first["env"], second["env"]), "a stem serves one tenant only"
+    again, again_log = call(lambda_client, unique_name, "second")
+    assert again["env"] == second["env"] and again["count"] == 2, "a bound stem stays its tenant's warm environment"
+    assert "Init Duration" not in again_log
+
+
+def test_a_code_update_discards_stems(lambda_client: Any, unique_name: str) -> None:
+    create_python_function(lambda_client, unique_name, SOURCE, per_tenant=True)
+    call(lambda_client, unique_name, "a")
+    wait_for_stem(lambda_client, unique_name)
+    from tests.support import zip_files
+
+    lambda_client.update_function_code(
+        FunctionName=unique_name, ZipFile=zip_files({"app.py": "def handler(e, c):\n    return 'v2'\n"})
+    )
+    lambda_client.get_waiter("function_updated_v2").wait(FunctionName=unique_name)
+    out, _ = call(lambda_client, unique_name, "b")
+    assert out == "v2", "a stem of the old code is never bound"
+
+
+def test_init_error_without_stems_is_reported(lambda_client: Any, unique_name: str) -> None:
+    create_python_function(lambda_client, unique_name, "raise RuntimeError('broken init')\n", per_tenant=True)
+    for tenant in ("a", "b", "c", "d"):
+        response = lambda_client.invoke(FunctionName=unique_name, TenantId=tenant)
+        assert response["FunctionError"] == "Unhandled"
+        assert "broken init" in payload_of(response)["errorMessage"], tenant
+        time.sleep(0.3)
