@@ -26,6 +26,7 @@ class Settings:
     memory_budget_mb: int = 0  # 0: three quarters of the host's memory
     keep_alive_s: int = 600  # how long an idle environment lives
     queue_wait_ms: int = 2000  # how long a call may wait its turn when the shared pool is full
+    stems_per_function: int = 8  # environments initialised ahead for new tenants; 0: none
     async_concurrency: int = 64  # asynchronous events running at once, at most
     async_retry_base_ms: int = 60000  # wait before an async event's first retry; the second waits twice as long
 

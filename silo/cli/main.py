@@ -48,6 +48,12 @@ def _parser() -> argparse.ArgumentParser:
         help="how long a call waits its turn when all concurrency is in use, before it is "
         "throttled (SILO_QUEUE_WAIT_MS, default 2000)",
     )
+    serve.add_argument(
+        "--stems-per-function",
+        type=int,
+        help="environments each tenant-isolated function keeps initialised ahead for new tenants "
+        "(SILO_STEMS_PER_FUNCTION, default 8; 0: none)",
+    )
 
     endpoint = argparse.ArgumentParser(add_help=False)
     endpoint.add_argument(

@@ -25,6 +25,7 @@ from silo.events.dispatcher import Dispatcher, DispatchSettings
 from silo.jail import seccomp
 from silo.router.limits import AccountLimits
 from silo.router.pool import Router
+from silo.router.stems import StemPolicy
 from silo.sandbox.base import Sandbox
 from silo.sandbox.gvisor import GvisorSandbox
 from silo.sandbox.jail import JailSandbox, SandboxUnavailable
@@ -105,6 +106,7 @@ async def run(settings: Settings) -> None:
         reserved_total=lambda: service.reserved_total(),
         keep_alive_s=settings.keep_alive_s,
         queue_wait_s=settings.queue_wait_ms / 1000,
+        stems=StemPolicy(per_function=settings.stems_per_function),
         telemetry=telemetry,
     )
     telemetry.watch_environments(

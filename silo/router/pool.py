@@ -26,7 +26,7 @@ from silo.router import limits
 from silo.router.environment import Environment
 from silo.router.fairness import FairQueue
 from silo.router.placement import Choice, place
-from silo.router.stems import StemKey, StemPools
+from silo.router.stems import StemKey, StemPolicy, StemPools
 from silo.sandbox.base import Sandbox
 from silo.telemetry.recorder import Telemetry
 from silo.types import EnvKey, EnvState, FunctionSpec, Invocation, InvocationResult
@@ -53,6 +53,7 @@ class Router:
         keep_alive_s: float = 600.0,
         queue_wait_s: float = 2.0,
         telemetry: Telemetry | None = None,
+        stems: StemPolicy | None = None,
     ) -> None:
         """`sandbox` runs every function by default; `others` are the backends a function may ask for by name.
 
@@ -80,7 +81,7 @@ class Router:
         self._queue = FairQueue()
         self.evictions = 0
         self._reaper: asyncio.Task[None] | None = None
-        self.stems = StemPools()
+        self.stems = StemPools(stems)
         self._growing: set[asyncio.Task[None]] = set()
 
     # Introspection, for metrics and tests.
@@ -340,8 +341,7 @@ class Router:
             except errors.TooManyRequestsException as exc:
                 self._throttled(spec, key, exc)
                 raise
-            if spec.per_tenant and env.invocations == 0:
-                self._grow_stems(spec)
+            new_environment = spec.per_tenant and env.invocations == 0
             try:
                 if fresh:
                     try:
@@ -353,6 +353,10 @@ class Router:
                 return await env.invoke(inv)
             finally:
                 self._release(env)
+                if new_environment:
+                    # Refill the stems once this call is answered, not while it runs: starting an
+                    # environment forks the daemon and takes a core, which this call would pay for.
+                    asyncio.get_running_loop().call_soon(self._grow_stems, spec)
         finally:
             self._finish(key, fl)
 

@@ -114,7 +114,7 @@ class StemPools:
     def wanted(self, key: StemKey, memory_mb: int, budget_mb: int, now: float | None = None) -> int:
         """How many more stems to grow for `key` now."""
         pool = self.pool(key)
-        if pool.failures >= MAX_FAILURES:
+        if pool.failures >= MAX_FAILURES or self.policy.per_function <= 0:
             return 0
         now = time.monotonic() if now is None else now
         arrivals = self._arrivals.get(key[0])
