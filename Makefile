@@ -15,16 +15,19 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 run: $(STAMP)
+	./scripts/system-packages
 	$(BIN)/silo serve --host 127.0.0.1 --port 9700 --data-dir ./.silo
 
 test: $(STAMP)
+	./scripts/system-packages
 	$(BIN)/pytest -q tests
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
 
 check: $(STAMP)
-	$(BIN)/ruff check silo tests
+	$(BIN)/ruff check silo tests bench
+	$(BIN)/ruff format --check silo tests bench
 	$(BIN)/mypy
 
 clean:

@@ -99,7 +99,12 @@ class Client:
     def call(
         self, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None
     ) -> tuple[int, bytes, dict[str, str]]:
-        self.conn.request(method, path, body=body, headers=headers or {})
+        try:
+            self.conn.request(method, path, body=body, headers=headers or {})
+        except (BrokenPipeError, ConnectionResetError):
+            # The server closed an idle keep-alive connection; nothing of this request reached it.
+            self.conn.close()
+            self.conn.request(method, path, body=body, headers=headers or {})
         resp = self.conn.getresponse()
         data = resp.read()
         return resp.status, data, {k.lower(): v for k, v in resp.getheaders()}

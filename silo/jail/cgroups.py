@@ -102,6 +102,12 @@ def kill_all(paths: dict[str, Path]) -> None:
         _write(freezer, "THAWED")
 
 
+def memory_mb(paths: dict[str, Path]) -> int | None:
+    with contextlib.suppress(OSError, ValueError):
+        return math.ceil(int((paths["memory"] / "memory.usage_in_bytes").read_text()) / (1024 * 1024))
+    return None
+
+
 def max_memory_mb(paths: dict[str, Path]) -> int | None:
     with contextlib.suppress(OSError, ValueError):
         return math.ceil(int((paths["memory"] / "memory.max_usage_in_bytes").read_text()) / (1024 * 1024))

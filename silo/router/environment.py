@@ -89,6 +89,9 @@ class Environment:
         """`stem`: started ahead for no tenant, to be bound to the tenant whose first call takes it."""
         self.id = uuid.uuid4().hex
         self.origin = ColdStart.STEM if stem else ColdStart.FULL
+        # What the router counts against the host memory budget for this environment (see Router._charge).
+        self.charged_mb = spec.memory_mb
+        self._measured: tuple[float, int] | None = None
         self._telemetry = telemetry
         self.key = key
         self.spec = spec
@@ -112,6 +115,14 @@ class Environment:
 
     def is_dead(self) -> bool:
         return self.state is EnvState.DEAD
+
+    def idle_memory_mb(self) -> int:
+        """What the environment holds now, measured at most once a second; MemorySize if unmeasurable."""
+        now = time.monotonic()
+        if self._measured is None or now - self._measured[0] > 1.0:
+            used = self._process.memory_mb() if self._process is not None else None
+            self._measured = (now, self.spec.memory_mb if used is None else min(used, self.spec.memory_mb))
+        return self._measured[1]
 
     def is_unbound_stem(self) -> bool:
         return self.origin is ColdStart.STEM and self.state in (EnvState.STARTING, EnvState.STEM)
@@ -197,7 +208,16 @@ class Environment:
         self.invocations += 1
         await self._launched.wait()
         self.last_used = time.monotonic()
-        if self._process is None or self._stream is None or self._exited is None:
+        unusable = False
+        if self._process is not None and self.origin is ColdStart.STEM and self.invocations == 1:
+            # A stem bound while it was still launching skipped bind()'s check; make it now, once.
+            try:
+                self._process.revalidate()
+            except OSError as exc:
+                self.kill()  # close() still cleans it up: the process stays known
+                self._launch_error = str(exc)
+                unusable = True
+        if unusable or self._process is None or self._stream is None or self._exited is None:
             failed = InvocationResult(
                 _error_payload(
                     "Runtime.InvalidEntrypoint",

@@ -100,7 +100,7 @@ class Router:
         self._pools.setdefault(env.key, []).append(env)
         self._envs_fn[env.key.function_arn] += 1
         self._envs_tenant[(env.key.function_arn, env.key.tenant_id)] += 1
-        self._live_memory_mb += env.spec.memory_mb
+        self._live_memory_mb += env.charged_mb
 
     def _forget(self, env: Environment) -> None:
         """Take an environment out of every count and kill it; the clean-up runs in the background."""
@@ -114,16 +114,18 @@ class Router:
             return
         self._idle.pop(env, None)
         self._envs_fn[env.key.function_arn] -= 1
-        self._live_memory_mb -= env.spec.memory_mb
+        self._live_memory_mb -= env.charged_mb
         env.retired = True
         env.kill()
         task = asyncio.ensure_future(env.close())
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
 
-    def _evict_one(self, scope: limits.Scope, key: EnvKey) -> bool:
+    def _evict_one(self, scope: limits.Scope, key: EnvKey, keep: Environment | None = None) -> bool:
         """Evict the least recently used idle environment within `scope` of `key`; False if there is none."""
         for env in self._idle:
+            if env is keep:
+                continue
             if (
                 scope is limits.Scope.HOST
                 or (scope is limits.Scope.FUNCTION and env.key.function_arn == key.function_arn)
@@ -139,6 +141,19 @@ class Router:
                 self._forget(env)
                 return True
         return False
+
+    # Memory: a busy or starting environment counts at its MemorySize, all it may use; an idle one at what
+    # it holds, measured, since it does nothing until it is busy again and counts in full again.
+    def _charge(self, env: Environment, mb: int) -> None:
+        self._live_memory_mb += mb - env.charged_mb
+        env.charged_mb = mb
+
+    def _charge_in_full(self, env: Environment, key: EnvKey) -> None:
+        """An idle environment or stem is about to run: make room for its whole MemorySize, or throttle."""
+        while self._live_memory_mb - env.charged_mb + env.spec.memory_mb > self.account.memory_budget_mb:
+            if not self._evict_one(limits.Scope.HOST, key, keep=env):
+                raise _throttle(limits.Reason.MEMORY)
+        self._charge(env, env.spec.memory_mb)
 
     def _make_room(self, key: EnvKey, spec: FunctionSpec, fl: limits.FunctionLimits) -> None:
         """Evict idle environments until a new one of `key` fits every cap, or throttle."""
@@ -171,6 +186,7 @@ class Router:
         for env in [pool[i] for i in decision.stale]:
             self._forget(env)
         if chosen is not None:
+            self._charge_in_full(chosen, key)
             self._idle.pop(chosen, None)
             chosen.state = EnvState.BUSY
             return chosen, False
@@ -203,6 +219,11 @@ class Router:
             self.stems.add((key.function_arn, key.version, spec.revision_id), stem, stem.spec.memory_mb)
             raise _throttle(limits.Reason.TENANT_ENVIRONMENTS)
         try:
+            self._charge_in_full(stem, key)
+        except errors.TooManyRequestsException:
+            self.stems.add((key.function_arn, key.version, spec.revision_id), stem, stem.spec.memory_mb)
+            raise
+        try:
             stem.bind(key)
         except OSError as exc:
             log.warning("a stem of %s was dropped instead of bound: %s", spec.function_name, exc)
@@ -228,7 +249,7 @@ class Router:
             stem = Environment(EnvKey(spec.function_arn, spec.version, None), spec, self.telemetry, stem=True)
             self.stems.add(key, stem, spec.memory_mb)
             self._envs_fn[spec.function_arn] += 1
-            self._live_memory_mb += spec.memory_mb
+            self._live_memory_mb += stem.charged_mb
             task = asyncio.ensure_future(self._grow(stem, key))
             self._growing.add(task)
             task.add_done_callback(self._growing.discard)
@@ -244,6 +265,7 @@ class Router:
         self.stems.grew(key[0], time.monotonic() - started, ok, key)
         if stem.state is EnvState.STEM and not stem.retired:
             # A ready stem waits like an idle environment, first in line for eviction.
+            self._charge(stem, stem.idle_memory_mb())
             stem.last_used = time.monotonic()
             self._idle[stem] = None
             self._idle.move_to_end(stem, last=False)
@@ -255,6 +277,7 @@ class Router:
         if env.alive and not env.retired:
             env.state = EnvState.IDLE
             env.last_used = time.monotonic()
+            self._charge(env, env.idle_memory_mb())
             self._idle[env] = None
             self._idle.move_to_end(env)
             # Most recently used last: placement reuses from the end, so warm caches stay warm.

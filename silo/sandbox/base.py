@@ -53,6 +53,10 @@ class SandboxProcess(Protocol):
     @property
     def exit_code(self) -> int | None: ...
 
+    def memory_mb(self) -> int | None:
+        """Memory the environment holds now, when the backend can measure it."""
+        ...
+
     def max_memory_mb(self) -> int | None:
         """Peak memory of the environment so far, when the backend can measure it."""
         ...

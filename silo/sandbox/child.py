@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import socket
 import subprocess
 
 
@@ -33,3 +35,43 @@ class ChildWatch:
 
     async def wait(self) -> int:
         return await asyncio.shield(self.exited)
+
+
+class RunningEnvironment:
+    """What every backend's running environment has: its id, its first process, the listening socket
+    its Runtime API is served on, and the read end of its output. Backends add how to kill it, what to
+    clean up and what to measure."""
+
+    def __init__(self, env_id: str, child: ChildWatch, listen_sock: socket.socket, output_fd: int) -> None:
+        self._env_id = env_id
+        self._child = child
+        self._sock = listen_sock
+        self._output_fd = output_fd
+
+    @property
+    def env_id(self) -> str:
+        return self._env_id
+
+    @property
+    def pid(self) -> int:
+        return self._child.popen.pid
+
+    @property
+    def runtime_api_socket(self) -> socket.socket:
+        return self._sock
+
+    @property
+    def output_fd(self) -> int:
+        return self._output_fd
+
+    @property
+    def exit_code(self) -> int | None:
+        return self._child.exit_code
+
+    async def wait(self) -> int:
+        return await self._child.wait()
+
+    def _close_handles(self) -> None:
+        self._sock.close()
+        with contextlib.suppress(OSError):
+            os.close(self._output_fd)

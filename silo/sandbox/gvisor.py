@@ -32,7 +32,7 @@ from typing import Any
 from silo.jail import cgroups
 from silo.runtimes import catalog
 from silo.sandbox.base import LaunchSpec
-from silo.sandbox.child import ChildWatch
+from silo.sandbox.child import ChildWatch, RunningEnvironment
 from silo.sandbox.identity import UidPool, instance_of, uid_base
 from silo.sandbox.jail import LaunchFailed, SandboxUnavailable
 from silo.sandbox.layout import RUNTIME_API_PORT, TASK_ROOT, USR_LINKS, RuntimeLayout, etc_files, runtime_layout
@@ -111,7 +111,7 @@ def _exit_status(code: int) -> int:
     return -(code - 128) if 128 < code < 128 + 65 else code
 
 
-class GvisorProcess:
+class GvisorProcess(RunningEnvironment):
     """One running gVisor environment, as the daemon holds it."""
 
     def __init__(
@@ -125,30 +125,11 @@ class GvisorProcess:
         teardown: Callable[[str, dict[str, Path], Path], bool],
         release_uid: Callable[[], None],
     ) -> None:
-        self._env_id = env_id
-        self._child = child
+        super().__init__(env_id, child, listen_sock, output_fd)
         self._bundle = bundle
         self.cgroups = groups
-        self._sock = listen_sock
-        self._output_fd = output_fd
         self._teardown = teardown
         self._release_uid = release_uid
-
-    @property
-    def env_id(self) -> str:
-        return self._env_id
-
-    @property
-    def pid(self) -> int:
-        return self._child.popen.pid
-
-    @property
-    def runtime_api_socket(self) -> socket.socket:
-        return self._sock
-
-    @property
-    def output_fd(self) -> int:
-        return self._output_fd
 
     @property
     def exit_code(self) -> int | None:
@@ -165,6 +146,9 @@ class GvisorProcess:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.pid, signal.SIGKILL)
 
+    def memory_mb(self) -> int | None:
+        return cgroups.memory_mb(self.cgroups)
+
     def max_memory_mb(self) -> int | None:
         # Counts the Sentry's own memory too: MemorySize bounds everything the sandbox costs the host.
         return cgroups.max_memory_mb(self.cgroups)
@@ -178,9 +162,7 @@ class GvisorProcess:
     async def cleanup(self) -> None:
         self.kill()
         await self.wait()
-        self._sock.close()
-        with contextlib.suppress(OSError):
-            os.close(self._output_fd)
+        self._close_handles()
         loop = asyncio.get_running_loop()
         if await loop.run_in_executor(None, self._teardown, self._env_id, self.cgroups, self._bundle):
             # Only now is nothing left running as this uid, so another environment may have it.

@@ -23,7 +23,7 @@ from silo.jail import cgroups
 from silo.jail.network import Lease, NetworkUnavailable, OutboundNetwork, resolv_conf
 from silo.jail.spec import JailSpec
 from silo.sandbox.base import LaunchSpec
-from silo.sandbox.child import ChildWatch
+from silo.sandbox.child import ChildWatch, RunningEnvironment
 from silo.sandbox.identity import UidPool, instance_of, uid_base
 from silo.sandbox.layout import RUNTIME_API_PORT, TASK_ROOT, etc_files, runtime_layout
 
@@ -47,7 +47,7 @@ class LaunchFailed(OSError):
     """The jail refused to build an environment: one of its steps failed."""
 
 
-class JailedProcess:
+class JailedProcess(RunningEnvironment):
     """One running jailed environment, as the daemon holds it."""
 
     def __init__(
@@ -62,44 +62,21 @@ class JailedProcess:
         release_network: Callable[[], None] = lambda: None,
         check_network: Callable[[], None] = lambda: None,
     ) -> None:
-        self._env_id = env_id
-        self._check_network = check_network
-        self._child = child
+        super().__init__(env_id, child, listen_sock, output_fd)
         self._env_dir = env_dir
         self.cgroups = groups
-        self._sock = listen_sock
-        self._output_fd = output_fd
         self._release_uid = release_uid
         self._release_network = release_network
-
-    @property
-    def env_id(self) -> str:
-        return self._env_id
-
-    @property
-    def pid(self) -> int:
-        return self._child.popen.pid
-
-    @property
-    def runtime_api_socket(self) -> socket.socket:
-        return self._sock
-
-    @property
-    def output_fd(self) -> int:
-        return self._output_fd
-
-    @property
-    def exit_code(self) -> int | None:
-        return self._child.exit_code
-
-    async def wait(self) -> int:
-        return await self._child.wait()
+        self._check_network = check_network
 
     def kill(self) -> None:
         # Through the cgroup, so that nothing the environment forked, however it detached, survives.
         cgroups.kill_all(self.cgroups)
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.pid, signal.SIGKILL)
+
+    def memory_mb(self) -> int | None:
+        return cgroups.memory_mb(self.cgroups)
 
     def max_memory_mb(self) -> int | None:
         return cgroups.max_memory_mb(self.cgroups)
@@ -118,9 +95,7 @@ class JailedProcess:
     async def cleanup(self) -> None:
         self.kill()
         await self.wait()
-        self._sock.close()
-        with contextlib.suppress(OSError):
-            os.close(self._output_fd)
+        self._close_handles()
         loop = asyncio.get_running_loop()
         try:
             await loop.run_in_executor(None, self._release_network)

@@ -22,7 +22,7 @@ from pathlib import Path
 from silo.jail import syscalls
 from silo.runtimes import catalog
 from silo.sandbox.base import LaunchSpec
-from silo.sandbox.child import ChildWatch
+from silo.sandbox.child import ChildWatch, RunningEnvironment
 
 log = logging.getLogger(__name__)
 
@@ -73,49 +73,26 @@ def _needed_paths(spec: LaunchSpec, runtime_dir: str) -> list[str]:
     return paths
 
 
-class PlainProcess:
+class PlainProcess(RunningEnvironment):
     """One running environment of the development backend."""
 
     def __init__(
         self, env_id: str, popen: subprocess.Popen[bytes], env_dir: Path, listen_sock: socket.socket, output_fd: int
     ) -> None:
-        self._env_id = env_id
-        self._child = ChildWatch(popen)
+        super().__init__(env_id, ChildWatch(popen), listen_sock, output_fd)
         self._env_dir = env_dir
-        self._sock = listen_sock
-        self._output_fd = output_fd
 
-    @property
-    def env_id(self) -> str:
-        return self._env_id
-
-    @property
-    def pid(self) -> int:
-        return self._child.popen.pid
-
-    @property
-    def runtime_api_socket(self) -> socket.socket:
-        return self._sock
-
-    @property
-    def output_fd(self) -> int:
-        return self._output_fd
-
-    @property
-    def exit_code(self) -> int | None:
-        return self._child.exit_code
+    def memory_mb(self) -> int | None:
+        return None  # no cgroup of its own to measure
 
     def max_memory_mb(self) -> int | None:
-        return None  # no cgroup of its own to measure
+        return None
 
     def oom_killed(self) -> bool:
         return False
 
     def revalidate(self) -> None:
         """Nothing to check: this backend isolates nothing."""
-
-    async def wait(self) -> int:
-        return await self._child.wait()
 
     def kill(self) -> None:
         if self._child.exited.done():
@@ -127,9 +104,7 @@ class PlainProcess:
     async def cleanup(self) -> None:
         self.kill()
         await self.wait()
-        self._sock.close()
-        with contextlib.suppress(OSError):
-            os.close(self._output_fd)
+        self._close_handles()
         await asyncio.get_running_loop().run_in_executor(None, lambda: shutil.rmtree(self._env_dir, ignore_errors=True))
 
 

@@ -19,19 +19,21 @@ from tests.support import SiloServer, create_python_function, make_client, paylo
 COUNTER = """
 import os, time
 count = 0
+held = []
 ENVIRONMENT = os.urandom(8).hex()
 def handler(event, context):
     global count
     count += 1
+    if event.get("hold_mb"):
+        held.append(bytearray(os.urandom(1 << 20)) * event["hold_mb"])
     time.sleep(event.get("sleep", 0))
     return {"count": count, "env": ENVIRONMENT, "tenant": context.tenant_id}
 """
 
 
-def invoke(client: Any, name: str, tenant: str, sleep: float = 0) -> dict[str, Any]:
-    out: dict[str, Any] = payload_of(
-        client.invoke(FunctionName=name, TenantId=tenant, Payload=json.dumps({"sleep": sleep}).encode())
-    )
+def invoke(client: Any, name: str, tenant: str, sleep: float = 0, hold_mb: int = 0) -> dict[str, Any]:
+    payload = json.dumps({"sleep": sleep, "hold_mb": hold_mb}).encode()
+    out: dict[str, Any] = payload_of(client.invoke(FunctionName=name, TenantId=tenant, Payload=payload))
     return out
 
 
@@ -164,10 +166,13 @@ def test_memory_budget_and_keep_alive(own_server: SiloServer, unique_name: str) 
     client = make_client(own_server.endpoint)
     create_python_function(client, unique_name, COUNTER, per_tenant=True, MemorySize=128)
 
-    # 384 MB hold three environments of 128 MB; a fourth tenant evicts the least recently used idle one.
-    envs = {t: invoke(client, unique_name, t)["env"] for t in ("m0", "m1", "m2")}
-    invoke(client, unique_name, "m3")
-    assert invoke(client, unique_name, "m0")["env"] != envs["m0"], "m0's idle environment made room"
+    # Busy environments count at their MemorySize, idle ones at what they hold. Each of these keeps
+    # 60 MB: three idle ones (about 200 MB) and a busy fourth (128 MB) fit in 384 MB; a fifth does not,
+    # and the least recently used idle environment makes room.
+    envs = {t: invoke(client, unique_name, t, hold_mb=60)["env"] for t in ("m0", "m1", "m2", "m3")}
+    invoke(client, unique_name, "m4", hold_mb=60)
+    assert invoke(client, unique_name, "m3")["env"] == envs["m3"], "recently used: kept"
+    assert invoke(client, unique_name, "m0")["env"] != envs["m0"], "least recently used: evicted to make room"
     # Three busy environments fill the budget; a fourth call finds nothing idle to evict.
     busy = concurrently([lambda t=t: invoke(client, unique_name, t, sleep=1.5) for t in ("b0", "b1", "b2", "b3")])
     throttled = [r for r in busy if isinstance(r, ClientError)]
