@@ -1,7 +1,7 @@
 """The jail: turn a fresh process into an isolated environment, then exec the function's runtime.
 
 Run as `python -I -m silo.jail.enter SPEC_FD CONTROL_FD` by the daemon, as root: the JailSpec
-arrives as JSON on SPEC_FD, and CONTROL_FD is a SOCK_SEQPACKET socket back to the daemon. The steps
+arrives (marshalled) on SPEC_FD, and CONTROL_FD is a SOCK_SEQPACKET socket back to the daemon. The steps
 below run in a fixed order; each has a name that appears in the error the daemon receives when it
 fails. Nothing here imports the daemon.
 
@@ -23,17 +23,27 @@ fails. Nothing here imports the daemon.
 from __future__ import annotations
 
 import fcntl
+import marshal
 import os
 import signal
 import socket
 import struct
 import sys
-from pathlib import Path
-from typing import cast
+from types import SimpleNamespace
 
-# Imported here, not where used: after pivot_root nothing of silo's own files is visible any more.
-from silo.jail import cgroups, seccomp, syscalls
-from silo.jail.spec import JailSpec
+# Imported here, not where used: after pivot_root nothing of silo's own files is visible any more. The
+# jail imports only this and the standard library: every module imported costs every environment's start.
+from silo.jail import syscalls
+
+# Not `typing.TYPE_CHECKING`: importing typing would cost milliseconds of every start (mypy knows this name).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any, TypeVar
+
+    from silo.jail.spec import JailSpec
+
+    T = TypeVar("T")
 
 NAMESPACES = (
     syscalls.CLONE_NEWNS
@@ -129,65 +139,74 @@ def runtime_api_socket(port: int) -> socket.socket:
     return sock
 
 
-def _bind(source: str, target: Path, writable: bool) -> None:
+def _read(path: str) -> str:
+    with open(path) as f:
+        return f.read()
+
+
+def _write(path: str, content: str) -> None:
+    with open(path, "w") as f:
+        f.write(content)
+
+
+def _bind(source: str, target: str, writable: bool) -> None:
     if os.path.isdir(source):
-        target.mkdir(parents=True, exist_ok=True)
+        os.makedirs(target, exist_ok=True)
     else:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.touch()
-    syscalls.mount(source, str(target), None, syscalls.MS_BIND | syscalls.MS_REC)
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        _write(target, "")
+    syscalls.mount(source, target, None, syscalls.MS_BIND | syscalls.MS_REC)
     # A bind mount takes its flags only from a remount; nosuid here is what makes setuid binaries inert.
     flags = syscalls.MS_BIND | syscalls.MS_REMOUNT | syscalls.MS_NOSUID | syscalls.MS_NODEV
-    syscalls.mount(None, str(target), None, flags if writable else flags | syscalls.MS_RDONLY)
+    syscalls.mount(None, target, None, flags if writable else flags | syscalls.MS_RDONLY)
 
 
 def build_root(spec: JailSpec) -> None:
-    root = Path(spec.root_dir)
+    root = spec.root_dir
     # Nothing we mount may propagate back to the host's mount namespace.
     syscalls.mount(None, "/", None, syscalls.MS_REC | syscalls.MS_PRIVATE)
-    syscalls.mount("tmpfs", str(root), "tmpfs", syscalls.MS_NOSUID | syscalls.MS_NODEV, "size=4m,mode=0755")
+    syscalls.mount("tmpfs", root, "tmpfs", syscalls.MS_NOSUID | syscalls.MS_NODEV, "size=4m,mode=0755")
     for name in ("bin", "sbin", "lib", "lib64"):
-        host = Path("/") / name
-        if host.is_symlink():
-            (root / name).symlink_to(os.readlink(host))
-        elif host.is_dir():
-            _bind(str(host), root / name, False)
+        host = "/" + name
+        if os.path.islink(host):
+            os.symlink(os.readlink(host), f"{root}/{name}")
+        elif os.path.isdir(host):
+            _bind(host, f"{root}/{name}", False)
     for bind in spec.binds:
-        _bind(bind.source, root / bind.target.lstrip("/"), bind.writable)
-    etc = root / "etc"
-    etc.mkdir(exist_ok=True)
+        _bind(bind.source, f"{root}/{bind.target.lstrip('/')}", bind.writable)
+    etc = f"{root}/etc"
+    os.makedirs(etc, exist_ok=True)
     for name, content in spec.etc_files.items():
-        (etc / name).write_text(content)
+        _write(f"{etc}/{name}", content)
     # /dev: an empty tmpfs with only the harmless character devices bound in.
-    dev = root / "dev"
-    dev.mkdir(exist_ok=True)
-    syscalls.mount("tmpfs", str(dev), "tmpfs", syscalls.MS_NOSUID | syscalls.MS_NOEXEC, "size=64k,mode=0755")
+    dev = f"{root}/dev"
+    os.makedirs(dev, exist_ok=True)
+    syscalls.mount("tmpfs", dev, "tmpfs", syscalls.MS_NOSUID | syscalls.MS_NOEXEC, "size=64k,mode=0755")
     for name in DEVICES:
-        (dev / name).touch()
-        syscalls.mount(f"/dev/{name}", str(dev / name), None, syscalls.MS_BIND)
+        _write(f"{dev}/{name}", "")
+        syscalls.mount(f"/dev/{name}", f"{dev}/{name}", None, syscalls.MS_BIND)
     for name, target in (
         ("fd", "/proc/self/fd"),
         ("stdin", "/proc/self/fd/0"),
         ("stdout", "/proc/self/fd/1"),
         ("stderr", "/proc/self/fd/2"),
     ):
-        (dev / name).symlink_to(target)
-    tmp = root / "tmp"
-    tmp.mkdir(exist_ok=True)
-    syscalls.mount("tmpfs", str(tmp), "tmpfs", syscalls.MS_NOSUID | syscalls.MS_NODEV, f"size={spec.tmp_mb}m,mode=1777")
-    proc = root / "proc"
-    proc.mkdir(exist_ok=True)
+        os.symlink(target, f"{dev}/{name}")
+    tmp = f"{root}/tmp"
+    os.makedirs(tmp, exist_ok=True)
+    syscalls.mount("tmpfs", tmp, "tmpfs", syscalls.MS_NOSUID | syscalls.MS_NODEV, f"size={spec.tmp_mb}m,mode=1777")
+    proc = f"{root}/proc"
+    os.makedirs(proc, exist_ok=True)
     # This process is pid 1 of the new pid namespace, so this /proc shows the environment's processes only.
-    syscalls.mount("proc", str(proc), "proc", syscalls.MS_NOSUID | syscalls.MS_NODEV | syscalls.MS_NOEXEC)
+    syscalls.mount("proc", proc, "proc", syscalls.MS_NOSUID | syscalls.MS_NODEV | syscalls.MS_NOEXEC)
     # /proc/sys and friends stay read-only even though writing them would need root anyway.
     for sub in ("sys", "sysrq-trigger", "irq", "bus"):
-        path = proc / sub
-        if path.exists():
-            syscalls.mount(str(path), str(path), None, syscalls.MS_BIND | syscalls.MS_REC)
-            syscalls.mount(None, str(path), None, syscalls.MS_BIND | syscalls.MS_REMOUNT | RO)
+        path = f"{proc}/{sub}"
+        if os.path.exists(path):
+            syscalls.mount(path, path, None, syscalls.MS_BIND | syscalls.MS_REC)
+            syscalls.mount(None, path, None, syscalls.MS_BIND | syscalls.MS_REMOUNT | RO)
     os.chdir(root)
-    old = root / ".old-root"
-    old.mkdir()
+    os.mkdir(f"{root}/.old-root")
     syscalls.pivot_root(".", ".old-root")
     os.chdir("/")
     syscalls.umount("/.old-root", syscalls.MNT_DETACH)
@@ -196,7 +215,7 @@ def build_root(spec: JailSpec) -> None:
 
 
 def drop_identity(uid: int, gid: int) -> None:
-    last_cap = int(Path("/proc/sys/kernel/cap_last_cap").read_text())
+    last_cap = int(_read("/proc/sys/kernel/cap_last_cap"))
     # Emptying the bounding set first means no later exec can ever regain a capability.
     for cap in range(last_cap + 1):
         syscalls.prctl(syscalls.PR_CAPBSET_DROP, cap)
@@ -204,7 +223,7 @@ def drop_identity(uid: int, gid: int) -> None:
     os.setresgid(gid, gid, gid)
     os.setresuid(uid, uid, uid)
     syscalls.prctl(syscalls.PR_SET_NO_NEW_PRIVS, 1)
-    status = Path("/proc/self/status").read_text()
+    status = _read("/proc/self/status")
     for field in ("CapPrm", "CapEff", "CapBnd", "CapAmb", "CapInh"):
         line = next(x for x in status.splitlines() if x.startswith(field + ":"))
         if int(line.split()[1], 16) != 0:
@@ -214,12 +233,19 @@ def drop_identity(uid: int, gid: int) -> None:
 
 
 def install_seccomp(filter_hex: str) -> None:
-    seccomp.install(bytes.fromhex(filter_hex))
+    syscalls.seccomp_install(bytes.fromhex(filter_hex))
 
 
-def step(name: str, control: socket.socket, fn: object, *args: object) -> object:
+def join_cgroups(groups: dict[str, str]) -> None:
+    """Move this process into every group the daemon made, so all it ever forks is counted with it."""
+    pid = str(os.getpid())
+    for path in groups.values():
+        _write(f"{path}/cgroup.procs", pid)
+
+
+def step(name: str, control: socket.socket, fn: Callable[..., T], *args: Any) -> T:
     try:
-        return fn(*args)  # type: ignore[operator]
+        return fn(*args)
     except BaseException as exc:
         control.send(f"error {name}: {exc}".encode())
         os._exit(126)
@@ -231,7 +257,7 @@ def environment_main(spec: JailSpec, control: socket.socket) -> None:
     step("bring up loopback", control, loopback_up)
     if spec.address:
         step("join the outbound network", control, join_network, spec, control)
-    api = cast(socket.socket, step("create the Runtime API socket", control, runtime_api_socket, spec.runtime_api_port))
+    api: socket.socket = step("create the Runtime API socket", control, runtime_api_socket, spec.runtime_api_port)
     step("build the root filesystem", control, build_root, spec)
     step("drop privileges", control, drop_identity, spec.uid, spec.gid)
     step("enter the code directory", control, os.chdir, spec.cwd)
@@ -248,15 +274,23 @@ def environment_main(spec: JailSpec, control: socket.socket) -> None:
         os._exit(127)
 
 
+def _spec(data: bytes) -> JailSpec:
+    """The JailSpec the daemon wrote, read as plain attributes (the dataclass module costs milliseconds)."""
+    doc = marshal.loads(data)
+    doc["binds"] = [SimpleNamespace(**b) for b in doc["binds"]]
+    spec: Any = SimpleNamespace(**doc)
+    return spec  # type: ignore[no-any-return]
+
+
 def main() -> None:
     spec_fd, control_fd = int(sys.argv[1]), int(sys.argv[2])
     with os.fdopen(spec_fd, "rb") as f:
-        spec = JailSpec.from_json(f.read())
+        spec = _spec(f.read())
     control = socket.socket(fileno=control_fd)
     # If the daemon dies, this process dies, and with it the namespaces and everything in them.
     syscalls.prctl(syscalls.PR_SET_PDEATHSIG, signal.SIGKILL)
     step("leave the daemon", control, leave_daemon, control_fd)
-    step("join cgroups", control, cgroups.join, {k: Path(v) for k, v in spec.cgroups.items()})
+    step("join cgroups", control, join_cgroups, spec.cgroups)
     step("unshare namespaces", control, syscalls.unshare, NAMESPACES)
     pid = os.fork()
     if pid == 0:

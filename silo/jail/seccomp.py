@@ -12,14 +12,14 @@ seccomp system call number is x86_64's.
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import json
-import os
 import struct
 from collections.abc import Set
 from dataclasses import dataclass
 from pathlib import Path
+
+from silo.jail import syscalls
 
 DEFAULT_POLICY = Path(__file__).with_name("seccomp_policy.json")
 
@@ -46,10 +46,6 @@ _ACTIONS = ("allow", "errno", "kill_process")
 _OPS = ("in", "not_in", "any_bits")
 _MAX_VALUES = 32  # keeps every jump of a condition far below the 255 a jump offset can hold
 
-_NR_SECCOMP = 317  # x86_64
-_SECCOMP_SET_MODE_FILTER = 1
-_SECCOMP_FILTER_FLAG_TSYNC = 1
-_PR_SET_NO_NEW_PRIVS = 38
 
 _INSN = struct.Struct("<HBBI")  # struct sock_filter {u16 code; u8 jt; u8 jf; u32 k;}
 
@@ -172,46 +168,13 @@ def compile_filter(policy: Policy) -> bytes:
     return b"".join(prog)
 
 
-class _SockFprog(ctypes.Structure):
-    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
-
-
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
 def install(filter: bytes) -> None:
     """Install a compiled filter on every thread of the calling process; irreversible.
 
-    Raises OSError naming the step that failed. Call it last, right before exec of the runtime.
+    Raises OSError naming the step that failed. Call it last, right before exec of the runtime. (The
+    jail calls `syscalls.seccomp_install` directly: importing this module costs its start milliseconds.)
     """
-    count, rest = divmod(len(filter), _INSN.size)
-    if rest or not 0 < count <= MAX_INSNS:
-        raise ValueError(f"seccomp: {len(filter)} bytes is not an array of 1-{MAX_INSNS} sock_filter")
-    # The seccomp syscall number and the filter's arch check are x86_64's; anywhere else 317 is another call.
-    if os.uname().machine != "x86_64":
-        raise OSError(errno.ENOSYS, "seccomp: this filter is for x86_64 only")
-    # The kernel takes a filter without CAP_SYS_ADMIN only under no_new_privs, which keeps a filtered process
-    # from misleading a setuid program it execs. The jail has set it already; setting it again is harmless.
-    if _libc.prctl(ctypes.c_int(_PR_SET_NO_NEW_PRIVS), *map(ctypes.c_ulong, (1, 0, 0, 0))) != 0:
-        _raise("prctl(PR_SET_NO_NEW_PRIVS)")
-    program = ctypes.create_string_buffer(filter, len(filter))
-    fprog = _SockFprog(count, ctypes.addressof(program))
-    # TSYNC puts the filter on every thread, not only the caller's; on failure it returns a thread id, not -1.
-    result = _libc.syscall(
-        ctypes.c_long(_NR_SECCOMP),
-        ctypes.c_long(_SECCOMP_SET_MODE_FILTER),
-        ctypes.c_long(_SECCOMP_FILTER_FLAG_TSYNC),
-        ctypes.byref(fprog),
-    )
-    if result > 0:
-        raise OSError(errno.EBUSY, f"seccomp(SET_MODE_FILTER, TSYNC): thread {result} could not be synchronised")
-    if result != 0:
-        _raise("seccomp(SET_MODE_FILTER, TSYNC)")
-
-
-def _raise(what: str) -> None:
-    err = ctypes.get_errno()
-    raise OSError(err, f"{what}: {os.strerror(err)}")
+    syscalls.seccomp_install(filter)
 
 
 def _insn(code: int, k: int, jt: int = 0, jf: int = 0) -> bytes:

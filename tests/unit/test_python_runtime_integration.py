@@ -79,7 +79,7 @@ async def environment(
     }
     with open(log, "wb") as out:
         proc = await asyncio.create_subprocess_exec(
-            python, "-s", "-B", str(catalog.BUILTIN_PYTHON_BOOTSTRAP),
+            python, "-S", "-B", str(catalog.BUILTIN_PYTHON_BOOTSTRAP),
             cwd=code, env=environ, stdout=out, stderr=asyncio.subprocess.STDOUT,
         )  # fmt: skip
     try:

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from silo.jail import seccomp
+from silo.jail import seccomp, syscalls
 
 ROOT = Path(__file__).resolve().parents[2]
 AUDIT_ARCH_X86_64 = 0xC000003E
@@ -62,7 +62,7 @@ def test_syscall_numbers_match_the_system_headers() -> None:
     known = {m[1]: int(m[2]) for m in re.finditer(r"^#define __NR_(\w+)\s+(\d+)", header.read_text(), re.M)}
     wrong = {r.name: (r.nr, known.get(r.name)) for r in seccomp.load_policy().rules if known.get(r.name) != r.nr}
     assert wrong == {}
-    assert known["seccomp"] == seccomp._NR_SECCOMP
+    assert known["seccomp"] == syscalls._NR_SECCOMP
 
 
 def _mutate(path: list[Any], value: Any) -> Any:

@@ -1,4 +1,4 @@
-"""Entry point of silo's built-in Python runtime: `python3.x -s -B bootstrap.py`, cwd = the code.
+"""Entry point of silo's built-in Python runtime: `python3.x -S -B bootstrap.py`, cwd = the code.
 
 It only wires. The modules next to it are loaded as the package `silo_runtime`, and this
 directory is taken off sys.path, so no file of the runtime can shadow a module of the function.
