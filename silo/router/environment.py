@@ -104,6 +104,7 @@ class Environment:
         self._stream: logs.LogStream | None = None
         self._exited: asyncio.Future[int] | None = None
         self._started_at = 0.0
+        self._init_done_at = 0.0
         self._init_ms: float | None = None
         self._launch_error: str | None = None
         # Set when start() has finished, well or not: a stem may be bound while it is still launching.
@@ -235,9 +236,9 @@ class Environment:
         self._stream.begin(inv.request_id)
         t0 = time.monotonic()
         payload, error = await self._run(inv)
-        duration_ms = (time.monotonic() - t0) * 1000
-        if cold and self._init_ms is not None and self.origin is ColdStart.FULL:
-            duration_ms = max(0.0, duration_ms - self._init_ms)
+        # Duration is the invoke phase only: from the event's hand-over (after init, when init ran in this
+        # call) to the answer, as Lambda reports it apart from Init Duration.
+        duration_ms = (time.monotonic() - max(t0, self._init_done_at)) * 1000
         report = Report(
             inv.request_id,
             duration_ms,
@@ -271,7 +272,8 @@ class Environment:
                     "Runtime.InitTimeout",
                     f"RequestId: {inv.request_id} Error: init did not finish within {INIT_TIMEOUT_S:.0f} seconds",
                 ), FunctionError.UNHANDLED
-            self._init_ms = (time.monotonic() - self._started_at) * 1000
+            self._init_done_at = time.monotonic()
+            self._init_ms = (self._init_done_at - self._started_at) * 1000
             if first is self._exited:
                 return self._exit_error(inv), FunctionError.UNHANDLED
             init_reply: RuntimeReply | None = first.result()

@@ -237,6 +237,8 @@ def test_log_tail(lambda_client: Any, unique_name: str) -> None:
     assert f"END RequestId: {request_id}" in tail
     assert f"REPORT RequestId: {request_id}\tDuration:" in tail
     assert "Init Duration:" in tail, "the first call of an environment reports its init"
+    duration = float(tail.split("\tDuration: ")[1].split(" ms")[0])
+    assert duration > 0, "the cold call's Duration is its invoke phase, not zero after taking init out"
     warm = base64.b64decode(invoke(lambda_client, unique_name, "tail-tenant", LogType="Tail")["LogResult"])
     assert b"Init Duration" not in warm
     assert "LogResult" not in invoke(lambda_client, unique_name, "tail-tenant")
