@@ -109,6 +109,7 @@ class Environment:
         self._launch_error: str | None = None
         # Set when start() has finished, well or not: a stem may be bound while it is still launching.
         self._launched = asyncio.Event()
+        self._starting = False
 
     # Small questions the router asks.
     def is_idle(self) -> bool:
@@ -134,8 +135,10 @@ class Environment:
 
     async def start(self, sandbox: Sandbox) -> None:
         """Launch the runtime; init runs in the background and `invoke` waits for it."""
+        self._starting = True
         try:
-            await self._start(sandbox)
+            if self.state is not EnvState.DEAD:  # killed before it began: nothing to launch
+                await self._start(sandbox)
         finally:
             self._launched.set()
 
@@ -337,6 +340,11 @@ class Environment:
     async def close(self) -> None:
         """Kill the environment and remove everything it left."""
         self.kill()
+        if self._starting:
+            # Killed while its launch was under way (a stem retired as it grew): the launch still ends,
+            # with a process to clean up, or with nothing.
+            await self._launched.wait()
+            self.kill()
         if self._stream is not None:
             self._stream.close()
         await self._channel.close()

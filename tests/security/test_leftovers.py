@@ -97,3 +97,23 @@ def test_hundreds_of_environments_leave_nothing(lambda_client: Any, unique_name:
     mounts = Path("/proc/self/mountinfo").read_text()
     assert str(env_root) not in mounts, "no mount of any environment is visible on the host"
     assert silo_server.alive()
+
+
+def test_stems_retired_while_they_grow_leave_nothing(
+    lambda_client: Any, unique_name: str, silo_server: SiloServer
+) -> None:
+    env_root = silo_server.data_dir / "environments"
+    groups_before = silo_cgroups(silo_server)
+    dirs_before = set(env_root.iterdir())
+    # A slow init keeps the stems this call asks for growing when the function is deleted right after.
+    create_python_function(lambda_client, unique_name, "import time\ntime.sleep(1)\n" + SOURCE, per_tenant=True)
+    for tenant in ("a", "b", "c"):
+        assert "FunctionError" not in lambda_client.invoke(FunctionName=unique_name, TenantId=tenant)
+    lambda_client.delete_function(FunctionName=unique_name)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and (
+        silo_cgroups(silo_server) - groups_before or set(env_root.iterdir()) - dirs_before
+    ):
+        time.sleep(0.2)
+    assert silo_cgroups(silo_server) - groups_before == set(), "a stem killed as it grew was cleaned up too"
+    assert set(env_root.iterdir()) - dirs_before == set()
