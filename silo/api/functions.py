@@ -19,9 +19,10 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from silo.api import render
+from silo.api.body import read_body
 from silo.control.functions import FunctionService
 from silo.control.violations import Violations
-from silo.errors import InvalidRequestContentException, RequestEntityTooLargeException
+from silo.errors import InvalidRequestContentException
 
 # Lambda's request limit for CreateFunction: a 50 MB zip, base64-encoded, inside its JSON body.
 MAX_REQUEST_BYTES = 70_167_211
@@ -34,20 +35,7 @@ async def read_json_body(request: Request, operation: str) -> dict[str, Any]:
 
     An empty body counts as `{}`: botocore sends none for operations whose members are all absent.
     """
-    too_large = RequestEntityTooLargeException(
-        f"Request must be smaller than {MAX_REQUEST_BYTES} bytes for the {operation} operation"
-    )
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > MAX_REQUEST_BYTES:
-        raise too_large
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_REQUEST_BYTES:
-            raise too_large
-        chunks.append(chunk)
-    raw = b"".join(chunks)
+    raw = await read_body(request, MAX_REQUEST_BYTES, operation)
     if not raw.strip():
         return {}
     try:

@@ -18,6 +18,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from silo import errors
+from silo.api.body import read_body
 from silo.control.names import merge_qualifier, parse_function_name
 from silo.types import EnvKey, FunctionSpec, Invocation, InvocationResult
 
@@ -71,24 +72,6 @@ def check_tenant(spec: FunctionSpec, tenant_id: str | None) -> None:
         )
 
 
-async def read_payload(request: Request, limit: int) -> bytes:
-    """The body, refused as soon as it passes `limit` bytes rather than after reading all of it."""
-    too_large = errors.RequestEntityTooLargeException(
-        f"Request must be smaller than {limit} bytes for the InvokeFunction operation"
-    )
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise too_large
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise too_large
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 def check_json(payload: bytes) -> None:
     try:
         json.loads(payload)
@@ -110,7 +93,8 @@ def routes(functions: FunctionResolver, router: Invoker, events: EventSink | Non
             )
         tenant_id = headers.get("x-amz-tenant-id")
         check_tenant(spec, tenant_id)
-        payload = await read_payload(request, ASYNC_PAYLOAD_LIMIT if invocation_type == "Event" else SYNC_PAYLOAD_LIMIT)
+        limit = ASYNC_PAYLOAD_LIMIT if invocation_type == "Event" else SYNC_PAYLOAD_LIMIT
+        payload = await read_body(request, limit, "InvokeFunction")
         if not payload:
             payload = b"{}"
         check_json(payload)

@@ -5,8 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
 import socket
 import subprocess
+from pathlib import Path
+
+from silo.jail import cgroups
 
 
 class ChildWatch:
@@ -75,3 +79,29 @@ class RunningEnvironment:
         self._sock.close()
         with contextlib.suppress(OSError):
             os.close(self._output_fd)
+
+
+class CgroupedEnvironment(RunningEnvironment):
+    """A running environment whose every process lives in cgroups of its own (the jail, gVisor): killed
+    and measured through them, so nothing it forked, however it detached, escapes either."""
+
+    def __init__(
+        self, env_id: str, child: ChildWatch, listen_sock: socket.socket, output_fd: int, groups: dict[str, Path]
+    ) -> None:
+        super().__init__(env_id, child, listen_sock, output_fd)
+        self.cgroups = groups
+
+    def kill(self) -> None:
+        cgroups.kill_all(self.cgroups)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, signal.SIGKILL)
+
+    def memory_mb(self) -> int | None:
+        return cgroups.memory_mb(self.cgroups)
+
+    def max_memory_mb(self) -> int | None:
+        # All of it counts: for gVisor, the Sentry's own memory too, since MemorySize bounds its whole cost.
+        return cgroups.max_memory_mb(self.cgroups)
+
+    def oom_killed(self) -> bool:
+        return cgroups.oom_killed(self.cgroups)

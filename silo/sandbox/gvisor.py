@@ -32,7 +32,7 @@ from typing import Any
 from silo.jail import cgroups
 from silo.runtimes import catalog
 from silo.sandbox.base import LaunchSpec
-from silo.sandbox.child import ChildWatch, RunningEnvironment
+from silo.sandbox.child import CgroupedEnvironment, ChildWatch
 from silo.sandbox.identity import UidPool, instance_of, uid_base
 from silo.sandbox.jail import LaunchFailed, SandboxUnavailable
 from silo.sandbox.layout import RUNTIME_API_PORT, TASK_ROOT, USR_LINKS, RuntimeLayout, etc_files, runtime_layout
@@ -111,7 +111,7 @@ def _exit_status(code: int) -> int:
     return -(code - 128) if 128 < code < 128 + 65 else code
 
 
-class GvisorProcess(RunningEnvironment):
+class GvisorProcess(CgroupedEnvironment):
     """One running gVisor environment, as the daemon holds it."""
 
     def __init__(
@@ -125,9 +125,8 @@ class GvisorProcess(RunningEnvironment):
         teardown: Callable[[str, dict[str, Path], Path], bool],
         release_uid: Callable[[], None],
     ) -> None:
-        super().__init__(env_id, child, listen_sock, output_fd)
+        super().__init__(env_id, child, listen_sock, output_fd, groups)
         self._bundle = bundle
-        self.cgroups = groups
         self._teardown = teardown
         self._release_uid = release_uid
 
@@ -138,23 +137,6 @@ class GvisorProcess(RunningEnvironment):
 
     async def wait(self) -> int:
         return _exit_status(await self._child.wait())
-
-    def kill(self) -> None:
-        # The whole sandbox (Sentry, gofer, stubs) is in the environment's cgroups: killing them there
-        # is immediate and leaves nothing running; `runsc run` then sees its sandbox gone and exits.
-        cgroups.kill_all(self.cgroups)
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.pid, signal.SIGKILL)
-
-    def memory_mb(self) -> int | None:
-        return cgroups.memory_mb(self.cgroups)
-
-    def max_memory_mb(self) -> int | None:
-        # Counts the Sentry's own memory too: MemorySize bounds everything the sandbox costs the host.
-        return cgroups.max_memory_mb(self.cgroups)
-
-    def oom_killed(self) -> bool:
-        return cgroups.oom_killed(self.cgroups)
 
     def revalidate(self) -> None:
         """Nothing to check: a gVisor environment has no network beyond its loopback."""

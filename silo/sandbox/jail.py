@@ -23,7 +23,7 @@ from silo.jail import cgroups
 from silo.jail.network import Lease, NetworkUnavailable, OutboundNetwork, resolv_conf
 from silo.jail.spec import JailSpec
 from silo.sandbox.base import LaunchSpec
-from silo.sandbox.child import ChildWatch, RunningEnvironment
+from silo.sandbox.child import CgroupedEnvironment, ChildWatch
 from silo.sandbox.identity import UidPool, instance_of, uid_base
 from silo.sandbox.layout import RUNTIME_API_PORT, TASK_ROOT, etc_files, runtime_layout
 
@@ -51,7 +51,7 @@ class LaunchFailed(OSError):
     """The jail refused to build an environment: one of its steps failed."""
 
 
-class JailedProcess(RunningEnvironment):
+class JailedProcess(CgroupedEnvironment):
     """One running jailed environment, as the daemon holds it."""
 
     def __init__(
@@ -66,27 +66,11 @@ class JailedProcess(RunningEnvironment):
         release_network: Callable[[], None] = lambda: None,
         check_network: Callable[[], None] = lambda: None,
     ) -> None:
-        super().__init__(env_id, child, listen_sock, output_fd)
+        super().__init__(env_id, child, listen_sock, output_fd, groups)
         self._env_dir = env_dir
-        self.cgroups = groups
         self._release_uid = release_uid
         self._release_network = release_network
         self._check_network = check_network
-
-    def kill(self) -> None:
-        # Through the cgroup, so that nothing the environment forked, however it detached, survives.
-        cgroups.kill_all(self.cgroups)
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.pid, signal.SIGKILL)
-
-    def memory_mb(self) -> int | None:
-        return cgroups.memory_mb(self.cgroups)
-
-    def max_memory_mb(self) -> int | None:
-        return cgroups.max_memory_mb(self.cgroups)
-
-    def oom_killed(self) -> bool:
-        return cgroups.oom_killed(self.cgroups)
 
     def revalidate(self) -> None:
         """Before a stem grown earlier is bound: its outbound network's firewall must still be in place
