@@ -27,6 +27,9 @@ class Settings:
     keep_alive_s: int = 600  # how long an idle environment lives
     queue_wait_ms: int = 2000  # how long a call may wait its turn when the shared pool is full
     stems_per_function: int = 8  # environments initialised ahead for new tenants; 0: none
+    # Environments forked by one template (it shares its hash seed and memory layout with them) before
+    # a fresh template replaces it; 0: no templates, every environment starts from nothing.
+    template_max_forks: int = 256
     async_concurrency: int = 64  # asynchronous events running at once, at most
     async_retry_base_ms: int = 60000  # wait before an async event's first retry; the second waits twice as long
 

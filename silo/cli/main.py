@@ -54,6 +54,12 @@ def _parser() -> argparse.ArgumentParser:
         help="environments each tenant-isolated function keeps initialised ahead for new tenants "
         "(SILO_STEMS_PER_FUNCTION, default 8; 0: none)",
     )
+    serve.add_argument(
+        "--template-max-forks",
+        type=int,
+        help="environments one template forks before a fresh one replaces it "
+        "(SILO_TEMPLATE_MAX_FORKS, default 256; 0: no templates, every environment starts from nothing)",
+    )
 
     endpoint = argparse.ArgumentParser(add_help=False)
     endpoint.add_argument(

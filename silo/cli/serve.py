@@ -55,7 +55,11 @@ def make_sandbox(settings: Settings) -> Sandbox:
             raise SystemExit(f"silo: {exc}") from None
     if choice in ("auto", "jail"):
         try:
-            return JailSandbox(settings.env_dir, seccomp.compile_filter(seccomp.load_policy()))
+            return JailSandbox(
+                settings.env_dir,
+                seccomp.compile_filter(seccomp.load_policy()),
+                template_max_forks=settings.template_max_forks,
+            )
         except SandboxUnavailable as exc:
             if choice == "jail":
                 raise SystemExit(f"silo: {exc}") from None

@@ -35,6 +35,9 @@ class JailSpec:
     # Empty: loopback only. The daemon creates eth0 once the jail hands it the namespace (see enter.py).
     address: str = ""
     gateway: str = ""
+    # Forked from a template (see template.py): run silo's built-in Python runtime in the template's
+    # interpreter instead of exec'ing argv.
+    in_process: bool = False
 
     def encode(self) -> bytes:
         """For the jail, which reads it with `marshal` (built in: no import on every environment's start)."""

@@ -163,6 +163,8 @@ class Environment:
             self._launch_error = str(exc)
             self.state = EnvState.DEAD
             return
+        if self._process.forked and self.origin is ColdStart.FULL:
+            self.origin = ColdStart.FORK
         if self._telemetry is not None:
             self._stream = self._telemetry.log_stream(stream, self._process.output_fd, self.spec, self.key.tenant_id)
             if self.origin is not ColdStart.STEM:

@@ -442,6 +442,8 @@ class Router:
             for result in results:
                 if isinstance(result, BaseException):
                     log.error("an environment could not be cleaned up: %r", result)
+        for backend in self.sandboxes.values():
+            await backend.close()
 
 
 def function_limits(spec: FunctionSpec) -> limits.FunctionLimits:

@@ -53,6 +53,11 @@ class SandboxProcess(Protocol):
     @property
     def exit_code(self) -> int | None: ...
 
+    @property
+    def forked(self) -> bool:
+        """Whether a template forked it (a "fork" cold start) rather than a runtime started from nothing."""
+        ...
+
     def memory_mb(self) -> int | None:
         """Memory the environment holds now, when the backend can measure it."""
         ...
@@ -89,3 +94,7 @@ class Sandbox(Protocol):
     isolates: bool
 
     async def launch(self, spec: LaunchSpec) -> SandboxProcess: ...
+
+    async def close(self) -> None:
+        """Once every environment is gone: stop what the backend runs besides them (templates)."""
+        ...

@@ -9,8 +9,28 @@ import signal
 import socket
 import subprocess
 from pathlib import Path
+from typing import Protocol
 
 from silo.jail import cgroups
+
+
+class ProcessWatch(Protocol):
+    """The first process of an environment, as the daemon watches it: its own child (`ChildWatch`), or
+    one a template forked for it (`silo.sandbox.template.ForkedChild`)."""
+
+    exited: asyncio.Future[int]
+
+    @property
+    def pid(self) -> int: ...
+
+    @property
+    def exit_code(self) -> int | None: ...
+
+    async def wait(self) -> int: ...
+
+    def kill(self) -> None:
+        """SIGKILL the process (and, for the daemon's own child, its process group) unless it has ended."""
+        ...
 
 
 class ChildWatch:
@@ -34,11 +54,21 @@ class ChildWatch:
             self.exited.set_result(code)
 
     @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    @property
     def exit_code(self) -> int | None:
         return self.exited.result() if self.exited.done() else None
 
     async def wait(self) -> int:
         return await asyncio.shield(self.exited)
+
+    def kill(self) -> None:
+        # Not once reaped: its pid (and so its group id) may belong to another process by now.
+        if self.popen.returncode is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.popen.pid, signal.SIGKILL)
 
 
 class RunningEnvironment:
@@ -46,7 +76,10 @@ class RunningEnvironment:
     its Runtime API is served on, and the read end of its output. Backends add how to kill it, what to
     clean up and what to measure."""
 
-    def __init__(self, env_id: str, child: ChildWatch, listen_sock: socket.socket, output_fd: int) -> None:
+    # Whether a template forked it (a "fork" cold start) rather than a runtime started from nothing.
+    forked = False
+
+    def __init__(self, env_id: str, child: ProcessWatch, listen_sock: socket.socket, output_fd: int) -> None:
         self._env_id = env_id
         self._child = child
         self._sock = listen_sock
@@ -58,7 +91,7 @@ class RunningEnvironment:
 
     @property
     def pid(self) -> int:
-        return self._child.popen.pid
+        return self._child.pid
 
     @property
     def runtime_api_socket(self) -> socket.socket:
@@ -86,15 +119,14 @@ class CgroupedEnvironment(RunningEnvironment):
     and measured through them, so nothing it forked, however it detached, escapes either."""
 
     def __init__(
-        self, env_id: str, child: ChildWatch, listen_sock: socket.socket, output_fd: int, groups: dict[str, Path]
+        self, env_id: str, child: ProcessWatch, listen_sock: socket.socket, output_fd: int, groups: dict[str, Path]
     ) -> None:
         super().__init__(env_id, child, listen_sock, output_fd)
         self.cgroups = groups
 
     def kill(self) -> None:
         cgroups.kill_all(self.cgroups)
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.pid, signal.SIGKILL)
+        self._child.kill()
 
     def memory_mb(self) -> int | None:
         return cgroups.memory_mb(self.cgroups)

@@ -330,6 +330,9 @@ class GvisorSandbox:
             raise
         return sock
 
+    async def close(self) -> None:
+        """Nothing runs besides the environments."""
+
     async def launch(self, spec: LaunchSpec) -> GvisorProcess:
         """Start the environment's sandbox; the runtime's first GET /next says it is ready."""
         if spec.network != "none":

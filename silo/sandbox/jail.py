@@ -12,7 +12,6 @@ import contextlib
 import logging
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -22,10 +21,13 @@ from pathlib import Path
 from silo.jail import cgroups
 from silo.jail.network import Lease, NetworkUnavailable, OutboundNetwork, resolv_conf
 from silo.jail.spec import JailSpec
+from silo.jail.template import HONOURED_PYTHON_VARIABLES
+from silo.runtimes import catalog
 from silo.sandbox.base import LaunchSpec
-from silo.sandbox.child import CgroupedEnvironment, ChildWatch
+from silo.sandbox.child import CgroupedEnvironment, ChildWatch, ProcessWatch
 from silo.sandbox.identity import UidPool, instance_of, uid_base
-from silo.sandbox.layout import RUNTIME_API_PORT, TASK_ROOT, etc_files, runtime_layout
+from silo.sandbox.layout import RUNTIME_API_PORT, TASK_ROOT, etc_files, lang_prefix, runtime_layout
+from silo.sandbox.template import DEFAULT_MAX_FORKS, ForkedChild, TemplateCommand, Templates, TemplateUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +36,42 @@ READY_TIMEOUT_S = 10.0
 # milliseconds of every start, and the jail needs only silo's own package, found where this one is.
 SILO_ROOT = str(Path(__file__).resolve().parents[2])
 JAIL_ENTRY = f"import sys; sys.path.insert(0, {SILO_ROOT!r}); from silo.jail.enter import main; main()"
+TEMPLATE_ENTRY = f"import sys; sys.path.insert(0, {SILO_ROOT!r}); from silo.jail.template import main; main()"
+# The template of custom runtimes: it only jails and execs the function's bootstrap.
+EXEC_TEMPLATE = "exec"
+# The jail's code runs in the template's interpreter; it needs 3.9 (pidfd_open, send_fds, waitstatus).
+TEMPLATE_MIN_PYTHON = (3, 9)
+
+
+def template_key(spec: LaunchSpec) -> str | None:
+    """Which template may fork an environment of `spec`; None when only a start from nothing is faithful.
+
+    A custom runtime execs its bootstrap, so any template that jails will do. silo's Python runtime runs
+    in the template's interpreter, which has already started: variables that change how an interpreter
+    starts (PYTHON*, beyond the ones the fork honours) or how libraries load (LD_*) need a fresh one."""
+    if catalog.is_custom(spec.runtime):
+        return EXEC_TEMPLATE
+    for name in spec.environ:
+        if name.startswith("LD_") or (name.startswith("PYTHON") and name not in HONOURED_PYTHON_VARIABLES):
+            return None
+    return spec.runtime
+
+
+def template_command(key: str) -> TemplateCommand | None:
+    if key == EXEC_TEMPLATE:
+        return TemplateCommand([sys.executable, "-S", "-B", "-c", TEMPLATE_ENTRY])
+    interpreter = catalog.python_interpreters().get(key)
+    if interpreter is None:
+        return None
+    version = tuple(int(n) for n in key.removeprefix("python").split("."))
+    if version < TEMPLATE_MIN_PYTHON:
+        log.info("%s environments start from nothing: templates need Python 3.9 or later", key)
+        return None
+    return TemplateCommand(
+        [str(interpreter.executable), "-S", "-B", "-c", TEMPLATE_ENTRY],
+        runtime_dir=str(catalog.BUILTIN_PYTHON_BOOTSTRAP.parent),
+        lang_prefix=lang_prefix(interpreter),
+    )
 
 
 def _host_resolv() -> str:
@@ -57,7 +95,7 @@ class JailedProcess(CgroupedEnvironment):
     def __init__(
         self,
         env_id: str,
-        child: ChildWatch,
+        child: ProcessWatch,
         env_dir: Path,
         groups: dict[str, Path],
         listen_sock: socket.socket,
@@ -104,7 +142,14 @@ class JailSandbox:
     name = "jail"
     isolates = True
 
-    def __init__(self, env_root: Path, seccomp_filter: bytes = b"", network_pool: str | None = None) -> None:
+    def __init__(
+        self,
+        env_root: Path,
+        seccomp_filter: bytes = b"",
+        network_pool: str | None = None,
+        template_max_forks: int = DEFAULT_MAX_FORKS,
+    ) -> None:
+        """`template_max_forks`: environments one template forks before it is replaced; 0: no templates."""
         if os.geteuid() != 0:
             raise SandboxUnavailable(
                 "the jail backend needs root (namespaces, cgroups, mounts); run silo as root, or choose "
@@ -123,6 +168,7 @@ class JailSandbox:
         self._cgroup_parent = f"{cgroups.PARENT}/{instance}"
         self._uids = UidPool(base=uid_base(instance, 0))
         self._network = OutboundNetwork(network_pool, instance)
+        self._templates = Templates(template_command, template_max_forks) if template_max_forks > 0 else None
         self._sweep()
 
     def _sweep(self) -> None:
@@ -146,7 +192,9 @@ class JailSandbox:
         env_dir = self._env_root / spec.env_id
         root_dir = env_dir / "root"
         groups: dict[str, Path] = {}
-        child: ChildWatch | None = None
+        child: ProcessWatch | None = None
+        key = template_key(spec) if self._templates is not None else None
+        template = self._templates.ready(key) if self._templates is not None and key is not None else None
         opened: list[int] = []
         socks: list[socket.socket] = []
         lease: Lease | None = None
@@ -172,6 +220,7 @@ class JailSandbox:
                 etc_files=etc_files(uid, uid, _host_resolv() if lease else ""),
                 address=lease.address if lease else "",
                 gateway=lease.gateway if lease else "",
+                in_process=template is not None and key != EXEC_TEMPLATE,
             )
             spec_r, spec_w = os.pipe()
             opened += [spec_r, spec_w]
@@ -185,16 +234,22 @@ class JailSandbox:
             os.write(spec_w, data)
             os.close(spec_w)
             opened.remove(spec_w)
-            popen = subprocess.Popen(
-                [sys.executable, "-I", "-S", "-c", JAIL_ENTRY, str(spec_r), str(control_child.fileno())],
-                stdin=subprocess.DEVNULL,
-                stdout=out_w,
-                stderr=out_w,
-                pass_fds=(spec_r, control_child.fileno()),
-                start_new_session=True,
-                env={},
-            )
-            child = ChildWatch(popen)
+            if template is not None:
+                try:
+                    child = await template.fork(spec_r, control_child.fileno(), out_w)
+                except TemplateUnavailable as exc:
+                    log.warning("environment %s starts from nothing: %s", spec.env_id, exc)
+            if child is None:
+                popen = subprocess.Popen(
+                    [sys.executable, "-I", "-S", "-c", JAIL_ENTRY, str(spec_r), str(control_child.fileno())],
+                    stdin=subprocess.DEVNULL,
+                    stdout=out_w,
+                    stderr=out_w,
+                    pass_fds=(spec_r, control_child.fileno()),
+                    start_new_session=True,
+                    env={},
+                )
+                child = ChildWatch(popen)
             for fd in (spec_r, out_w):
                 os.close(fd)
                 opened.remove(fd)
@@ -205,8 +260,7 @@ class JailSandbox:
             listen_sock = await self._await_ready(control, child, spec.env_id)
         except BaseException:
             if child is not None and not child.exited.done():
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(child.popen.pid, signal.SIGKILL)
+                child.kill()
                 await child.wait()
             if groups:
                 cgroups.kill_all(groups)
@@ -225,7 +279,7 @@ class JailSandbox:
         control.close()
         os.set_blocking(out_r, False)
         network = self._network
-        return JailedProcess(
+        process = JailedProcess(
             spec.env_id,
             child,
             env_dir,
@@ -236,6 +290,13 @@ class JailSandbox:
             (lambda: network.release(lease)) if lease is not None else (lambda: None),
             network.ensure_ready if lease is not None else (lambda: None),
         )
+        process.forked = isinstance(child, ForkedChild)
+        return process
+
+    async def close(self) -> None:
+        """After every environment is gone: end the templates."""
+        if self._templates is not None:
+            await self._templates.close()
 
     async def _lease_network(self, env_id: str) -> Lease:
         try:
@@ -244,7 +305,7 @@ class JailSandbox:
         except NetworkUnavailable as exc:
             raise LaunchFailed(f"environment {env_id}: {exc}") from exc
 
-    async def _build_network(self, control: socket.socket, child: ChildWatch, env_id: str, lease: Lease) -> None:
+    async def _build_network(self, control: socket.socket, child: ProcessWatch, env_id: str, lease: Lease) -> None:
         """The jail hands over its network namespace; build the host's end, then let the jail go on."""
         msg, fds = await self._receive(control, child, env_id)
         if msg != b"netns" or len(fds) != 1:
@@ -259,7 +320,7 @@ class JailSandbox:
             os.close(fds[0])
         control.send(b"network")
 
-    async def _await_ready(self, control: socket.socket, child: ChildWatch, env_id: str) -> socket.socket:
+    async def _await_ready(self, control: socket.socket, child: ProcessWatch, env_id: str) -> socket.socket:
         """The jail's answer: the Runtime API socket, or which step failed."""
         msg, fds = await self._receive(control, child, env_id)
         if msg == b"ready" and len(fds) == 1:
@@ -270,7 +331,7 @@ class JailSandbox:
             os.close(fd)
         raise LaunchFailed(f"environment {env_id}: unexpected message from the jail: {msg[:200]!r}")
 
-    async def _receive(self, control: socket.socket, child: ChildWatch, env_id: str) -> tuple[bytes, list[int]]:
+    async def _receive(self, control: socket.socket, child: ProcessWatch, env_id: str) -> tuple[bytes, list[int]]:
         """The jail's next message with its descriptors; a step's failure, or the jail's death, raises."""
         loop = asyncio.get_running_loop()
         control.setblocking(False)

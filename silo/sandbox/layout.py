@@ -47,6 +47,12 @@ def etc_files(uid: int, gid: int, resolv: str = "") -> dict[str, str]:
     }
 
 
+def lang_prefix(interpreter: catalog.Interpreter) -> str:
+    """The interpreter's prefix on the host when environments see it at /var/lang; "" when it lives under
+    /usr, which they see where it is."""
+    return "" if interpreter.prefix.is_relative_to("/usr") else str(interpreter.prefix)
+
+
 def runtime_layout(spec: LaunchSpec) -> RuntimeLayout:
     """argv, binds and variables of the runtime of `spec`, as the environment sees them."""
     binds = [Bind(p, p) for p in SYSTEM_BINDS if os.path.exists(p)]
@@ -57,7 +63,7 @@ def runtime_layout(spec: LaunchSpec) -> RuntimeLayout:
     if not catalog.is_custom(spec.runtime):
         interpreter = catalog.python_interpreters()[spec.runtime]
         python = str(interpreter.executable)
-        if not interpreter.prefix.is_relative_to("/usr"):
+        if lang_prefix(interpreter):
             # An interpreter outside /usr (pyenv, /opt) appears at /var/lang, where Lambda keeps its own.
             binds.append(Bind(str(interpreter.prefix), LANG_DIR))
             python = f"{LANG_DIR}/{interpreter.executable.relative_to(interpreter.prefix)}"

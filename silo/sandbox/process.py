@@ -120,6 +120,9 @@ class ProcessSandbox:
         self._as_root = os.geteuid() == 0
         log.warning(WARNING)
 
+    async def close(self) -> None:
+        """Nothing runs besides the environments."""
+
     async def launch(self, spec: LaunchSpec) -> PlainProcess:
         env_dir = self._env_root / spec.env_id
         tmp_dir = env_dir / "tmp"
