@@ -12,6 +12,7 @@ import logging
 import os
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -84,9 +85,17 @@ class Environment:
     """A live environment. The router decides who uses it; this class runs what it is given."""
 
     def __init__(
-        self, key: EnvKey, spec: FunctionSpec, telemetry: Telemetry | None = None, *, stem: bool = False
+        self,
+        key: EnvKey,
+        spec: FunctionSpec,
+        telemetry: Telemetry | None = None,
+        *,
+        stem: bool = False,
+        on_exit: Callable[[Environment], None] | None = None,
     ) -> None:
-        """`stem`: started ahead for no tenant, to be bound to the tenant whose first call takes it."""
+        """`stem`: started ahead for no tenant, to be bound to the tenant whose first call takes it.
+        `on_exit`: told when the runtime process has ended, whatever the environment was doing."""
+        self._on_exit = on_exit
         self.id = uuid.uuid4().hex
         self.origin = ColdStart.STEM if stem else ColdStart.FULL
         # What the router counts against the host memory budget for this environment (see Router._charge).
@@ -113,7 +122,7 @@ class Environment:
 
     # Small questions the router asks.
     def is_idle(self) -> bool:
-        return self.state is EnvState.IDLE and not self.retired
+        return self.state is EnvState.IDLE and not self.retired and self.alive
 
     def is_dead(self) -> bool:
         return self.state is EnvState.DEAD
@@ -175,6 +184,9 @@ class Environment:
         self._channel.on_output_flush = self._stream.drain
         await self._channel.start(self._process.runtime_api_socket)
         self._exited = asyncio.ensure_future(self._process.wait())
+        if self._on_exit is not None:
+            on_exit = self._on_exit
+            self._exited.add_done_callback(lambda _: on_exit(self))
 
     async def prepare(self) -> bool:
         """A stem's init, ahead of any call: wait until the runtime asks for its first event.

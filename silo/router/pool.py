@@ -121,6 +121,13 @@ class Router:
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
 
+    def _ended(self, env: Environment) -> None:
+        """An environment's process ended. One that was waiting (idle, or a ready stem) is dropped now,
+        so no call is handed to it; a busy one is its call's to report and release."""
+        if env.state in (EnvState.IDLE, EnvState.STEM) and not env.retired:
+            log.info("an idle environment of %s ended on its own; it is replaced when needed", env.spec.function_name)
+            self._forget(env)
+
     def _evict_one(self, scope: limits.Scope, key: EnvKey, keep: Environment | None = None) -> bool:
         """Evict the least recently used idle environment within `scope` of `key`; False if there is none."""
         for env in self._idle:
@@ -196,7 +203,7 @@ class Router:
             if stem is not None:
                 return stem, False
         self._make_room(key, spec, fl)
-        env = Environment(key, spec, self.telemetry)
+        env = Environment(key, spec, self.telemetry, on_exit=self._ended)
         env.state = EnvState.BUSY
         self._track(env)
         return env, True
@@ -246,7 +253,9 @@ class Router:
                 function_limits(spec), self.account, self._reserved_total()
             ):
                 return
-            stem = Environment(EnvKey(spec.function_arn, spec.version, None), spec, self.telemetry, stem=True)
+            stem = Environment(
+                EnvKey(spec.function_arn, spec.version, None), spec, self.telemetry, stem=True, on_exit=self._ended
+            )
             self.stems.add(key, stem, spec.memory_mb)
             self._envs_fn[spec.function_arn] += 1
             self._live_memory_mb += stem.charged_mb
