@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import os
@@ -140,3 +141,30 @@ def create_python_function(
 
 def payload_of(response: dict[str, Any]) -> Any:
     return json.loads(response["Payload"].read())
+
+
+def call(client: Any, name: str, tenant: str, event: dict[str, Any] | None = None) -> tuple[dict[str, Any], str]:
+    """The function's answer and the REPORT line's Init Duration suffix (`(fork)`, or "" for a full start)."""
+    response = client.invoke(
+        FunctionName=name, TenantId=tenant, LogType="Tail", Payload=json.dumps(event or {}).encode()
+    )
+    tail = base64.b64decode(response["LogResult"]).decode()
+    report = next(line for line in tail.splitlines() if line.startswith("REPORT"))
+    kind = report.rsplit(" ", 1)[-1].strip() if "Init Duration" in report else "warm"
+    body: dict[str, Any] = payload_of(response)
+    assert "FunctionError" not in response, body
+    return body, kind
+
+
+def forked_call(client: Any, name: str, prefix: str, event: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The first call of a new tenant, once the function's template is up (its first call starts it)."""
+    deadline = time.monotonic() + 30
+    n = 0
+    while True:
+        n += 1
+        body, kind = call(client, name, f"{prefix}-{os.urandom(4).hex()}", event)
+        if kind == "(fork)":
+            return body
+        assert kind == "ms", f"a new tenant's first call reported {kind!r}"
+        assert time.monotonic() < deadline, "no environment was forked from a template within 30 s"
+        time.sleep(0.2 * n)

@@ -10,12 +10,13 @@ import json
 import os
 import socket
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.support import ROLE, SiloServer, payload_of, python_runtime, zip_files
+from tests.support import ROLE, SiloServer, forked_call, payload_of, python_runtime, zip_files
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the jail needs root; CI runs these as root")
 
@@ -29,6 +30,18 @@ def handler(event, context):
         return {"raised": type(exc).__name__, "error": str(exc), "trace": traceback.format_exc()}
     return {"result": scope["result"]}
 """
+
+
+@pytest.fixture(scope="module", params=["forked", "started from nothing"])
+def silo_server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SiloServer]:
+    """Every attack runs twice: in environments forked from a template (no stems, so each new tenant's
+    first call is a fork) and in environments started from nothing (no templates)."""
+    args = ("--stems-per-function", "0") if request.param == "forked" else ("--template-max-forks", "0")
+    server = SiloServer(tmp_path_factory.mktemp("attacks") / "data", *args)
+    server.start()
+    server.forked = request.param == "forked"  # type: ignore[attr-defined]
+    yield server
+    server.stop()
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +62,9 @@ def attacker(silo_server: SiloServer) -> str:
         EphemeralStorage={"Size": 512},
     )
     client.get_waiter("function_active_v2").wait(FunctionName=name)
+    if getattr(silo_server, "forked", False):
+        # From here on the template is up, so every new tenant's environment is a fork.
+        forked_call(client, name, "first", {"code": "result = 1"})
     return name
 
 

@@ -8,8 +8,6 @@ is about replacing templates.
 
 from __future__ import annotations
 
-import base64
-import json
 import os
 import signal
 import subprocess
@@ -22,7 +20,7 @@ from typing import Any
 import pytest
 
 from tests.compat.test_custom_runtimes import SCRIPT_BOOTSTRAP
-from tests.support import ROLE, SiloServer, create_python_function, make_client, payload_of, zip_files
+from tests.support import ROLE, SiloServer, call, create_python_function, forked_call, make_client, zip_files
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the jail needs root; CI runs these as root")
 
@@ -92,33 +90,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SiloServer]:
 @pytest.fixture(scope="module")
 def client(server: SiloServer) -> Any:
     return make_client(server.endpoint)
-
-
-def call(client: Any, name: str, tenant: str, event: dict[str, Any] | None = None) -> tuple[dict[str, Any], str]:
-    """The function's answer and the REPORT line's Init Duration suffix (`(fork)`, or "" for a full start)."""
-    response = client.invoke(
-        FunctionName=name, TenantId=tenant, LogType="Tail", Payload=json.dumps(event or {}).encode()
-    )
-    tail = base64.b64decode(response["LogResult"]).decode()
-    report = next(line for line in tail.splitlines() if line.startswith("REPORT"))
-    kind = report.rsplit(" ", 1)[-1].strip() if "Init Duration" in report else "warm"
-    body: dict[str, Any] = payload_of(response)
-    assert "FunctionError" not in response, body
-    return body, kind
-
-
-def forked_call(client: Any, name: str, prefix: str) -> dict[str, Any]:
-    """The first call of a new tenant, once the function's template is up (its first call starts it)."""
-    deadline = time.monotonic() + 30
-    n = 0
-    while True:
-        n += 1
-        body, kind = call(client, name, f"{prefix}-{os.urandom(4).hex()}")
-        if kind == "(fork)":
-            return body
-        assert kind == "ms", f"a new tenant's first call reported {kind!r}"
-        assert time.monotonic() < deadline, "no environment was forked from a template within 30 s"
-        time.sleep(0.2 * n)
 
 
 def template_pids(server: SiloServer) -> list[int]:
