@@ -280,18 +280,23 @@ class Template:
         signal.signal(signal.SIGCHLD, _noop)
 
     def serve(self) -> None:
+        # poll, not select: a daemon with many environments hands over descriptors numbered past 1024.
+        poller = select.poll()
+        poller.register(self.wake_r, select.POLLIN)
+        poller.register(self.sock, select.POLLIN)
         while not (self.draining and not self.children):
-            watched = [self.wake_r] if self.draining else [self.sock, self.wake_r]
-            readable, _, _ = select.select(watched, [], [])
-            if self.wake_r in readable:
+            ready = {fd for fd, _ in poller.poll()}
+            if self.wake_r.fileno() in ready:
                 try:
                     while self.wake_r.recv(512):
                         pass
                 except BlockingIOError:
                     pass
             self.reap()
-            if self.sock in readable:
+            if self.sock.fileno() in ready and not self.draining:
                 self.take_request()
+                if self.draining:
+                    poller.unregister(self.sock)
 
     def take_request(self) -> None:
         msg, fds, _, _ = socket.recv_fds(self.sock, 256, 3)

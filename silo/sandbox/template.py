@@ -166,6 +166,7 @@ class Template:
         self._draining = True
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self._popen.pid, signal.SIGKILL)
+        self._popen.wait()  # at once: SIGKILL cannot be ignored
 
     def _on_message(self) -> None:
         while True:

@@ -1,0 +1,140 @@
+"""The template protocol, from the daemon's side: forks, exit statuses, draining; and which environments
+a template may fork at all. The jail's own steps are tested through the server (tests/security)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import resource
+import socket
+import sys
+from pathlib import Path
+
+import pytest
+
+from silo.jail.spec import JailSpec
+from silo.sandbox.base import LaunchSpec
+from silo.sandbox.jail import EXEC_TEMPLATE, TEMPLATE_ENTRY, template_key
+from silo.sandbox.template import Template, TemplateCommand, Templates, TemplateUnavailable
+
+
+def launch_spec(runtime: str, environ: dict[str, str]) -> LaunchSpec:
+    return LaunchSpec("e1", runtime, environ, Path("/nonexistent"), 128, 512)
+
+
+def test_template_key_follows_what_a_fork_can_honour() -> None:
+    assert template_key(launch_spec("provided.al2023", {"PYTHONHASHSEED": "0", "LD_PRELOAD": "x"})) == EXEC_TEMPLATE
+    assert template_key(launch_spec("python3.11", {"PYTHONPATH": "/opt", "PYTHONUNBUFFERED": "1"})) == "python3.11"
+    for name in ("PYTHONHASHSEED", "PYTHONWARNINGS", "PYTHONDEVMODE", "LD_PRELOAD", "LD_LIBRARY_PATH"):
+        assert template_key(launch_spec("python3.11", {name: "1"})) is None, name
+
+
+def failing_spec(tmp_path: Path) -> bytes:
+    """A spec whose second step fails (its cgroups do not exist), so a fork reports and exits at once."""
+    return JailSpec(
+        env_id="e1",
+        argv=["/bin/true"],
+        environ={},
+        uid=65534,
+        gid=65534,
+        root_dir=str(tmp_path / "root"),
+        binds=[],
+        tmp_mb=1,
+        cgroups={"memory": str(tmp_path / "no-such-group")},
+    ).encode()
+
+
+async def fork_once(template: Template, tmp_path: Path) -> tuple[int, bytes]:
+    spec_r, spec_w = os.pipe()
+    os.write(spec_w, failing_spec(tmp_path))
+    os.close(spec_w)
+    out_r, out_w = os.pipe()
+    control, control_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    try:
+        child = await template.fork(spec_r, control_child.fileno(), out_w)
+        code = await asyncio.wait_for(child.wait(), 10)
+        control.setblocking(False)
+        return code, await asyncio.get_running_loop().sock_recv(control, 4096)
+    finally:
+        for fd in (spec_r, out_w, out_r):
+            os.close(fd)
+        control_child.close()
+        control.close()
+
+
+def command() -> TemplateCommand:
+    return TemplateCommand([sys.executable, "-S", "-B", "-c", TEMPLATE_ENTRY])
+
+
+def test_a_fork_reports_its_step_and_its_exit_even_past_descriptor_1024(tmp_path: Path) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard < 2048:
+        pytest.skip("the descriptor limit is too low to hand over descriptors past 1024")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 2048), hard))
+    # A daemon with many environments has many descriptors open: what it hands a template is numbered high.
+    filler = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+
+    async def scenario() -> None:
+        template = await Template.start("exec", command())
+        try:
+            for _ in range(3):
+                code, message = await fork_once(template, tmp_path)
+                assert code == 126
+                assert message.startswith(b"error join cgroups:"), message
+            assert template.forks == 3 and template.children == 0
+        finally:
+            template.kill()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        for fd in filler:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_a_drained_template_forks_no_more_and_ends(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        template = await Template.start("exec", command())
+        await fork_once(template, tmp_path)
+        template.drain()
+        with pytest.raises(TemplateUnavailable):
+            await fork_once(template, tmp_path)
+        for _ in range(100):
+            if not template.alive:
+                break
+            await asyncio.sleep(0.05)
+        assert not template.alive, "a drained template with no environments left ends"
+
+    asyncio.run(scenario())
+
+
+def test_templates_are_started_on_first_need_and_replaced_after_max_forks(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        templates = Templates(lambda key: command(), max_forks=2)
+        try:
+            assert templates.ready("exec") is None, "the first need starts one; that launch starts from nothing"
+            for _ in range(100):
+                first = templates.ready("exec")
+                if first is not None:
+                    break
+                await asyncio.sleep(0.05)
+            assert first is not None
+            for _ in range(2):
+                await fork_once(first, tmp_path)
+            assert templates.ready("exec") is first, "the old one forks on while its replacement starts"
+            for _ in range(100):
+                current = templates.ready("exec")
+                if current is not first:
+                    break
+                await asyncio.sleep(0.05)
+            assert current is not None and current is not first
+            for _ in range(100):
+                if not first.alive:
+                    break
+                await asyncio.sleep(0.05)
+            assert not first.alive, "the replaced template, drained, ended"
+        finally:
+            await templates.close()
+
+    asyncio.run(scenario())
