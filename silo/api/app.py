@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute
+from starlette.routing import BaseRoute, Match, Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from silo import errors
 from silo.api.render import error_response
@@ -35,8 +37,11 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
     return error_response(errors.ServiceException(f"silo hit an internal error: {type(exc).__name__}: {exc}"))
 
 
-def build_app(routes: list[BaseRoute]) -> Starlette:
-    return Starlette(
+def build_app(routes: list[BaseRoute], hot: Sequence[Route] = ()) -> ASGIApp:
+    """The application. `hot` routes (among `routes`) are matched first and called directly, without the
+    middleware stack and the route table: Invoke is the request every call makes, and on a small host
+    that machinery cost a fifth of the daemon's time per call. Errors render exactly as elsewhere."""
+    app = Starlette(
         routes=routes,
         exception_handlers={
             errors.LambdaError: _lambda_error,
@@ -44,3 +49,24 @@ def build_app(routes: list[BaseRoute]) -> Starlette:
             Exception: _unexpected,
         },
     )
+    if not hot:
+        return app
+
+    async def serve(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            for route in hot:
+                match, child = route.matches(scope)
+                if match is Match.FULL:
+                    scope.update(child)
+                    request = Request(scope, receive)
+                    try:
+                        response = await route.endpoint(request)
+                    except errors.LambdaError as exc:
+                        response = error_response(exc)
+                    except Exception as exc:
+                        response = await _unexpected(request, exc)
+                    await response(scope, receive, send)
+                    return
+        await app(scope, receive, send)
+
+    return serve

@@ -146,13 +146,15 @@ async def run(settings: Settings) -> None:
         DispatchSettings(max_in_flight=settings.async_concurrency, retry_base_s=settings.async_retry_base_ms / 1000),
     )
     dispatcher.start()
+    invoke = invoke_routes.routes(service, router, dispatcher)
     app = build_app(
         [
             *function_routes.routes(service),
-            *invoke_routes.routes(service, router, dispatcher),
+            *invoke,
             *event_routes.routes(event_configs, dispatcher),
             *telemetry_routes.routes(service, telemetry),
-        ]
+        ],
+        hot=invoke,
     )
     config = uvicorn.Config(
         app,

@@ -81,6 +81,11 @@ async def _first(*aws: asyncio.Future[Any], timeout: float) -> asyncio.Future[An
     return None
 
 
+# Memory an environment holds beyond what its cgroup is charged (measured: 6.0 MiB per idle environment
+# fell off the host's available memory while their cgroups were charged 3.9 MiB each; bench/RESULTS.md).
+UNCHARGED_MB = 2
+
+
 class Environment:
     """A live environment. The router decides who uses it; this class runs what it is given."""
 
@@ -128,11 +133,15 @@ class Environment:
         return self.state is EnvState.DEAD
 
     def idle_memory_mb(self) -> int:
-        """What the environment holds now, measured at most once a second; MemorySize if unmeasurable."""
+        """What the environment holds now, measured at most once a second; MemorySize if unmeasurable.
+
+        Its cgroup does not see all of it: kernel objects (namespaces, page tables) and pages its first
+        process copied before joining the group are charged elsewhere; `UNCHARGED_MB` stands for them."""
         now = time.monotonic()
         if self._measured is None or now - self._measured[0] > 1.0:
             used = self._process.memory_mb() if self._process is not None else None
-            self._measured = (now, self.spec.memory_mb if used is None else min(used, self.spec.memory_mb))
+            held = self.spec.memory_mb if used is None else min(used + UNCHARGED_MB, self.spec.memory_mb)
+            self._measured = (now, held)
         return self._measured[1]
 
     def is_unbound_stem(self) -> bool:

@@ -216,8 +216,8 @@ class RuntimeConnection(asyncio.Protocol):
         answers = self._answers
         while answers and answers[0].data is not None and transport is not None:
             answer = answers.popleft()
-            for part in answer.data or ():
-                transport.write(part)
+            # One write: each is a system call that wakes the runtime, which would then read in pieces.
+            transport.write(b"".join(answer.data or ()))
             if not answer.keep_alive:
                 self.close()
                 return

@@ -123,17 +123,24 @@ class CgroupedEnvironment(RunningEnvironment):
     ) -> None:
         super().__init__(env_id, child, listen_sock, output_fd)
         self.cgroups = groups
+        self._usage = cgroups.MemoryGauge(groups["memory"], "memory.usage_in_bytes")
+        self._peak = cgroups.MemoryGauge(groups["memory"], "memory.max_usage_in_bytes")
 
     def kill(self) -> None:
         cgroups.kill_all(self.cgroups)
         self._child.kill()
 
     def memory_mb(self) -> int | None:
-        return cgroups.memory_mb(self.cgroups)
+        return self._usage.mb()
 
     def max_memory_mb(self) -> int | None:
         # All of it counts: for gVisor, the Sentry's own memory too, since MemorySize bounds its whole cost.
-        return cgroups.max_memory_mb(self.cgroups)
+        return self._peak.mb()
+
+    def _close_handles(self) -> None:
+        super()._close_handles()
+        self._usage.close()
+        self._peak.close()
 
     def oom_killed(self) -> bool:
         return cgroups.oom_killed(self.cgroups)
