@@ -265,14 +265,29 @@ def exec_runtime(spec: JailSpec) -> None:
         os._exit(127)
 
 
-def environment_main(spec: JailSpec, control: socket.socket, start: Callable[[JailSpec], None]) -> None:
-    """Pid 1 of the new namespaces: finish the jail and become the runtime (`start` never returns)."""
+def wait_for_eof(fd: int) -> None:
+    while os.read(fd, 64):
+        pass
+    os.close(fd)
+
+
+def environment_main(
+    spec: JailSpec, control: socket.socket, start: Callable[[JailSpec], None], launcher_gone: int = -1
+) -> None:
+    """Pid 1 of the new namespaces: finish the jail and become the runtime (`start` never returns).
+
+    `launcher_gone`: read end of a pipe whose other end dies with the process that forked this one,
+    when that process leaves at once (see `jail`); the death signal is armed only once it has gone."""
     step("set hostname", control, syscalls.sethostname, spec.hostname)
     step("bring up loopback", control, loopback_up)
     if spec.address:
         step("join the outbound network", control, join_network, spec, control)
     api: socket.socket = step("create the Runtime API socket", control, runtime_api_socket, spec.runtime_api_port)
     step("build the root filesystem", control, build_root, spec)
+    if launcher_gone >= 0:
+        # A death signal armed now would fire when the launcher leaves; armed after, it follows the
+        # parent this process has from then on (the template).
+        step("wait for the launcher to leave", control, wait_for_eof, launcher_gone)
     step("drop privileges", control, drop_identity, spec.uid, spec.gid)
     step("enter the code directory", control, os.chdir, spec.cwd)
     if spec.seccomp_filter:
@@ -304,16 +319,28 @@ def main() -> None:
     jail(spec, control, exec_runtime)
 
 
-def jail(spec: JailSpec, control: socket.socket, start: Callable[[JailSpec], None]) -> None:
-    """Steps 2 and 3, then pid 1 of the new namespaces goes on with the rest and `start`s the runtime,
-    while this process stays behind, waits for it and exits as it did. Never returns."""
+def jail(spec: JailSpec, control: socket.socket, start: Callable[[JailSpec], None], report_fd: int = -1) -> None:
+    """Steps 2 and 3, then pid 1 of the new namespaces goes on with the rest and `start`s the runtime.
+    Never returns.
+
+    This process either stays behind, waits for pid 1 and exits as it did (started by the daemon, it is
+    the daemon's child), or, given `report_fd` (forked by a template, which reaps orphans as a
+    subreaper), writes pid 1's pid there and leaves at once: a process that only waits would hold
+    memory for the environment's whole life."""
     step("join cgroups", control, join_cgroups, spec.cgroups)
     step("unshare namespaces", control, syscalls.unshare, NAMESPACES)
+    gone_r, gone_w = os.pipe() if report_fd >= 0 else (-1, -1)
     pid = os.fork()
     if pid == 0:
-        environment_main(spec, control, start)
+        if gone_w >= 0:
+            os.close(gone_w)
+            os.close(report_fd)
+        environment_main(spec, control, start, gone_r)
         os._exit(127)
     control.close()
+    if report_fd >= 0:
+        os.write(report_fd, str(pid).encode())
+        os._exit(0)
     _, status = os.waitpid(pid, 0)
     if os.WIFSIGNALED(status):
         # Die of the same signal, so the daemon sees what killed the runtime (SIGKILL for an OOM kill).

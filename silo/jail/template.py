@@ -51,6 +51,8 @@ RUNTIME_DIR = "/var/runtime"
 # Descriptors of a forked child once it has left the template: output on 1 and 2, then these.
 CONTROL_FD = 3
 SPEC_FD = 4
+REPORT_FD = 5
+PR_SET_CHILD_SUBREAPER = 36
 # Variables that change how the interpreter starts; a fork cannot honour them, so the daemon starts
 # environments of functions that set them from nothing (see silo/sandbox/template.py).
 HONOURED_PYTHON_VARIABLES = ("PYTHONPATH", "PYTHONUNBUFFERED")
@@ -69,14 +71,15 @@ def load_runtime(runtime_dir: str) -> None:
 # --- in the child ---------------------------------------------------------------------------------
 
 
-def take_descriptors(spec_fd: int, control_fd: int, output_fd: int) -> None:
+def take_descriptors(spec_fd: int, control_fd: int, output_fd: int, report_fd: int) -> None:
     """Put the environment's descriptors where the rest of the child expects them."""
-    # Out of the way of 0-4 first, so the moves below cannot overwrite one another.
-    high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 64) for fd in (spec_fd, control_fd, output_fd)]
+    # Out of the way of 0-5 first, so the moves below cannot overwrite one another.
+    high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 64) for fd in (spec_fd, control_fd, output_fd, report_fd)]
     os.dup2(high[2], 1)
     os.dup2(high[2], 2)
     os.dup2(high[1], CONTROL_FD)
     os.dup2(high[0], SPEC_FD)
+    os.dup2(high[3], REPORT_FD)
 
 
 def leave_template() -> None:
@@ -85,7 +88,7 @@ def leave_template() -> None:
     signal.set_wakeup_fd(-1)
     for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, signal.SIG_DFL)
-    enter.leave_daemon(CONTROL_FD, SPEC_FD)
+    enter.leave_daemon(CONTROL_FD, SPEC_FD, REPORT_FD)
     reseed()
     # Its own session, as a launcher started by the daemon has; and it dies with the template.
     os.setsid()
@@ -107,7 +110,7 @@ def become_environment(fds: list[int], runtime_loaded: bool) -> None:
     with os.fdopen(SPEC_FD, "rb") as f:
         spec = enter.step("read the environment's description", control, lambda: enter.read_spec(f.read()))
     start = run_python_runtime if spec.in_process and runtime_loaded else enter.exec_runtime
-    enter.jail(spec, control, start)
+    enter.jail(spec, control, start, REPORT_FD)
 
 
 def _seen(path: str, pairs: list[tuple[str, str]]) -> str:
@@ -270,7 +273,9 @@ class Template:
     def __init__(self, sock: socket.socket, runtime_loaded: bool) -> None:
         self.sock = sock
         self.runtime_loaded = runtime_loaded
-        self.children: set[int] = set()
+        self.launchers: dict[int, int] = {}  # launcher pid -> read end of its report
+        self.runtimes: dict[int, int] = {}  # pid 1 of an environment -> its launcher's pid
+        self.unclaimed: dict[int, int] = {}
         self.draining = False
         self.wake_r, self.wake_w = socket.socketpair()
         self.wake_r.setblocking(False)
@@ -284,7 +289,7 @@ class Template:
         poller = select.poll()
         poller.register(self.wake_r, select.POLLIN)
         poller.register(self.sock, select.POLLIN)
-        while not (self.draining and not self.children):
+        while not (self.draining and not self.launchers and not self.runtimes):
             ready = {fd for fd, _ in poller.poll()}
             if self.wake_r.fileno() in ready:
                 try:
@@ -312,21 +317,23 @@ class Template:
                 os.close(fd)
             self.sock.send(b"failed " + (words[1] if len(words) > 1 else b"?") + b" malformed request")
             return
+        # The child reports its environment's pid 1 here, then leaves; pid 1 becomes this process's child.
+        report_r, report_w = os.pipe()
         try:
             pid = os.fork()
         except OSError as exc:
-            for fd in fds:
+            for fd in (*fds, report_r, report_w):
                 os.close(fd)
             self.sock.send(b"failed %s %s" % (words[1], str(exc).encode()))
             return
         if pid == 0:
             try:
-                become_environment(fds, self.runtime_loaded)
+                become_environment([*fds, report_w], self.runtime_loaded)
             finally:
                 os._exit(126)
-        for fd in fds:
+        for fd in (*fds, report_w):
             os.close(fd)
-        self.children.add(pid)
+        self.launchers[pid] = report_r
         pidfd = os.pidfd_open(pid)
         try:
             socket.send_fds(self.sock, [b"forked %s %d" % (words[1], pid)], [pidfd])
@@ -334,25 +341,47 @@ class Template:
             os.close(pidfd)
 
     def reap(self) -> None:
-        while self.children:
+        """Reap what ended. An environment is named by the pid of the process forked for it (its launcher):
+        when that launcher left after forking pid 1, pid 1's end is the environment's end."""
+        while True:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
-                self.children.clear()
                 return
             if pid == 0:
                 return
-            self.children.discard(pid)
-            try:
-                self.sock.send(b"exit %d %d" % (pid, os.waitstatus_to_exitcode(status)))
-            except OSError:
-                pass
+            code = os.waitstatus_to_exitcode(status)
+            report = self.launchers.pop(pid, None)
+            if report is not None:
+                try:
+                    runtime = int(os.read(report, 32) or b"0")
+                finally:
+                    os.close(report)
+                if runtime:
+                    self.runtimes[runtime] = pid
+                    if runtime in self.unclaimed:
+                        self.ended(pid, self.unclaimed.pop(runtime))
+                    continue
+                self.ended(pid, code)
+            elif pid in self.runtimes:
+                self.ended(self.runtimes.pop(pid), code)
+            else:
+                # A pid 1 reaped before its launcher: claimed once the launcher's report is read.
+                self.unclaimed[pid] = code
+
+    def ended(self, launcher: int, code: int) -> None:
+        try:
+            self.sock.send(b"exit %d %d" % (launcher, code))
+        except OSError:
+            pass
 
 
 def main() -> None:
     sock = socket.socket(fileno=int(sys.argv[1]))
     # If the daemon dies, so does the template, and with it (by their own death signal) its children.
     syscalls.prctl(syscalls.PR_SET_PDEATHSIG, signal.SIGKILL)
+    # Pid 1 of each environment is re-parented here when the process that forked it leaves.
+    syscalls.prctl(PR_SET_CHILD_SUBREAPER, 1)
     runtime_dir = sys.argv[2] if len(sys.argv) > 2 else ""
     if runtime_dir:
         load_runtime(runtime_dir)

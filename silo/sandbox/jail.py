@@ -260,6 +260,9 @@ class JailSandbox:
             listen_sock = await self._await_ready(control, child, spec.env_id)
         except BaseException:
             if child is not None and not child.exited.done():
+                # Its groups first: a forked environment's pid 1 outlives the process it was forked for.
+                if groups:
+                    cgroups.kill_all(groups)
                 child.kill()
                 await child.wait()
             if groups:
