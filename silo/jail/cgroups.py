@@ -103,13 +103,18 @@ class MemoryGauge:
         self._path = group / name
         self._fd = -1
 
-    def mb(self) -> int | None:
+    def mib(self) -> float | None:
         try:
             if self._fd < 0:
                 self._fd = os.open(self._path, os.O_RDONLY | os.O_CLOEXEC)
-            return math.ceil(int(os.pread(self._fd, 32, 0)) / (1024 * 1024))
+            return int(os.pread(self._fd, 32, 0)) / (1024 * 1024)
         except (OSError, ValueError):
             return None
+
+    def mb(self) -> int | None:
+        """Whole MB, rounded up, as REPORT's Max Memory Used shows it."""
+        mib = self.mib()
+        return None if mib is None else math.ceil(mib)
 
     def close(self) -> None:
         if self._fd >= 0:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import os
 import time
 import uuid
@@ -83,7 +84,7 @@ async def _first(*aws: asyncio.Future[Any], timeout: float) -> asyncio.Future[An
 
 # Memory an environment holds beyond what its cgroup is charged (measured: 6.0 MiB per idle environment
 # fell off the host's available memory while their cgroups were charged 3.9 MiB each; bench/RESULTS.md).
-UNCHARGED_MB = 2
+UNCHARGED_MB = 1.9
 
 
 class Environment:
@@ -104,8 +105,8 @@ class Environment:
         self.id = uuid.uuid4().hex
         self.origin = ColdStart.STEM if stem else ColdStart.FULL
         # What the router counts against the host memory budget for this environment (see Router._charge).
-        self.charged_mb = spec.memory_mb
-        self._measured: tuple[float, int] | None = None
+        self.charged_mb: float = spec.memory_mb
+        self._measured: tuple[float, float] | None = None
         self._telemetry = telemetry
         self.key = key
         self.spec = spec
@@ -132,7 +133,7 @@ class Environment:
     def is_dead(self) -> bool:
         return self.state is EnvState.DEAD
 
-    def idle_memory_mb(self) -> int:
+    def idle_memory_mb(self) -> float:
         """What the environment holds now, measured at most once a second; MemorySize if unmeasurable.
 
         Its cgroup does not see all of it: kernel objects (namespaces, page tables) and pages its first
@@ -141,7 +142,9 @@ class Environment:
         if self._measured is None or now - self._measured[0] > 1.0:
             used = self._process.memory_mb() if self._process is not None else None
             held = self.spec.memory_mb if used is None else min(used + UNCHARGED_MB, self.spec.memory_mb)
-            self._measured = (now, held)
+            # In 1/64 MiB: binary fractions add and subtract exactly, so the router's running total of
+            # charges never drifts away from the sum of what it charged.
+            self._measured = (now, math.ceil(held * 64) / 64)
         return self._measured[1]
 
     def is_unbound_stem(self) -> bool:

@@ -112,7 +112,7 @@ def room_for_environment(
     per_tenant: bool,
     tenant_environments: int,
     function_environments: int,
-    live_memory_mb: int,
+    live_memory_mb: float,
     memory_mb: int,
 ) -> tuple[Scope, ...]:
     """Which caps a new environment would break; each must be relieved by evicting an idle environment there."""

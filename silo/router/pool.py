@@ -77,7 +77,7 @@ class Router:
         self._running_unreserved = 0
         self._envs_fn: Counter[str] = Counter()
         self._envs_tenant: Counter[TenantKey] = Counter()
-        self._live_memory_mb = 0
+        self._live_memory_mb = 0.0
         self._queue = FairQueue()
         self.evictions = 0
         self._reaper: asyncio.Task[None] | None = None
@@ -92,7 +92,7 @@ class Router:
             yield cast(Environment, stem)
 
     @property
-    def live_memory_mb(self) -> int:
+    def live_memory_mb(self) -> float:
         return self._live_memory_mb
 
     # Environments: tracking, eviction, retirement.
@@ -151,7 +151,7 @@ class Router:
 
     # Memory: a busy or starting environment counts at its MemorySize, all it may use; an idle one at what
     # it holds, measured, since it does nothing until it is busy again and counts in full again.
-    def _charge(self, env: Environment, mb: int) -> None:
+    def _charge(self, env: Environment, mb: float) -> None:
         self._live_memory_mb += mb - env.charged_mb
         env.charged_mb = mb
 

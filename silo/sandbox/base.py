@@ -58,8 +58,8 @@ class SandboxProcess(Protocol):
         """Whether a template forked it (a "fork" cold start) rather than a runtime started from nothing."""
         ...
 
-    def memory_mb(self) -> int | None:
-        """Memory the environment holds now, when the backend can measure it."""
+    def memory_mb(self) -> float | None:
+        """Memory the environment holds now in MiB (not rounded), when the backend can measure it."""
         ...
 
     def max_memory_mb(self) -> int | None:

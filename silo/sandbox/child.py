@@ -130,8 +130,8 @@ class CgroupedEnvironment(RunningEnvironment):
         cgroups.kill_all(self.cgroups)
         self._child.kill()
 
-    def memory_mb(self) -> int | None:
-        return self._usage.mb()
+    def memory_mb(self) -> float | None:
+        return self._usage.mib()
 
     def max_memory_mb(self) -> int | None:
         # All of it counts: for gVisor, the Sentry's own memory too, since MemorySize bounds its whole cost.

@@ -82,7 +82,7 @@ class PlainProcess(RunningEnvironment):
         super().__init__(env_id, ChildWatch(popen), listen_sock, output_fd)
         self._env_dir = env_dir
 
-    def memory_mb(self) -> int | None:
+    def memory_mb(self) -> float | None:
         return None  # no cgroup of its own to measure
 
     def max_memory_mb(self) -> int | None:
