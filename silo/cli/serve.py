@@ -7,6 +7,7 @@ import asyncio
 import gc
 import logging
 import os
+import resource
 import signal
 import sys
 
@@ -89,8 +90,27 @@ def memory_budget_mb(settings: Settings) -> int:
     return int(total * 0.75) // (1024 * 1024)
 
 
+# Each live environment holds about six descriptors in the daemon (its Runtime API socket and connection,
+# its output, a pidfd, memory counters); thousands of environments need more than a shell's default.
+WANTED_OPEN_FILES = 1 << 20
+
+
+def raise_open_files_limit() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    for limit in ((WANTED_OPEN_FILES, WANTED_OPEN_FILES), (hard, hard)):
+        if limit[0] <= soft:
+            return
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, limit)
+            return
+        except (ValueError, OSError):
+            continue
+    log.warning("silo may open only %d files; each environment needs about six", soft)
+
+
 async def run(settings: Settings) -> None:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    raise_open_files_limit()
     db = open_db(settings.db_path)
     # Logs and metering have their own connection, so their batched writes never wait on the control plane.
     telemetry_db = open_db(settings.db_path)

@@ -54,6 +54,7 @@ NAMESPACES = (
     | syscalls.CLONE_NEWCGROUP
 )
 DEVICES = ("null", "zero", "random", "urandom")
+OPEN_FILES = 1024
 RO = syscalls.MS_RDONLY | syscalls.MS_NOSUID | syscalls.MS_NODEV
 SIOCGIFFLAGS = 0x8913
 SIOCSIFFLAGS = 0x8914
@@ -216,6 +217,9 @@ def build_root(spec: JailSpec) -> None:
 
 
 def drop_identity(uid: int, gid: int) -> None:
+    # Lambda's limit of open files, whatever the daemon's own is (it raises its own for thousands of
+    # environments); lowered here, it can never be raised again without the capabilities dropped below.
+    syscalls.setrlimit(syscalls.RLIMIT_NOFILE, OPEN_FILES, OPEN_FILES)
     last_cap = int(_read("/proc/sys/kernel/cap_last_cap"))
     # Emptying the bounding set first means no later exec can ever regain a capability.
     for cap in range(last_cap + 1):

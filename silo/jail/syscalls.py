@@ -86,6 +86,18 @@ def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 
     return result
 
 
+RLIMIT_NOFILE = 7
+
+
+class _Rlimit(ctypes.Structure):
+    _fields_ = [("cur", ctypes.c_ulong), ("max", ctypes.c_ulong)]
+
+
+def setrlimit(resource: int, soft: int, hard: int) -> None:
+    # ctypes, not the resource module: one import less at every environment's start.
+    _check(_libc.setrlimit(resource, ctypes.byref(_Rlimit(soft, hard))), f"setrlimit({resource}, {soft}, {hard})")
+
+
 def sethostname(name: str) -> None:
     raw = name.encode()
     _check(_libc.sethostname(raw, len(raw)), f"sethostname({name!r})")

@@ -237,11 +237,17 @@ def test_identity_is_unprivileged_and_unique(lambda_client: Any, attacker: str) 
             attacker,
             tenant,
             """
-            import os
+            import os, resource
             status = dict(line.split(":", 1) for line in open("/proc/self/status").read().splitlines())
+            try:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (1 << 20, 1 << 20))
+                raised = True
+            except (ValueError, OSError):
+                raised = False
             result = {"uid": os.getuid(), "euid": os.geteuid(), "gid": os.getgid(), "groups": os.getgroups(),
                       "caps": {k: status[k].strip() for k in ("CapEff", "CapPrm", "CapBnd", "CapAmb")},
-                      "nnp": status["NoNewPrivs"].strip(), "seccomp": status["Seccomp"].strip()}
+                      "nnp": status["NoNewPrivs"].strip(), "seccomp": status["Seccomp"].strip(),
+                      "nofile": resource.getrlimit(resource.RLIMIT_NOFILE), "raised": raised}
         """,
         )["result"]
     a, b = ids["id-a"], ids["id-b"]
@@ -250,6 +256,7 @@ def test_identity_is_unprivileged_and_unique(lambda_client: Any, attacker: str) 
         assert set(r["caps"].values()) == {"0000000000000000"}
         assert r["nnp"] == "1"
         assert r["seccomp"] == "2", "a seccomp filter is installed"
+        assert r["nofile"] == [1024, 1024] and not r["raised"], "Lambda's 1,024 open files, not the daemon's"
     assert a["uid"] != b["uid"], "two live environments never share a uid"
 
 
