@@ -1,14 +1,16 @@
 """The jail: turn a fresh process into an isolated environment, then exec the function's runtime.
 
 Run as `python -I -m silo.jail.enter SPEC_FD CONTROL_FD` by the daemon, as root: the JailSpec
-arrives (marshalled) on SPEC_FD, and CONTROL_FD is a SOCK_SEQPACKET socket back to the daemon. The steps
-below run in a fixed order; each has a name that appears in the error the daemon receives when it
-fails. Nothing here imports the daemon.
+arrives (marshalled) on SPEC_FD, and CONTROL_FD is a SOCK_SEQPACKET socket back to the daemon. Or
+forked by a template (template.py), which leaves the template for step 1 and then calls `jail` here.
+The steps below run in a fixed order; each has a name that appears in the error the daemon receives
+when it fails. Nothing here imports the daemon.
 
     1. leave the daemon: close every inherited descriptor but the two above and the output
     2. join the environment's cgroups, so everything after is counted and killable as one
     3. unshare mount, pid, ipc, uts, net and cgroup namespaces; fork so the child is pid 1 of the new pid
-       namespace (this process stays behind, waits, and passes the exit status on)
+       namespace (this process stays behind, waits, and passes the exit status on; forked by a template,
+       it leaves instead, and the template reaps pid 1)
     4. bring up loopback; for an outbound environment only, hand the daemon the new network namespace,
        wait until it has built the host's end of the link, then address eth0 and route through it;
        create the Runtime API socket on 127.0.0.1:9001 inside the new network namespace and hand it
@@ -17,7 +19,7 @@ fails. Nothing here imports the daemon.
        minimal /dev, a private tmpfs /tmp; pivot_root into it and drop the old root
     6. drop to the environment's own uid/gid with no capabilities and no_new_privs
     7. install the seccomp filter, last, since it outlives execve
-    8. exec the runtime
+    8. exec the runtime (forked by a template, silo's Python runtime runs in-process instead)
 """
 
 from __future__ import annotations

@@ -82,8 +82,8 @@ async def _first(*aws: asyncio.Future[Any], timeout: float) -> asyncio.Future[An
     return None
 
 
-# Memory an environment holds beyond what its cgroup is charged (measured: 6.0 MiB per idle environment
-# fell off the host's available memory while their cgroups were charged 3.9 MiB each; bench/RESULTS.md).
+# Memory an environment holds beyond what its cgroup is charged (measured: 4.5 MiB per idle environment
+# fell off the host's available memory while their cgroups were charged 2.5 MiB each; bench/RESULTS.md).
 UNCHARGED_MB = 1.9
 
 
