@@ -27,6 +27,7 @@ from silo.sandbox.base import LaunchSpec
 from silo.sandbox.child import CgroupedEnvironment, ChildWatch, ProcessWatch
 from silo.sandbox.identity import UidPool, instance_of, uid_base
 from silo.sandbox.layout import RUNTIME_API_PORT, TASK_ROOT, etc_files, lang_prefix, runtime_layout
+from silo.sandbox.spares import SpareGroups
 from silo.sandbox.template import DEFAULT_MAX_FORKS, ForkedChild, TemplateCommand, Templates, TemplateUnavailable
 
 log = logging.getLogger(__name__)
@@ -169,6 +170,7 @@ class JailSandbox:
         self._uids = UidPool(base=uid_base(instance, 0))
         self._network = OutboundNetwork(network_pool, instance)
         self._templates = Templates(template_command, template_max_forks) if template_max_forks > 0 else None
+        self._spares = SpareGroups(self._cgroup_parent)
         self._sweep()
 
     def _sweep(self) -> None:
@@ -203,7 +205,7 @@ class JailSandbox:
             if spec.network == "outbound":
                 lease = await self._lease_network(spec.env_id)
             root_dir.mkdir(parents=True)
-            groups = cgroups.create(spec.env_id, cgroups.Limits(spec.memory_mb), self._cgroup_parent)
+            groups = self._spares.take(spec.memory_mb)
             jail = JailSpec(
                 env_id=spec.env_id,
                 argv=layout.argv,
@@ -297,9 +299,10 @@ class JailSandbox:
         return process
 
     async def close(self) -> None:
-        """After every environment is gone: end the templates."""
+        """After every environment is gone: end the templates, remove the spare cgroups."""
         if self._templates is not None:
             await self._templates.close()
+        await self._spares.close()
 
     async def _lease_network(self, env_id: str) -> Lease:
         try:

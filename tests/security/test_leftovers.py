@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from silo.sandbox.identity import INSTANCE_SLOTS, UID_BASE, UID_COUNT, instance_of
+from silo.sandbox.spares import PREFIX
 from tests.support import SiloServer, create_python_function, payload_of
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the jail needs root; CI runs these as root")
@@ -40,15 +41,30 @@ def jail_processes(uids: set[int] | None = None) -> list[int]:
     return found
 
 
+def is_empty(group: Path) -> bool:
+    try:
+        return not (group / "cgroup.procs").read_text().strip()
+    except FileNotFoundError:
+        return True  # removed meanwhile
+
+
 def silo_cgroups(server: SiloServer) -> set[Path]:
-    """The environments' cgroups of the server under test (silo/<daemon instance>/<environment>)."""
+    """The environments' cgroups of the server under test (silo/<daemon instance>/<environment>), but the
+    spares it makes ahead for environments to come: empty, and a bounded number of them."""
     instance = instance_of(server.data_dir / "environments")
     out: set[Path] = set()
     for ctrl in ("memory", "pids", "cpu", "freezer"):
         parent = Path("/sys/fs/cgroup") / ctrl / "silo" / instance
         if parent.is_dir():
-            out.update(p for p in parent.iterdir() if p.is_dir())
+            groups = [p for p in parent.iterdir() if p.is_dir()]
+            out.update(p for p in groups if not (p.name.startswith(PREFIX) and is_empty(p)))
     return out
+
+
+def spare_cgroups(server: SiloServer) -> int:
+    instance = instance_of(server.data_dir / "environments")
+    parent = Path("/sys/fs/cgroup/memory/silo") / instance
+    return sum(1 for p in parent.iterdir() if p.name.startswith(PREFIX) and is_empty(p)) if parent.is_dir() else 0
 
 
 def test_hundreds_of_environments_leave_nothing(lambda_client: Any, unique_name: str, silo_server: SiloServer) -> None:
@@ -90,6 +106,7 @@ def test_hundreds_of_environments_leave_nothing(lambda_client: Any, unique_name:
         time.sleep(0.2)
     assert jail_processes(mine) == [], "no process of any environment survives"
     assert silo_cgroups(silo_server) - groups_before == set(), "every environment's cgroups are removed"
+    assert spare_cgroups(silo_server) <= 16, "what stays is a few spares made ahead for the next environments"
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and set(env_root.iterdir()) - dirs_before:
         time.sleep(0.2)

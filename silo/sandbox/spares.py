@@ -1,0 +1,90 @@
+"""Cgroups made ahead of the environments that will use them: a launch takes a ready set, and the next set
+is made in a worker thread, off every request's path.
+
+A set is made with the limits of one MemorySize (memory, swap, CPU shares and quota all follow from it),
+so spares are kept per size, for the sizes launched most recently. They are named `spare-…`, belong to
+no environment until taken, and are removed when the backend closes; a daemon that died leaves them to
+the sweep of its next start, as it does every group.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections import OrderedDict
+from pathlib import Path
+
+from silo.jail import cgroups
+
+log = logging.getLogger(__name__)
+
+PREFIX = "spare-"
+
+
+class SpareGroups:
+    def __init__(self, parent: str, per_size: int = 4, sizes: int = 4) -> None:
+        self._parent = parent
+        self._per_size = per_size
+        self._sizes = sizes
+        self._ready: OrderedDict[int, list[dict[str, Path]]] = OrderedDict()
+        self._refilling: set[int] = set()
+        self._closed = False
+
+    def take(self, memory_mb: int) -> dict[str, Path]:
+        """Groups with the limits of `memory_mb`: a spare when one is ready, else made now."""
+        ready = self._ready.get(memory_mb)
+        groups = ready.pop() if ready else self._make(memory_mb)
+        self._ready.setdefault(memory_mb, [])
+        self._ready.move_to_end(memory_mb)
+        while len(self._ready) > self._sizes:
+            _, dropped = self._ready.popitem(last=False)
+            self._remove_later(dropped)
+        self._refill(memory_mb)
+        return groups
+
+    def spare_count(self) -> int:
+        return sum(len(ready) for ready in self._ready.values())
+
+    def _make(self, memory_mb: int) -> dict[str, Path]:
+        return cgroups.create(PREFIX + uuid.uuid4().hex[:16], cgroups.Limits(memory_mb), self._parent)
+
+    def _make_many(self, memory_mb: int, count: int) -> list[dict[str, Path]]:
+        return [self._make(memory_mb) for _ in range(count)]
+
+    def _refill(self, memory_mb: int) -> None:
+        missing = self._per_size - len(self._ready.get(memory_mb, []))
+        if self._closed or missing <= 0 or memory_mb in self._refilling:
+            return
+        self._refilling.add(memory_mb)
+        made = asyncio.get_running_loop().run_in_executor(None, self._make_many, memory_mb, missing)
+        made.add_done_callback(lambda future: self._refilled(memory_mb, future))
+
+    def _refilled(self, memory_mb: int, future: asyncio.Future[list[dict[str, Path]]]) -> None:
+        self._refilling.discard(memory_mb)
+        if future.cancelled():
+            return
+        if future.exception() is not None:
+            log.warning("spare cgroups could not be made ahead (launches make their own): %s", future.exception())
+            return
+        made = future.result()
+        if self._closed or memory_mb not in self._ready:
+            self._remove_later(made)
+        else:
+            self._ready[memory_mb].extend(made)
+
+    def _remove_later(self, spares: list[dict[str, Path]]) -> None:
+        if spares:
+            asyncio.get_running_loop().run_in_executor(None, _remove_all, spares)
+
+    async def close(self) -> None:
+        """Remove every spare; none is made after this."""
+        self._closed = True
+        spares = [groups for ready in self._ready.values() for groups in ready]
+        self._ready.clear()
+        await asyncio.get_running_loop().run_in_executor(None, _remove_all, spares)
+
+
+def _remove_all(spares: list[dict[str, Path]]) -> None:
+    for groups in spares:
+        cgroups.remove(groups, timeout_s=1)
