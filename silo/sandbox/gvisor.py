@@ -97,8 +97,6 @@ def create_groups(env_id: str, limits: cgroups.Limits) -> dict[str, Path]:
         paths["memory"] / "memory.swappiness": 0,
         paths["pids"] / "pids.max": HOST_PIDS_MAX,
         paths["cpu"] / "cpu.shares": limits.cpu_shares,
-        paths["cpu"] / "cpu.cfs_period_us": cgroups.CFS_PERIOD_US,
-        paths["cpu"] / "cpu.cfs_quota_us": limits.cpu_quota_us,
     }
     for path, value in values.items():
         if path.exists():
@@ -307,11 +305,7 @@ class GvisorSandbox:
                     # sandbox's kernel, which reports it as its total memory.
                     "memory": {"limit": limits.memory_bytes, "swap": limits.memory_bytes},
                     "pids": {"limit": HOST_PIDS_MAX},
-                    "cpu": {
-                        "shares": limits.cpu_shares,
-                        "quota": limits.cpu_quota_us,
-                        "period": cgroups.CFS_PERIOD_US,
-                    },
+                    "cpu": {"shares": limits.cpu_shares},
                 },
             },
         }
