@@ -134,12 +134,13 @@ class Environment:
         return self.state is EnvState.DEAD
 
     def idle_memory_mb(self) -> float:
-        """What the environment holds now, measured at most once a second; MemorySize if unmeasurable.
+        """What the environment holds now, measured at most every 5 s (idle, it does not grow); MemorySize
+        if unmeasurable.
 
         Its cgroup does not see all of it: kernel objects (namespaces, page tables) and pages its first
         process copied before joining the group are charged elsewhere; `UNCHARGED_MB` stands for them."""
         now = time.monotonic()
-        if self._measured is None or now - self._measured[0] > 1.0:
+        if self._measured is None or now - self._measured[0] > 5.0:
             used = self._process.memory_mb() if self._process is not None else None
             held = self.spec.memory_mb if used is None else min(used + UNCHARGED_MB, self.spec.memory_mb)
             # In 1/64 MiB: binary fractions add and subtract exactly, so the router's running total of
