@@ -23,6 +23,7 @@ test: $(STAMP)
 	$(BIN)/pytest -q tests
 
 bench: $(STAMP)
+	./scripts/system-packages bench
 	$(BIN)/python bench/run.py
 
 check: $(STAMP)

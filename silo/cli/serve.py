@@ -90,22 +90,29 @@ def memory_budget_mb(settings: Settings) -> int:
     return int(total * 0.75) // (1024 * 1024)
 
 
-# Each live environment holds about six descriptors in the daemon (its Runtime API socket and connection,
-# its output, a pidfd, memory counters); thousands of environments need more than a shell's default.
+# Each live environment holds four descriptors in the daemon (its Runtime API socket and connection, its
+# output, its peak-memory counter); thousands of environments need more than a shell's default. Only
+# the hard limit's owner (CAP_SYS_RESOURCE) may go past it: without, the soft limit rises to the hard.
 WANTED_OPEN_FILES = 1 << 20
 
 
 def raise_open_files_limit() -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    for limit in ((WANTED_OPEN_FILES, WANTED_OPEN_FILES), (hard, hard)):
-        if limit[0] <= soft:
-            return
+    for wanted in (WANTED_OPEN_FILES, hard):
+        if wanted <= soft:
+            break
         try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, limit)
-            return
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, max(wanted, hard)))
+            soft = wanted
+            break
         except (ValueError, OSError):
             continue
-    log.warning("silo may open only %d files; each environment needs about six", soft)
+    if soft < WANTED_OPEN_FILES:
+        log.info(
+            "silo may open %d files, enough for about %d environments; raise the hard limit (ulimit -Hn) for more",
+            soft,
+            soft // 4,
+        )
 
 
 async def run(settings: Settings) -> None:

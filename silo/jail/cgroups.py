@@ -91,12 +91,14 @@ def kill_all(paths: dict[str, Path]) -> None:
 
 
 class MemoryGauge:
-    """Reads one memory counter of a group, through a descriptor kept open: the daemon reads it on every
-    call (REPORT's Max Memory Used), and opening the file each time cost more than the rest of the read."""
+    """Reads one memory counter of a group. `keep_open`: through a descriptor kept open, for a counter
+    read on every call (REPORT's Max Memory Used), where opening the file each time cost more than the
+    rest of the read; each descriptor kept counts against the daemon's open-files limit, though."""
 
-    def __init__(self, group: Path, name: str) -> None:
+    def __init__(self, group: Path, name: str, keep_open: bool = True) -> None:
         self._path = group / name
         self._fd = -1
+        self._keep_open = keep_open
 
     def mib(self) -> float | None:
         try:
@@ -105,6 +107,9 @@ class MemoryGauge:
             return int(os.pread(self._fd, 32, 0)) / (1024 * 1024)
         except (OSError, ValueError):
             return None
+        finally:
+            if not self._keep_open:
+                self.close()
 
     def mb(self) -> int | None:
         """Whole MB, rounded up, as REPORT's Max Memory Used shows it."""

@@ -123,7 +123,8 @@ class CgroupedEnvironment(RunningEnvironment):
     ) -> None:
         super().__init__(env_id, child, listen_sock, output_fd)
         self.cgroups = groups
-        self._usage = cgroups.MemoryGauge(groups["memory"], "memory.usage_in_bytes")
+        # Usage is read every few seconds at most, the peak on every call.
+        self._usage = cgroups.MemoryGauge(groups["memory"], "memory.usage_in_bytes", keep_open=False)
         self._peak = cgroups.MemoryGauge(groups["memory"], "memory.max_usage_in_bytes")
 
     def kill(self) -> None:

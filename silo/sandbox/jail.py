@@ -295,7 +295,9 @@ class JailSandbox:
             (lambda: network.release(lease)) if lease is not None else (lambda: None),
             network.ensure_ready if lease is not None else (lambda: None),
         )
-        process.forked = isinstance(child, ForkedChild)
+        if isinstance(child, ForkedChild):
+            process.forked = True
+            child.launcher_gone()
         return process
 
     async def close(self) -> None:

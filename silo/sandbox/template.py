@@ -68,6 +68,14 @@ class ForkedChild:
             with contextlib.suppress(ProcessLookupError, OSError):
                 signal.pidfd_send_signal(self._pidfd, signal.SIGKILL)
 
+    def launcher_gone(self) -> None:
+        """Once the environment is ready its launcher has left (pid 1 waits for that before it drops its
+        privileges): its pidfd names nothing to kill any more, and a descriptor per environment counts
+        against the daemon's open-files limit. The environment's cgroups reach everything from here."""
+        if self._pidfd >= 0:
+            os.close(self._pidfd)
+            self._pidfd = -1
+
     def ended(self, code: int) -> None:
         if self._pidfd >= 0:
             os.close(self._pidfd)
