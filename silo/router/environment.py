@@ -210,7 +210,8 @@ class Environment:
         if self._exited is None:
             return False
         first = await _first(self._channel.initialized, self._exited, timeout=INIT_TIMEOUT_S)
-        ok = first is not None and first is not self._exited and first.result() is None
+        # A channel closed under it (the stem was retired as it grew) is a stem of no use, not an error.
+        ok = first is not None and first is not self._exited and first.exception() is None and first.result() is None
         if self.state is not EnvState.STARTING:
             # Bound while it grew: its first call waits for the init itself and reports how it went.
             return ok

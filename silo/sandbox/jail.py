@@ -205,7 +205,7 @@ class JailSandbox:
             if spec.network == "outbound":
                 lease = await self._lease_network(spec.env_id)
             root_dir.mkdir(parents=True)
-            groups = self._spares.take(spec.memory_mb)
+            groups = self._spares.take(spec.memory_mb, spec.env_id)
             jail = JailSpec(
                 env_id=spec.env_id,
                 argv=layout.argv,

@@ -1,10 +1,11 @@
 """Cgroups made ahead of the environments that will use them: a launch takes a ready set, and the next set
 is made in a worker thread, off every request's path.
 
-A set is made with the limits of one MemorySize (memory, swap, CPU shares and quota all follow from it),
-so spares are kept per size, for the sizes launched most recently. They are named `spare-…`, belong to
-no environment until taken, and are removed when the backend closes; a daemon that died leaves them to
-the sweep of its next start, as it does every group.
+A set is made with the limits of one MemorySize (memory, swap and CPU shares all follow from it), so
+spares are kept per size, for the sizes launched most recently. They are named `spare-…` until taken,
+then renamed for their environment (cgroup v1 allows renaming a group in place), so what the host shows
+is the environments' groups and a few spares. Spares are removed when the backend closes; a daemon that
+died leaves them to the sweep of its next start, as it does every group.
 """
 
 from __future__ import annotations
@@ -31,10 +32,12 @@ class SpareGroups:
         self._refilling: set[int] = set()
         self._closed = False
 
-    def take(self, memory_mb: int) -> dict[str, Path]:
-        """Groups with the limits of `memory_mb`: a spare when one is ready, else made now."""
+    def take(self, memory_mb: int, name: str) -> dict[str, Path]:
+        """Groups named `name` with the limits of `memory_mb`: a spare renamed when one is ready, else made now."""
         ready = self._ready.get(memory_mb)
-        groups = ready.pop() if ready else self._make(memory_mb)
+        groups = _renamed(ready.pop(), name) if ready else None
+        if groups is None:
+            groups = cgroups.create(name, cgroups.Limits(memory_mb), self._parent)
         self._ready.setdefault(memory_mb, [])
         self._ready.move_to_end(memory_mb)
         while len(self._ready) > self._sizes:
@@ -83,6 +86,21 @@ class SpareGroups:
         spares = [groups for ready in self._ready.values() for groups in ready]
         self._ready.clear()
         await asyncio.get_running_loop().run_in_executor(None, _remove_all, spares)
+
+
+def _renamed(spare: dict[str, Path], name: str) -> dict[str, Path] | None:
+    """The spare's groups under their environment's name; None (and the spare removed) if that fails."""
+    renamed: dict[str, Path] = {}
+    try:
+        for ctrl, path in spare.items():
+            target = path.with_name(name)
+            path.rename(target)
+            renamed[ctrl] = target
+    except OSError as exc:
+        log.warning("a spare cgroup could not be renamed (a new one is made): %s", exc)
+        cgroups.remove({**spare, **renamed}, timeout_s=1)
+        return None
+    return renamed
 
 
 def _remove_all(spares: list[dict[str, Path]]) -> None:

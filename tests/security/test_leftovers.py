@@ -41,30 +41,23 @@ def jail_processes(uids: set[int] | None = None) -> list[int]:
     return found
 
 
-def is_empty(group: Path) -> bool:
-    try:
-        return not (group / "cgroup.procs").read_text().strip()
-    except FileNotFoundError:
-        return True  # removed meanwhile
-
-
 def silo_cgroups(server: SiloServer) -> set[Path]:
     """The environments' cgroups of the server under test (silo/<daemon instance>/<environment>), but the
-    spares it makes ahead for environments to come: empty, and a bounded number of them."""
+    spares it makes ahead for environments to come (renamed for their environment when taken)."""
     instance = instance_of(server.data_dir / "environments")
     out: set[Path] = set()
     for ctrl in ("memory", "pids", "cpu", "freezer"):
         parent = Path("/sys/fs/cgroup") / ctrl / "silo" / instance
         if parent.is_dir():
             groups = [p for p in parent.iterdir() if p.is_dir()]
-            out.update(p for p in groups if not (p.name.startswith(PREFIX) and is_empty(p)))
+            out.update(p for p in groups if not p.name.startswith(PREFIX))
     return out
 
 
 def spare_cgroups(server: SiloServer) -> int:
     instance = instance_of(server.data_dir / "environments")
     parent = Path("/sys/fs/cgroup/memory/silo") / instance
-    return sum(1 for p in parent.iterdir() if p.name.startswith(PREFIX) and is_empty(p)) if parent.is_dir() else 0
+    return sum(1 for p in parent.iterdir() if p.name.startswith(PREFIX)) if parent.is_dir() else 0
 
 
 def test_hundreds_of_environments_leave_nothing(lambda_client: Any, unique_name: str, silo_server: SiloServer) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from silo.jail import cgroups
-from silo.sandbox.spares import PREFIX, SpareGroups
+from silo.sandbox.spares import SpareGroups
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0 or not cgroups.available(), reason="cgroups need root; CI runs these as root"
@@ -33,13 +33,15 @@ def test_spares_are_made_ahead_taken_with_their_limits_and_removed() -> None:
 
     async def scenario() -> None:
         spares = SpareGroups(parent, per_size=2, sizes=2)
-        first = spares.take(256)  # none ready: made at once
-        assert limit_mb(first) == 256 and first["memory"].name.startswith(PREFIX)
+        first = spares.take(256, "env-1")  # none ready: made at once
+        assert limit_mb(first) == 256 and first["memory"].name == "env-1"
         await settle(spares, 2)
         assert spares.spare_count() == 2, "two made ahead in the background"
-        second = spares.take(256)
-        assert limit_mb(second) == 256 and second != first
-        taken = [first, second, spares.take(512), spares.take(1024)]  # a third size: the oldest one's spares go
+        second = spares.take(256, "env-2")  # a spare, renamed for its environment
+        assert limit_mb(second) == 256 and {p.name for p in second.values()} == {"env-2"}
+        assert spares.spare_count() == 1 and all(p.is_dir() for p in second.values())
+        # A third size: the spares of the size taken longest ago go.
+        taken = [first, second, spares.take(512, "env-3"), spares.take(1024, "env-4")]
         await settle(spares, 4)
         assert spares.spare_count() == 4
         made = [g for g in (cgroups.ROOT / "memory" / parent).iterdir() if g.is_dir()]
@@ -49,7 +51,7 @@ def test_spares_are_made_ahead_taken_with_their_limits_and_removed() -> None:
         await asyncio.sleep(0.05)
         left = [g for g in (cgroups.ROOT / "memory" / parent).iterdir() if g.is_dir()]
         assert len(made) >= 6 and left == [], "close removes every spare"
-        late = spares.take(128)  # still usable after close, without spares
+        late = spares.take(128, "env-5")  # still usable after close, without spares
         assert limit_mb(late) == 128 and spares.spare_count() == 0
         cgroups.remove(late)
 
