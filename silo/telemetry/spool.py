@@ -47,6 +47,7 @@ class Spool:
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
         self._executor: ThreadPoolExecutor | None = None
+        self._writing: asyncio.Future[None] | None = None  # the latest batch handed to the writer thread
 
     def add(self, event: LogEvent) -> None:
         if self.store is None:
@@ -87,14 +88,23 @@ class Spool:
 
     async def flush(self) -> None:
         """Write everything that waits now; returns when it is durable (and earlier batches too)."""
-        if self.store is None or (not self._logs and not self._metering):
+        if self.store is None:
+            return
+        if not self._logs and not self._metering:
+            # Nothing new, but a batch taken by another flush may still be on its way: wait for it, or a
+            # reader could miss what was logged before it asked. (Its failure is that flush's to report.)
+            if self._writing is not None and not self._writing.done():
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(self._writing)
             return
         logs, metering = self._logs, self._metering
         self._logs, self._metering, self._pending_bytes = [], [], 0
         if self._executor is None:  # not started: write inline (tests, shutdown)
             self.store.write(logs, metering)
             return
-        await asyncio.get_running_loop().run_in_executor(self._executor, self.store.write, logs, metering)
+        # One writer thread, first in first out: when this batch is durable, so is every earlier one.
+        self._writing = asyncio.get_running_loop().run_in_executor(self._executor, self.store.write, logs, metering)
+        await self._writing
 
     async def close(self) -> None:
         """Stop the writer after a last flush."""
