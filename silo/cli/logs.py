@@ -51,6 +51,23 @@ def show(
     """Print the matching events, oldest first; with `follow`, keep printing new ones until interrupted."""
     if limit is not None and limit < 1:
         raise ValueError("--limit must be at least 1")
+    try:
+        return _show(client, name, tenant, request_id, since, limit, follow, out)
+    except KeyboardInterrupt:
+        # Ctrl-C is how a follow ends, whenever it comes (even while the first page prints).
+        return 0 if follow else 130
+
+
+def _show(
+    client: Client,
+    name: str,
+    tenant: str | None,
+    request_id: str | None,
+    since: str | None,
+    limit: int | None,
+    follow: bool,
+    out: TextIO,
+) -> int:
     base = {"tenant": tenant or "", "request_id": request_id or ""}
     params = {**base, "since": since or "", "limit": str(limit or PAGE)}
     page = client.json("GET", logs_path(name, params))
@@ -63,12 +80,9 @@ def show(
         cursor = page["NextToken"]
     if not follow:
         return 0
-    try:
-        while True:
-            page = client.json("GET", logs_path(name, {**base, "cursor": cursor, "limit": str(PAGE)}))
-            _print(page["Events"], out)
-            cursor = page["NextToken"]
-            if not page.get("HasMore"):
-                time.sleep(FOLLOW_INTERVAL_S)
-    except KeyboardInterrupt:
-        return 0
+    while True:
+        page = client.json("GET", logs_path(name, {**base, "cursor": cursor, "limit": str(PAGE)}))
+        _print(page["Events"], out)
+        cursor = page["NextToken"]
+        if not page.get("HasMore"):
+            time.sleep(FOLLOW_INTERVAL_S)
