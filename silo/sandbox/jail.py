@@ -32,7 +32,10 @@ from silo.sandbox.template import DEFAULT_MAX_FORKS, ForkedChild, TemplateComman
 
 log = logging.getLogger(__name__)
 
-READY_TIMEOUT_S = 10.0
+# Building a jail is the platform's work, not the function's init (which has its own 10 s). It is
+# usually milliseconds, but creating a network namespace waits on the kernel while it tears down many
+# others (after hundreds of environments end at once), which has taken longer than 10 s under load.
+READY_TIMEOUT_S = 30.0
 # The jail runs without the site module (isolated, -S): site-packages and their .pth files cost tens of
 # milliseconds of every start, and the jail needs only silo's own package, found where this one is.
 SILO_ROOT = str(Path(__file__).resolve().parents[2])
