@@ -18,6 +18,8 @@ from typing import Any
 import boto3
 from botocore.config import Config
 
+from silo.types import FunctionSpec
+
 CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "silo-test",
     "AWS_SECRET_ACCESS_KEY": "silo-test",
@@ -168,3 +170,21 @@ def forked_call(client: Any, name: str, prefix: str, event: dict[str, Any] | Non
         assert kind == "ms", f"a new tenant's first call reported {kind!r}"
         assert time.monotonic() < deadline, "no environment was forked from a template within 30 s"
         time.sleep(0.2 * n)
+
+
+def function_spec(name: str = "f", per_tenant: bool = True) -> FunctionSpec:
+    """A function as the control plane resolves it, for tests below the API."""
+    return FunctionSpec(
+        function_name=name,
+        function_arn=f"arn:aws:lambda:us-east-1:000000000000:function:{name}",
+        version="$LATEST",
+        revision_id="r",
+        runtime="python3.11",
+        handler="app.handler",
+        code_dir=Path("/nonexistent"),
+        memory_mb=128,
+        timeout_s=3,
+        ephemeral_mb=512,
+        environment={},
+        per_tenant=per_tenant,
+    )

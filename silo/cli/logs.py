@@ -51,38 +51,20 @@ def show(
     """Print the matching events, oldest first; with `follow`, keep printing new ones until interrupted."""
     if limit is not None and limit < 1:
         raise ValueError("--limit must be at least 1")
+    base = {"tenant": tenant or "", "request_id": request_id or ""}
+    params = {**base, "since": since or "", "limit": str(limit or PAGE)}
     try:
-        return _show(client, name, tenant, request_id, since, limit, follow, out)
+        page = client.json("GET", logs_path(name, params))
+        _print(page["Events"], out)
+        cursor = page["NextToken"]
+        # With --since, every page up to now is printed; without it, only the newest `limit` events.
+        while (since and page.get("HasMore") and limit is None) or follow:
+            page = client.json("GET", logs_path(name, {**base, "cursor": cursor, "limit": str(PAGE)}))
+            _print(page["Events"], out)
+            cursor = page["NextToken"]
+            if follow and not page.get("HasMore"):
+                time.sleep(FOLLOW_INTERVAL_S)
     except KeyboardInterrupt:
         # Ctrl-C is how a follow ends, whenever it comes (even while the first page prints).
         return 0 if follow else 130
-
-
-def _show(
-    client: Client,
-    name: str,
-    tenant: str | None,
-    request_id: str | None,
-    since: str | None,
-    limit: int | None,
-    follow: bool,
-    out: TextIO,
-) -> int:
-    base = {"tenant": tenant or "", "request_id": request_id or ""}
-    params = {**base, "since": since or "", "limit": str(limit or PAGE)}
-    page = client.json("GET", logs_path(name, params))
-    _print(page["Events"], out)
-    cursor = page["NextToken"]
-    # With --since, every page up to now is printed; without it, only the newest `limit` events.
-    while since and page.get("HasMore") and limit is None:
-        page = client.json("GET", logs_path(name, {**base, "cursor": cursor, "limit": str(PAGE)}))
-        _print(page["Events"], out)
-        cursor = page["NextToken"]
-    if not follow:
-        return 0
-    while True:
-        page = client.json("GET", logs_path(name, {**base, "cursor": cursor, "limit": str(PAGE)}))
-        _print(page["Events"], out)
-        cursor = page["NextToken"]
-        if not page.get("HasMore"):
-            time.sleep(FOLLOW_INTERVAL_S)
+    return 0

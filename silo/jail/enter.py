@@ -74,8 +74,8 @@ class JailError(Exception):
 
 
 def leave_daemon(*fds: int) -> None:
-    # Only stdout/stderr (the log pipe) and the control socket (and, from a template, the spec) may
-    # cross into the environment.
+    # Only stdout/stderr (the log pipe) and the control socket (and, from a template, the spec and the
+    # report pipe) may cross into the environment.
     keep = {1, 2, *fds}
     for fd in sorted(int(n) for n in os.listdir("/proc/self/fd")):
         if fd not in keep and fd > 0:

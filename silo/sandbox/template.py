@@ -19,6 +19,8 @@ import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from silo.sandbox.child import ExitWatch
+
 log = logging.getLogger(__name__)
 
 READY_TIMEOUT_S = 10.0
@@ -43,7 +45,7 @@ class TemplateCommand:
         return [*self.argv, str(fd), *extra]
 
 
-class ForkedChild:
+class ForkedChild(ExitWatch):
     """An environment's first process, forked by a template: not the daemon's child, so its exit status
     comes from the template; a pidfd, which cannot name another process, is what the daemon signals."""
 
@@ -55,13 +57,6 @@ class ForkedChild:
     @property
     def pid(self) -> int:
         return self._pid
-
-    @property
-    def exit_code(self) -> int | None:
-        return self.exited.result() if self.exited.done() else None
-
-    async def wait(self) -> int:
-        return await asyncio.shield(self.exited)
 
     def kill(self) -> None:
         if self._pidfd >= 0:
@@ -243,6 +238,7 @@ class Templates:
         self._starting: dict[str, asyncio.Task[None]] = {}
         self._retired: set[Template] = set()
         self._failures: dict[str, int] = {}
+        self._without: set[str] = set()  # kinds that have no template (asked once, not at every launch)
 
     def ready(self, key: str) -> Template | None:
         """The template to fork from now, or None (one is then started, when it can be, for next time)."""
@@ -257,10 +253,11 @@ class Templates:
         return None
 
     def _start_soon(self, key: str) -> None:
-        if key in self._starting or self._failures.get(key, 0) >= 3:
+        if key in self._starting or key in self._without or self._failures.get(key, 0) >= 3:
             return
         command = self._command_for(key)
         if command is None:
+            self._without.add(key)
             return
         self._starting[key] = asyncio.get_running_loop().create_task(self._start(key, command))
 

@@ -15,25 +15,13 @@ from silo.events.dispatcher import Dispatcher, DispatchSettings
 from silo.store.db import open_database
 from silo.store.events import EventQueue, EventState
 from silo.types import EnvKey, FunctionError, FunctionSpec, Invocation, InvocationResult
+from tests.support import function_spec
 
 ARN = "arn:aws:lambda:us-east-1:000000000000:function:"
 
 
 def spec(name: str, per_tenant: bool = True) -> FunctionSpec:
-    return FunctionSpec(
-        name,
-        ARN + name,
-        "$LATEST",
-        "rev",
-        "python3.11",
-        "app.handler",
-        Path("/nonexistent"),
-        128,
-        3,
-        512,
-        {},
-        per_tenant,
-    )
+    return function_spec(name, per_tenant)
 
 
 class Functions:

@@ -4,26 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import random
-from pathlib import Path
 from typing import Any
 
 from silo.router.environment import UNCHARGED_MB, Environment
-from silo.types import EnvKey, FunctionSpec
+from silo.types import EnvKey
+from tests.support import function_spec
 
-SPEC = FunctionSpec(
-    function_name="f",
-    function_arn="arn:aws:lambda:us-east-1:000000000000:function:f",
-    version="$LATEST",
-    revision_id="r",
-    runtime="python3.11",
-    handler="app.handler",
-    code_dir=Path("/nonexistent"),
-    memory_mb=128,
-    timeout_s=3,
-    ephemeral_mb=512,
-    environment={},
-    per_tenant=True,
-)
+SPEC = function_spec()
 
 
 class Measured:

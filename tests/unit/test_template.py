@@ -8,7 +8,9 @@ import os
 import resource
 import socket
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
@@ -16,6 +18,8 @@ from silo.jail.spec import JailSpec
 from silo.sandbox.base import LaunchSpec
 from silo.sandbox.jail import EXEC_TEMPLATE, TEMPLATE_ENTRY, template_key
 from silo.sandbox.template import Template, TemplateCommand, Templates, TemplateUnavailable
+
+T = TypeVar("T")
 
 
 def launch_spec(runtime: str, environ: dict[str, str]) -> LaunchSpec:
@@ -62,6 +66,16 @@ async def fork_once(template: Template, tmp_path: Path) -> tuple[int, bytes]:
         control.close()
 
 
+async def eventually(probe: Callable[[], T], tries: int = 100) -> T:
+    """`probe()` once it is true (polled every 50 ms), or its last value."""
+    for _ in range(tries):
+        value = probe()
+        if value:
+            return value
+        await asyncio.sleep(0.05)
+    return probe()
+
+
 def command() -> TemplateCommand:
     return TemplateCommand([sys.executable, "-S", "-B", "-c", TEMPLATE_ENTRY])
 
@@ -100,11 +114,7 @@ def test_a_drained_template_forks_no_more_and_ends(tmp_path: Path) -> None:
         template.drain()
         with pytest.raises(TemplateUnavailable):
             await fork_once(template, tmp_path)
-        for _ in range(100):
-            if not template.alive:
-                break
-            await asyncio.sleep(0.05)
-        assert not template.alive, "a drained template with no environments left ends"
+        assert await eventually(lambda: not template.alive), "a drained template with no environments left ends"
 
     asyncio.run(scenario())
 
@@ -114,26 +124,15 @@ def test_templates_are_started_on_first_need_and_replaced_after_max_forks(tmp_pa
         templates = Templates(lambda key: command(), max_forks=2)
         try:
             assert templates.ready("exec") is None, "the first need starts one; that launch starts from nothing"
-            for _ in range(100):
-                first = templates.ready("exec")
-                if first is not None:
-                    break
-                await asyncio.sleep(0.05)
+            first = await eventually(lambda: templates.ready("exec"))
             assert first is not None
             for _ in range(2):
                 await fork_once(first, tmp_path)
             assert templates.ready("exec") is first, "the old one forks on while its replacement starts"
-            for _ in range(100):
-                current = templates.ready("exec")
-                if current is not first:
-                    break
-                await asyncio.sleep(0.05)
+            assert await eventually(lambda: templates.ready("exec") is not first)
+            current = templates.ready("exec")
             assert current is not None and current is not first
-            for _ in range(100):
-                if not first.alive:
-                    break
-                await asyncio.sleep(0.05)
-            assert not first.alive, "the replaced template, drained, ended"
+            assert await eventually(lambda: not first.alive), "the replaced template, drained, ended"
         finally:
             await templates.close()
 

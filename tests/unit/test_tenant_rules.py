@@ -1,29 +1,15 @@
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from silo import errors
 from silo.api.invoke import check_json, check_tenant
 from silo.types import FunctionSpec
+from tests.support import function_spec
 
 
 def spec(per_tenant: bool) -> FunctionSpec:
-    return FunctionSpec(
-        function_name="f",
-        function_arn="arn:aws:lambda:us-east-1:000000000000:function:f",
-        version="$LATEST",
-        revision_id="r",
-        runtime="python3.11",
-        handler="app.handler",
-        code_dir=Path("/nonexistent"),
-        memory_mb=128,
-        timeout_s=3,
-        ephemeral_mb=512,
-        environment={},
-        per_tenant=per_tenant,
-    )
+    return function_spec(per_tenant=per_tenant)
 
 
 @pytest.mark.parametrize("tenant", ["a", "A-b_c.d:e/f=g+h@i j", "x" * 256, "0"])
