@@ -278,12 +278,19 @@ def wait_for_eof(fd: int) -> None:
 
 
 def environment_main(
-    spec: JailSpec, control: socket.socket, start: Callable[[JailSpec], None], launcher_gone: int = -1
+    spec: JailSpec,
+    control: socket.socket,
+    start: Callable[[JailSpec], None],
+    launcher_gone: int = -1,
+    preconnect: bool = False,
 ) -> None:
     """Pid 1 of the new namespaces: finish the jail and become the runtime (`start` never returns).
 
     `launcher_gone`: read end of a pipe whose other end dies with the process that forked this one,
-    when that process leaves at once (see `jail`); the death signal is armed only once it has gone."""
+    when that process leaves at once (see `jail`); the death signal is armed only once it has gone.
+    `preconnect`: the runtime runs in this process (silo's own Python runtime), so it is also handed a
+    Runtime API connection made here, over a local socket pair: cheaper per call than TCP on loopback.
+    Its end is left as `spec.runtime_api_fd`; the daemon gets the other end beside the listening socket."""
     step("set hostname", control, syscalls.sethostname, spec.hostname)
     step("bring up loopback", control, loopback_up)
     if spec.address:
@@ -299,8 +306,15 @@ def environment_main(
     if spec.seccomp_filter:
         step("install the seccomp filter", control, install_seccomp, spec.seccomp_filter)
     # The daemon serves the Runtime API on this socket; the environment keeps no copy of it.
-    socket.send_fds(control, [b"ready"], [api.fileno()])
+    fds = [api.fileno()]
+    if preconnect:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        fds.append(theirs.fileno())
+        spec.runtime_api_fd = ours.detach()  # type: ignore[attr-defined]
+    socket.send_fds(control, [b"ready"], fds)
     api.close()
+    if preconnect:
+        theirs.close()
     control.close()
     start(spec)
     os._exit(127)
@@ -325,7 +339,13 @@ def main() -> None:
     jail(spec, control, exec_runtime)
 
 
-def jail(spec: JailSpec, control: socket.socket, start: Callable[[JailSpec], None], report_fd: int = -1) -> None:
+def jail(
+    spec: JailSpec,
+    control: socket.socket,
+    start: Callable[[JailSpec], None],
+    report_fd: int = -1,
+    preconnect: bool = False,
+) -> None:
     """Steps 2 and 3, then pid 1 of the new namespaces goes on with the rest and `start`s the runtime.
     Never returns.
 
@@ -341,7 +361,7 @@ def jail(spec: JailSpec, control: socket.socket, start: Callable[[JailSpec], Non
         if gone_w >= 0:
             os.close(gone_w)
             os.close(report_fd)
-        environment_main(spec, control, start, gone_r)
+        environment_main(spec, control, start, gone_r, preconnect)
         os._exit(127)
     control.close()
     if report_fd >= 0:

@@ -109,8 +109,9 @@ def become_environment(fds: list[int], runtime_loaded: bool) -> None:
     enter.step("leave the template", control, leave_template)
     with os.fdopen(SPEC_FD, "rb") as f:
         spec = enter.step("read the environment's description", control, lambda: enter.read_spec(f.read()))
-    start = run_python_runtime if spec.in_process and runtime_loaded else enter.exec_runtime
-    enter.jail(spec, control, start, REPORT_FD)
+    in_process = spec.in_process and runtime_loaded
+    start = run_python_runtime if in_process else enter.exec_runtime
+    enter.jail(spec, control, start, REPORT_FD, preconnect=in_process)
 
 
 def _seen(path: str, pairs: list[tuple[str, str]]) -> str:
@@ -204,7 +205,7 @@ def run_python_runtime(spec: JailSpec) -> None:
 
         time.tzset()
         coerce_c_locale()
-        code = sys.modules["silo_runtime.loop"].main(os.environ)
+        code = sys.modules["silo_runtime.loop"].main(os.environ, getattr(spec, "runtime_api_fd", -1))
     except SystemExit as exc:
         code = _exit_status(exc)
     except BaseException:

@@ -94,13 +94,16 @@ class RuntimeChannel:
         self._last_answered = b""
         self._closed = False
 
-    async def start(self, listen_sock: socket.socket) -> None:
-        """Serve `listen_sock` (bound and listening). The channel owns and closes it from now on."""
+    async def start(self, listen_sock: socket.socket, connection: socket.socket | None = None) -> None:
+        """Serve `listen_sock` (bound and listening), and `connection` when the runtime is already
+        connected. The channel owns and closes both from now on."""
         if self._closed:
             raise ChannelClosed("the Runtime API channel is closed")
         if self._server is not None:
             raise RuntimeError("the Runtime API channel is already serving")
         self._server = await self._loop.create_server(lambda: RuntimeConnection(self), sock=listen_sock)
+        if connection is not None:
+            await self._loop.connect_accepted_socket(lambda: RuntimeConnection(self), connection)
 
     async def close(self) -> None:
         """Stop serving, drop every connection, fail what still waits with ChannelClosed."""

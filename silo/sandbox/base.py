@@ -46,6 +46,11 @@ class SandboxProcess(Protocol):
         ...
 
     @property
+    def runtime_api_connection(self) -> socket.socket | None:
+        """A connection the runtime already made to its Runtime API (silo's in-process runtime), if any."""
+        ...
+
+    @property
     def output_fd(self) -> int:
         """Read end of the environment's stdout and stderr, non-blocking."""
         ...

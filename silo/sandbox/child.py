@@ -90,6 +90,8 @@ class RunningEnvironment:
         self._child = child
         self._sock = listen_sock
         self._output_fd = output_fd
+        # A Runtime API connection the environment made itself (silo's in-process runtime), if any.
+        self.runtime_api_connection: socket.socket | None = None
 
     @property
     def env_id(self) -> str:
@@ -116,6 +118,8 @@ class RunningEnvironment:
 
     def _close_handles(self) -> None:
         self._sock.close()
+        if self.runtime_api_connection is not None:
+            self.runtime_api_connection.close()
         with contextlib.suppress(OSError):
             os.close(self._output_fd)
 

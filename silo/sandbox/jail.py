@@ -262,7 +262,7 @@ class JailSandbox:
             socks.remove(control_child)
             if lease is not None:
                 await self._build_network(control, child, spec.env_id, lease)
-            listen_sock = await self._await_ready(control, child, spec.env_id)
+            listen_sock, connection = await self._await_ready(control, child, spec.env_id)
         except BaseException:
             # Its groups first: a forked environment's pid 1 outlives the process it was forked for.
             if groups:
@@ -297,6 +297,7 @@ class JailSandbox:
             (lambda: network.release(lease)) if lease is not None else (lambda: None),
             network.ensure_ready if lease is not None else (lambda: None),
         )
+        process.runtime_api_connection = connection
         if isinstance(child, ForkedChild):
             process.forked = True
             child.launcher_gone()
@@ -330,13 +331,17 @@ class JailSandbox:
             os.close(fds[0])
         control.send(b"network")
 
-    async def _await_ready(self, control: socket.socket, child: ProcessWatch, env_id: str) -> socket.socket:
-        """The jail's answer: the Runtime API socket, or which step failed."""
+    async def _await_ready(
+        self, control: socket.socket, child: ProcessWatch, env_id: str
+    ) -> tuple[socket.socket, socket.socket | None]:
+        """The jail's answer: the Runtime API's listening socket and the runtime's connection when it made
+        one, or which step failed."""
         msg, fds = await self._receive(control, child, env_id)
-        if msg == b"ready" and len(fds) == 1:
-            sock = socket.socket(fileno=fds[0])
-            sock.setblocking(False)
-            return sock
+        if msg == b"ready" and len(fds) in (1, 2):
+            socks = [socket.socket(fileno=fd) for fd in fds]
+            for sock in socks:
+                sock.setblocking(False)
+            return socks[0], socks[1] if len(socks) == 2 else None
         for fd in fds:
             os.close(fd)
         raise LaunchFailed(f"environment {env_id}: unexpected message from the jail: {msg[:200]!r}")
@@ -360,7 +365,7 @@ class JailSandbox:
             loop.remove_reader(control.fileno())
         if readable in done:
             try:
-                msg, fds, _, _ = socket.recv_fds(control, 4096, 1)
+                msg, fds, _, _ = socket.recv_fds(control, 4096, 2)
             except BlockingIOError:
                 msg, fds = b"", []
             if msg and not msg.startswith(b"error "):

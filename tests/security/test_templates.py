@@ -50,8 +50,6 @@ def handler(event, context):
 
 # Looks for a value in every readable mapping of its own memory without ever building the value: it gets
 # the two halves and compares what follows the first, so a hit means the value was there before the call.
-# Looks for a value in every readable mapping of its own memory without ever building the value: it gets
-# the two halves and compares what follows the first, so a hit means the value was there before the call.
 SCANNER = """
 import ctypes
 def handler(event, context):
@@ -117,6 +115,34 @@ def test_forked_environments_draw_different_random_streams(client: Any) -> None:
     for field in ("random", "randbits", "urandom", "uuid"):
         assert first[field] != second[field], f"two forked environments drew the same {field}"
     assert first["pid"] == second["pid"] == 1, "each environment is pid 1 of its own pid namespace"
+
+
+CONNECTIONS = """
+import os
+def handler(event, context):
+    with open("/proc/self/net/tcp") as f:
+        states = [line.split()[3] for line in f.readlines()[1:]]
+    sockets = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            sockets.append(os.readlink(f"/proc/self/fd/{fd}"))
+        except OSError:
+            pass  # the listing's own descriptor, closed by now
+    return {"tcp_states": states, "sockets": [s for s in sockets if s.startswith("socket:")]}
+"""
+
+
+def test_forked_python_runtime_reaches_its_runtime_api_over_its_socket_pair(client: Any) -> None:
+    name = f"pair-{os.urandom(3).hex()}"
+    create_python_function(client, name, CONNECTIONS, per_tenant=True)
+    body = forked_call(client, name, "pair")
+    # The Runtime API still listens in the environment (for runtimes that connect), but nothing connected over
+    # TCP: the runtime's one socket is the pair made in the jail (state 0A is LISTEN).
+    assert body["tcp_states"] == ["0A"], body
+    assert len(body["sockets"]) == 1, body
+    for _ in range(3):
+        again, kind = call(client, name, "pair-warm")
+        assert again["tcp_states"] == ["0A"], again
 
 
 def test_forked_environment_sees_nothing_of_the_template(client: Any, server: SiloServer) -> None:

@@ -555,6 +555,32 @@ def test_output_is_flushed_before_the_future_resolves() -> None:
     run(scenario)
 
 
+def test_a_connection_made_beforehand_is_served_beside_the_listening_socket() -> None:
+    async def scenario() -> None:
+        channel = RuntimeChannel()
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        ours, theirs = socket.socketpair()
+        await channel.start(sock, theirs)
+        raw = Raw(*await asyncio.open_connection(sock=ours))
+        future = await delivered(channel, raw, invocation())
+        await raw.send(post("/2018-06-01/runtime/invocation/req-1/response", b'{"ok": true}'))
+        assert (await raw.answer())[0] == 202
+        assert (await future).body == b'{"ok": true}'
+        # The listening socket still serves a runtime that connects.
+        tcp = await Raw.connect(sock.getsockname()[1])
+        await tcp.send(b"GET /x HTTP/1.1\r\n\r\n")
+        assert (await tcp.answer())[0] == 404
+        await channel.close()
+        assert await raw.reader.read() == b""
+        assert theirs.fileno() == -1
+        await raw.close()
+        await tcp.close()
+
+    run(scenario)
+
+
 def test_close_fails_waiters_and_closes_the_socket() -> None:
     async def scenario() -> None:
         channel = RuntimeChannel()

@@ -63,11 +63,14 @@ class InvocationRequest:
 
 
 class RuntimeClient:
-    def __init__(self, address: str) -> None:
+    """`connection_fd`: an open connection to the Runtime API to use first (a local socket the platform
+    made); once it is closed, the client connects to `address` over TCP as usual."""
+
+    def __init__(self, address: str, connection_fd: int = -1) -> None:
         host, _, port = address.rpartition(":")
         self._address = (host.strip("[]") or "127.0.0.1", int(port))
         self._host = address
-        self._sock: socket.socket | None = None
+        self._sock: socket.socket | None = socket.socket(fileno=connection_fd) if connection_fd >= 0 else None
         self._buf = bytearray()
         self._next_sent = False
 

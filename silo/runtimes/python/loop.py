@@ -119,14 +119,15 @@ def _line_buffered() -> None:
             reconfigure(line_buffering=True)
 
 
-def main(environ: Mapping[str, str]) -> int:
-    """Entry of the runtime process: environment in, exit status out."""
+def main(environ: Mapping[str, str], connection_fd: int = -1) -> int:
+    """Entry of the runtime process: environment in, exit status out. `connection_fd`: a Runtime API
+    connection the platform already made (the jail's socket pair), used before any other."""
     task_root = environ.get("LAMBDA_TASK_ROOT") or os.getcwd()
     sys.path.insert(0, task_root)
     _line_buffered()
     json_logs = (environ.get("AWS_LAMBDA_LOG_FORMAT") or "").upper() == "JSON"
     logs.setup(json_logs, logs.level_from_env(environ.get("AWS_LAMBDA_LOG_LEVEL")))
-    client = RuntimeClient(environ["AWS_LAMBDA_RUNTIME_API"])
+    client = RuntimeClient(environ["AWS_LAMBDA_RUNTIME_API"], connection_fd)
     try:
         return run(client, environ.get("_HANDLER", ""), json_logs)
     finally:
