@@ -141,7 +141,7 @@ def test_forked_python_runtime_reaches_its_runtime_api_over_its_socket_pair(clie
     assert body["tcp_states"] == ["0A"], body
     assert len(body["sockets"]) == 1, body
     for _ in range(3):
-        again, kind = call(client, name, "pair-warm")
+        again, _ = call(client, name, "pair-warm")
         assert again["tcp_states"] == ["0A"], again
 
 
