@@ -2,24 +2,41 @@
 
 from __future__ import annotations
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
+from starlette.types import Receive
 
 from silo.errors import RequestEntityTooLargeException
 
 
 async def read_body(request: Request, limit: int, operation: str) -> bytes:
     """The whole body, or Lambda's 413 for `operation` once it passes `limit` bytes (declared or read)."""
-    too_large = RequestEntityTooLargeException(
-        f"Request must be smaller than {limit} bytes for the {operation} operation"
-    )
-    declared = request.headers.get("content-length", "")
+    return await receive_body(request.receive, request.headers.get("content-length", ""), limit, operation)
+
+
+async def receive_body(receive: Receive, declared: str, limit: int, operation: str) -> bytes:
+    """`read_body` at the ASGI level: `declared` is the Content-Length header ("" when there is none)."""
     if declared.isdigit() and int(declared) > limit:
-        raise too_large
+        raise _too_large(limit, operation)
+    message = await receive()
+    if message["type"] == "http.request" and not message.get("more_body", False):
+        body: bytes = message.get("body", b"")  # the whole body in one piece: the usual case
+        if len(body) > limit:
+            raise _too_large(limit, operation)
+        return body
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
+    while True:
+        if message["type"] != "http.request":
+            raise ClientDisconnect()
+        chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
-            raise too_large
+            raise _too_large(limit, operation)
         chunks.append(chunk)
-    return b"".join(chunks)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+        message = await receive()
+
+
+def _too_large(limit: int, operation: str) -> RequestEntityTooLargeException:
+    return RequestEntityTooLargeException(f"Request must be smaller than {limit} bytes for the {operation} operation")

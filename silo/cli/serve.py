@@ -180,11 +180,11 @@ async def run(settings: Settings) -> None:
         DispatchSettings(max_in_flight=settings.async_concurrency, retry_base_s=settings.async_retry_base_ms / 1000),
     )
     dispatcher.start()
-    invoke = invoke_routes.routes(service, router, dispatcher)
+    invoke = invoke_routes.InvokeEndpoint(service, router, dispatcher)
     app = build_app(
         [
             *function_routes.routes(service),
-            *invoke,
+            invoke_routes.route(invoke),
             *event_routes.routes(event_configs, dispatcher),
             *telemetry_routes.routes(service, telemetry),
         ],
@@ -200,6 +200,8 @@ async def run(settings: Settings) -> None:
         access_log=False,
         server_header=False,
         date_header=False,
+        # No proxy in front is assumed, and nothing reads the client's address: skip that middleware.
+        proxy_headers=False,
     )
     server = uvicorn.Server(config)
     log.info(
