@@ -18,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from silo import ids
 from silo.api import render
 from silo.api.body import read_body
 from silo.control.functions import FunctionService
@@ -63,7 +64,7 @@ def parse_max_items(raw: str | None) -> int | None:
 
 
 def no_content() -> Response:
-    return Response(status_code=204, headers={"x-amzn-RequestId": render.request_id()})
+    return Response(status_code=204, headers={"x-amzn-RequestId": ids.request_id()})
 
 
 class FunctionRoutes:
@@ -152,7 +153,7 @@ class FunctionRoutes:
         return Response(
             data,
             media_type="application/zip",
-            headers={"x-amzn-RequestId": render.request_id()},
+            headers={"x-amzn-RequestId": ids.request_id()},
         )
 
 

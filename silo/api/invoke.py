@@ -10,14 +10,13 @@ from __future__ import annotations
 import base64
 import json
 import re
-import uuid
 from typing import Protocol
 from urllib.parse import parse_qsl
 
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from silo import errors
+from silo import errors, ids
 from silo.api.body import receive_body
 from silo.api.render import error_response
 from silo.control.names import merge_qualifier, parse_function_name
@@ -147,7 +146,7 @@ class InvokeEndpoint:
         if not payload:
             payload = b"{}"
         check_json(payload)
-        request_id = str(uuid.uuid4())
+        request_id = ids.request_id()
         if invocation_type == "DryRun":
             return 204, [(b"x-amzn-requestid", request_id.encode())], b""
         if invocation_type == "Event":

@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import json
-import uuid
 from typing import Any
 
 from starlette.responses import Response
 
 from silo.errors import LambdaError
-
-
-def request_id() -> str:
-    return str(uuid.uuid4())
+from silo.ids import request_id
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:

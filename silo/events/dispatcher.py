@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from silo import errors
+from silo import errors, ids
 from silo.control.event_config import AsyncPolicy
 from silo.events import policy as decide
 from silo.events.policy import Condition, Step
@@ -345,7 +345,7 @@ class Dispatcher:
         if target.per_tenant and tenant is None:
             return None
         qualifier = arn.split(":")[7] if arn.count(":") >= 7 else None
-        return NewEvent(str(uuid.uuid4()), target.function_name, qualifier, tenant, record, self.clock())
+        return NewEvent(ids.request_id(), target.function_name, qualifier, tenant, record, self.clock())
 
     # -- the read side, for silo's API --------------------------------------------------------------
 
@@ -379,7 +379,7 @@ class Dispatcher:
                 f"function {function_name} no longer accepts (its tenant isolation mode differs)."
             )
         new = NewEvent(
-            str(uuid.uuid4()), function_name, old.qualifier, old.tenant_id, old.payload, self.clock(), request_id
+            ids.request_id(), function_name, old.qualifier, old.tenant_id, old.payload, self.clock(), request_id
         )
         before = await asyncio.to_thread(self.queue.replay, function_name, request_id, new)
         if before is None:
