@@ -370,6 +370,29 @@ def test_pipelined_requests_are_answered_in_order() -> None:
     run(scenario)
 
 
+def test_a_result_with_next_pipelined_behind_it_is_acknowledged_with_the_next_invocation() -> None:
+    async def scenario() -> None:
+        async with serving() as rig:
+            channel = rig.channel
+            raw = await rig.connect()
+            future = await delivered(channel, raw, invocation())
+            await raw.send(post("/2018-06-01/runtime/invocation/req-1/response", b'"done"') + NEXT)
+            assert (await future).body == b'"done"'
+            # The runtime is answered nothing (so not woken) until the next invocation, then both at once.
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(raw.reader.read(1), 0.1)
+            channel.submit(invocation("req-2"), deadline())
+            accepted = await raw.answer()
+            following = await raw.answer()
+            assert accepted[0] == 202
+            assert (following[0], following[1]["lambda-runtime-aws-request-id"]) == (200, "req-2")
+            # Without a GET behind it, the 202 goes out at once.
+            await raw.send(post("/2018-06-01/runtime/invocation/req-2/response", b'"again"'))
+            assert (await raw.answer())[0] == 202
+
+    run(scenario)
+
+
 def test_one_connection_serves_many_invocations() -> None:
     async def scenario() -> None:
         async with serving() as rig:

@@ -142,10 +142,11 @@ class RuntimeClient:
                 # A server that closed after answering did not read what followed; the GET goes again.
                 self._next_sent = bool(tail) and self._sock is not None
                 return answer
-            except _StaleConnection:
+            except (_StaleConnection, BrokenPipeError, ConnectionResetError) as exc:
+                # Closed by the server while kept alive: nothing was answered, so a GET may go again.
                 self.close()
                 if not may_retry:
-                    raise RuntimeClientError("the Runtime API closed the connection") from None
+                    raise RuntimeClientError("the Runtime API closed the connection") from exc
                 may_retry = False
             except OSError as exc:
                 self.close()
