@@ -19,6 +19,7 @@ from silo.api import functions as function_routes
 from silo.api import invoke as invoke_routes
 from silo.api import telemetry as telemetry_routes
 from silo.api.app import build_app
+from silo.api.protocol import Protocol as JoinedWritesProtocol
 from silo.config import Settings, load_settings
 from silo.control.event_config import EventInvokeConfigService
 from silo.control.functions import FunctionService
@@ -194,7 +195,7 @@ async def run(settings: Settings) -> None:
         app,
         host=settings.host,
         port=settings.port,
-        http="httptools",
+        http=JoinedWritesProtocol,
         loop="none",
         log_level=settings.log_level,
         access_log=False,

@@ -194,7 +194,7 @@ class Environment:
                 self._telemetry.environment_created(self.id, self.spec, self.key.tenant_id)
         else:
             self._stream = logs.open_stream(stream, self._process.output_fd, self.spec, self.key.tenant_id)
-        self._channel.on_output_flush = self._stream.drain
+        self._channel.on_output_flush = self._stream.answered
         await self._channel.start(self._process.runtime_api_socket, self._process.runtime_api_connection)
         self._exited = asyncio.ensure_future(self._process.wait())
         if self._on_exit is not None:

@@ -64,6 +64,7 @@ class LogStream:
         self._request_id: str | None = None
         self._partial = b""
         self._current: bytearray | None = None
+        self._answered = False  # drained when the runtime answered the current invocation
         self.history: deque[bytes] = deque(maxlen=HISTORY_CHUNKS)
         self._closed = False
         asyncio.get_running_loop().add_reader(fd, self.drain)
@@ -137,8 +138,14 @@ class LogStream:
                 )
             )
 
+    def answered(self) -> None:
+        """The runtime answered (it flushed its output first): read what the pipe holds, once."""
+        self.drain()
+        self._answered = True
+
     def begin(self, request_id: str) -> None:
         self._flush_partial()
+        self._answered = False
         self._current = bytearray()
         self._request_id = request_id
         for line in self._records.start(request_id):
@@ -146,7 +153,8 @@ class LogStream:
 
     def end(self, report: Report) -> bytes:
         """Close the invocation's slice with the platform's records; return the whole slice."""
-        self.drain()
+        if not self._answered:
+            self.drain()
         for line in self._records.finish(report):
             self.platform(line)
         out = bytes(self._current or b"")
