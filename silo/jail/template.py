@@ -274,8 +274,10 @@ class Template:
     def __init__(self, sock: socket.socket, runtime_loaded: bool) -> None:
         self.sock = sock
         self.runtime_loaded = runtime_loaded
-        self.launchers: dict[int, int] = {}  # launcher pid -> read end of its report
-        self.runtimes: dict[int, int] = {}  # pid 1 of an environment -> its launcher's pid
+        # An environment is named by the daemon's serial for its fork, never by a pid: a launcher's pid is
+        # free again once it leaves, and a later launcher may get it while the first environment lives on.
+        self.launchers: dict[int, tuple[bytes, int]] = {}  # launcher pid -> (serial, read end of its report)
+        self.runtimes: dict[int, bytes] = {}  # pid 1 of an environment -> serial
         self.unclaimed: dict[int, int] = {}
         self.draining = False
         self.wake_r, self.wake_w = socket.socketpair()
@@ -313,7 +315,7 @@ class Template:
         if words[0] == b"drain":
             self.draining = True
             return
-        if words[0] != b"fork" or len(words) != 2 or len(fds) != 3:
+        if words[0] != b"fork" or len(words) != 2 or not words[1].isdigit() or len(fds) != 3:
             for fd in fds:
                 os.close(fd)
             self.sock.send(b"failed " + (words[1] if len(words) > 1 else b"?") + b" malformed request")
@@ -334,7 +336,7 @@ class Template:
                 os._exit(126)
         for fd in (*fds, report_w):
             os.close(fd)
-        self.launchers[pid] = report_r
+        self.launchers[pid] = (words[1], report_r)
         pidfd = os.pidfd_open(pid)
         try:
             socket.send_fds(self.sock, [b"forked %s %d" % (words[1], pid)], [pidfd])
@@ -342,8 +344,8 @@ class Template:
             os.close(pidfd)
 
     def reap(self) -> None:
-        """Reap what ended. An environment is named by the pid of the process forked for it (its launcher):
-        when that launcher left after forking pid 1, pid 1's end is the environment's end."""
+        """Reap what ended. An environment ends with the process forked for it (its launcher), or, when that
+        launcher left after forking pid 1, with pid 1."""
         while True:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
@@ -352,27 +354,28 @@ class Template:
             if pid == 0:
                 return
             code = os.waitstatus_to_exitcode(status)
-            report = self.launchers.pop(pid, None)
-            if report is not None:
+            launcher = self.launchers.pop(pid, None)
+            if launcher is not None:
+                serial, report = launcher
                 try:
                     runtime = int(os.read(report, 32) or b"0")
                 finally:
                     os.close(report)
                 if runtime:
-                    self.runtimes[runtime] = pid
+                    self.runtimes[runtime] = serial
                     if runtime in self.unclaimed:
-                        self.ended(pid, self.unclaimed.pop(runtime))
+                        self.ended(serial, self.unclaimed.pop(runtime))
                     continue
-                self.ended(pid, code)
+                self.ended(serial, code)
             elif pid in self.runtimes:
                 self.ended(self.runtimes.pop(pid), code)
             else:
                 # A pid 1 reaped before its launcher: claimed once the launcher's report is read.
                 self.unclaimed[pid] = code
 
-    def ended(self, launcher: int, code: int) -> None:
+    def ended(self, serial: bytes, code: int) -> None:
         try:
-            self.sock.send(b"exit %d %d" % (launcher, code))
+            self.sock.send(b"exit %s %d" % (serial, code))
         except OSError:
             pass
 

@@ -89,7 +89,7 @@ class Template:
         self._sock = sock
         self._serial = 0
         self._pending: dict[int, asyncio.Future[ForkedChild]] = {}
-        self._children: dict[int, ForkedChild] = {}
+        self._children: dict[int, ForkedChild] = {}  # by the serial of the fork
         self._draining = False
         self.alive = True
 
@@ -184,8 +184,9 @@ class Template:
                 return
             words = msg.split(maxsplit=2)
             if words[0] == b"forked" and len(words) == 3 and len(fds) == 1:
+                # Known by the serial of its fork, as the template reports its end: a pid is reused.
                 child = ForkedChild(int(words[2]), fds[0])
-                self._children[child.pid] = child
+                self._children[int(words[1])] = child
                 future = self._pending.get(int(words[1]))
                 if future is not None and not future.done():
                     future.set_result(child)

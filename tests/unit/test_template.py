@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import resource
+import signal
 import socket
 import sys
 from collections.abc import Callable
@@ -137,3 +138,37 @@ def test_templates_are_started_on_first_need_and_replaced_after_max_forks(tmp_pa
             await templates.close()
 
     asyncio.run(scenario())
+
+
+def test_an_environment_is_named_by_its_fork_not_by_a_pid_that_comes_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    from silo.jail import template as jailed
+
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    template = jailed.Template(theirs, runtime_loaded=False)
+    try:
+
+        def launched(serial: bytes, runtime: int) -> int:
+            report_r, report_w = os.pipe()
+            os.write(report_w, str(runtime).encode())
+            os.close(report_w)
+            return template.launchers.setdefault(4242, (serial, report_r))[1]
+
+        # What the kernel reports, in order: the first launcher (pid 4242) leaves after forking pid 1 (5000);
+        # a second fork's launcher gets pid 4242 again and leaves after forking 6000; then 5000 ends.
+        ended: list[tuple[int, int]] = []
+        monkeypatch.setattr(jailed.os, "waitpid", lambda pid, flags: ended.pop(0) if ended else (0, 0))
+        launched(b"1", 5000)
+        ended.append((4242, 0))
+        template.reap()
+        launched(b"2", 6000)
+        ended.append((4242, 0))
+        template.reap()
+        ended.append((5000, 9))  # killed by SIGKILL
+        template.reap()
+        assert ours.recv(64) == b"exit 1 -9", "the first environment ended, whatever pid its launcher had"
+        assert template.runtimes == {6000: b"2"}
+    finally:
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        for sock in (ours, theirs, template.wake_r, template.wake_w):
+            sock.close()
