@@ -304,10 +304,14 @@ class JailSandbox:
         return process
 
     async def close(self) -> None:
-        """After every environment is gone: end the templates, remove the spare cgroups."""
+        """After every environment is gone: end the templates, remove the spare cgroups, then the daemon's own
+        parent groups (left in place if anything still lives in them)."""
         if self._templates is not None:
             await self._templates.close()
         await self._spares.close()
+        for ctrl in cgroups.CONTROLLERS:
+            with contextlib.suppress(OSError):
+                (cgroups.ROOT / ctrl / self._cgroup_parent).rmdir()
 
     async def _lease_network(self, env_id: str) -> Lease:
         try:

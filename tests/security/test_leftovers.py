@@ -12,7 +12,7 @@ import pytest
 
 from silo.sandbox.identity import INSTANCE_SLOTS, UID_BASE, UID_COUNT, instance_of
 from silo.sandbox.spares import PREFIX
-from tests.support import SiloServer, create_python_function, payload_of
+from tests.support import SiloServer, create_python_function, make_client, payload_of
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the jail needs root; CI runs these as root")
 
@@ -127,3 +127,22 @@ def test_stems_retired_while_they_grow_leave_nothing(
         time.sleep(0.2)
     assert silo_cgroups(silo_server) - groups_before == set(), "a stem killed as it grew was cleaned up too"
     assert set(env_root.iterdir()) - dirs_before == set()
+
+
+def test_a_stopped_server_leaves_nothing(tmp_path: Path) -> None:
+    server = SiloServer(tmp_path / "data")
+    server.start()
+    try:
+        client = make_client(server.endpoint)
+        create_python_function(client, "stopping", SOURCE, per_tenant=True)
+        uids = {payload_of(client.invoke(FunctionName="stopping", TenantId=t)) for t in ("a", "b", "c")}
+        instance = instance_of(server.data_dir / "environments")
+        assert jail_processes(uids)
+    finally:
+        server.stop()
+    deadline = time.monotonic() + 10  # killed ones are reaped by init once their template has gone
+    while jail_processes(uids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert jail_processes(uids) == [], "no environment outlives its daemon's shutdown"
+    for ctrl in ("memory", "pids", "cpu", "freezer"):
+        assert not (Path("/sys/fs/cgroup") / ctrl / "silo" / instance).exists(), f"{ctrl} groups of the daemon remain"
