@@ -286,8 +286,9 @@ def environment_main(
 ) -> None:
     """Pid 1 of the new namespaces: finish the jail and become the runtime (`start` never returns).
 
-    `launcher_gone`: read end of a pipe whose other end dies with the process that forked this one,
-    when that process leaves at once (see `jail`); the death signal is armed only once it has gone.
+    `launcher_gone`: read end of a pipe whose other end closes once the process that forked this one has
+    left and been reaped (see `jail`); the death signal is armed only then, so that it follows the
+    parent this process has from then on, not the one that is leaving.
     `preconnect`: the runtime runs in this process (silo's own Python runtime), so it is also handed a
     Runtime API connection made here, over a local socket pair: cheaper per call than TCP on loopback.
     Its end is left as `spec.runtime_api_fd`; the daemon gets the other end beside the listening socket."""
@@ -313,9 +314,13 @@ def environment_main(
         spec.runtime_api_fd = ours.detach()  # type: ignore[attr-defined]
     socket.send_fds(control, [b"ready"], fds)
     api.close()
+    control.close()
     if preconnect:
         theirs.close()
-    control.close()
+        # Down to the lowest free number, where a runtime that connects itself would have its socket.
+        lowest = os.dup(spec.runtime_api_fd)  # type: ignore[attr-defined]
+        os.close(spec.runtime_api_fd)  # type: ignore[attr-defined]
+        spec.runtime_api_fd = lowest  # type: ignore[attr-defined]
     start(spec)
     os._exit(127)
 
@@ -344,6 +349,7 @@ def jail(
     control: socket.socket,
     start: Callable[[JailSpec], None],
     report_fd: int = -1,
+    launcher_gone: int = -1,
     preconnect: bool = False,
 ) -> None:
     """Steps 2 and 3, then pid 1 of the new namespaces goes on with the rest and `start`s the runtime.
@@ -352,19 +358,19 @@ def jail(
     This process either stays behind, waits for pid 1 and exits as it did (started by the daemon, it is
     the daemon's child), or, given `report_fd` (forked by a template, which reaps orphans as a
     subreaper), writes pid 1's pid there and leaves at once: a process that only waits would hold
-    memory for the environment's whole life."""
+    memory for the environment's whole life. Then `launcher_gone` is the read end of a pipe the
+    template closes once it has reaped this process (see `environment_main`)."""
     step("join cgroups", control, join_cgroups, spec.cgroups)
     step("unshare namespaces", control, syscalls.unshare, NAMESPACES)
-    gone_r, gone_w = os.pipe() if report_fd >= 0 else (-1, -1)
     pid = os.fork()
     if pid == 0:
-        if gone_w >= 0:
-            os.close(gone_w)
+        if report_fd >= 0:
             os.close(report_fd)
-        environment_main(spec, control, start, gone_r, preconnect)
+        environment_main(spec, control, start, launcher_gone, preconnect)
         os._exit(127)
     control.close()
     if report_fd >= 0:
+        os.close(launcher_gone)
         os.write(report_fd, str(pid).encode())
         os._exit(0)
     _, status = os.waitpid(pid, 0)

@@ -52,6 +52,7 @@ RUNTIME_DIR = "/var/runtime"
 CONTROL_FD = 3
 SPEC_FD = 4
 REPORT_FD = 5
+GONE_FD = 6
 PR_SET_CHILD_SUBREAPER = 36
 # Variables that change how the interpreter starts; a fork cannot honour them, so the daemon starts
 # environments of functions that set them from nothing (see silo/sandbox/template.py).
@@ -71,15 +72,16 @@ def load_runtime(runtime_dir: str) -> None:
 # --- in the child ---------------------------------------------------------------------------------
 
 
-def take_descriptors(spec_fd: int, control_fd: int, output_fd: int, report_fd: int) -> None:
+def take_descriptors(spec_fd: int, control_fd: int, output_fd: int, report_fd: int, gone_fd: int) -> None:
     """Put the environment's descriptors where the rest of the child expects them."""
-    # Out of the way of 0-5 first, so the moves below cannot overwrite one another.
-    high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 64) for fd in (spec_fd, control_fd, output_fd, report_fd)]
+    # Out of the way of 0-6 first, so the moves below cannot overwrite one another.
+    high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 64) for fd in (spec_fd, control_fd, output_fd, report_fd, gone_fd)]
     os.dup2(high[2], 1)
     os.dup2(high[2], 2)
     os.dup2(high[1], CONTROL_FD)
     os.dup2(high[0], SPEC_FD)
     os.dup2(high[3], REPORT_FD)
+    os.dup2(high[4], GONE_FD)
 
 
 def leave_template() -> None:
@@ -88,7 +90,7 @@ def leave_template() -> None:
     signal.set_wakeup_fd(-1)
     for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, signal.SIG_DFL)
-    enter.leave_daemon(CONTROL_FD, SPEC_FD, REPORT_FD)
+    enter.leave_daemon(CONTROL_FD, SPEC_FD, REPORT_FD, GONE_FD)
     reseed()
     # Its own session, as a launcher started by the daemon has; and it dies with the template.
     os.setsid()
@@ -111,7 +113,7 @@ def become_environment(fds: list[int], runtime_loaded: bool) -> None:
         spec = enter.step("read the environment's description", control, lambda: enter.read_spec(f.read()))
     in_process = spec.in_process and runtime_loaded
     start = run_python_runtime if in_process else enter.exec_runtime
-    enter.jail(spec, control, start, REPORT_FD, preconnect=in_process)
+    enter.jail(spec, control, start, REPORT_FD, GONE_FD, preconnect=in_process)
 
 
 def _seen(path: str, pairs: list[tuple[str, str]]) -> str:
@@ -276,7 +278,8 @@ class Template:
         self.runtime_loaded = runtime_loaded
         # An environment is named by the daemon's serial for its fork, never by a pid: a launcher's pid is
         # free again once it leaves, and a later launcher may get it while the first environment lives on.
-        self.launchers: dict[int, tuple[bytes, int]] = {}  # launcher pid -> (serial, read end of its report)
+        # launcher pid -> (serial, read end of its report, write end of its "gone" pipe)
+        self.launchers: dict[int, tuple[bytes, int, int]] = {}
         self.runtimes: dict[int, bytes] = {}  # pid 1 of an environment -> serial
         self.unclaimed: dict[int, int] = {}
         self.draining = False
@@ -322,21 +325,26 @@ class Template:
             return
         # The child reports its environment's pid 1 here, then leaves; pid 1 becomes this process's child.
         report_r, report_w = os.pipe()
+        # Pid 1 arms its death signal only once this end is closed, which happens when the launcher has
+        # been reaped here: by then pid 1's parent is this process. (An end the launcher held would close
+        # as it exits, before its children are handed over; armed in that gap, the signal fires at once.)
+        gone_r, gone_w = os.pipe()
         try:
             pid = os.fork()
         except OSError as exc:
-            for fd in (*fds, report_r, report_w):
+            for fd in (*fds, report_r, report_w, gone_r, gone_w):
                 os.close(fd)
             self.sock.send(b"failed %s %s" % (words[1], str(exc).encode()))
             return
         if pid == 0:
             try:
-                become_environment([*fds, report_w], self.runtime_loaded)
+                os.close(gone_w)
+                become_environment([*fds, report_w, gone_r], self.runtime_loaded)
             finally:
                 os._exit(126)
-        for fd in (*fds, report_w):
+        for fd in (*fds, report_w, gone_r):
             os.close(fd)
-        self.launchers[pid] = (words[1], report_r)
+        self.launchers[pid] = (words[1], report_r, gone_w)
         pidfd = os.pidfd_open(pid)
         try:
             socket.send_fds(self.sock, [b"forked %s %d" % (words[1], pid)], [pidfd])
@@ -356,7 +364,8 @@ class Template:
             code = os.waitstatus_to_exitcode(status)
             launcher = self.launchers.pop(pid, None)
             if launcher is not None:
-                serial, report = launcher
+                serial, report, gone = launcher
+                os.close(gone)
                 try:
                     runtime = int(os.read(report, 32) or b"0")
                 finally:

@@ -8,10 +8,12 @@ is about replacing templates.
 
 from __future__ import annotations
 
+import base64
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +22,16 @@ from typing import Any
 import pytest
 
 from tests.compat.test_custom_runtimes import SCRIPT_BOOTSTRAP
-from tests.support import ROLE, SiloServer, call, create_python_function, forked_call, make_client, zip_files
+from tests.support import (
+    ROLE,
+    SiloServer,
+    call,
+    create_python_function,
+    forked_call,
+    make_client,
+    payload_of,
+    zip_files,
+)
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the jail needs root; CI runs these as root")
 
@@ -286,3 +297,31 @@ def test_custom_runtime_is_forked_from_a_template(client: Any) -> None:
     client.get_waiter("function_active_v2").wait(FunctionName=name)
     out = forked_call(client, name, "c")
     assert out["handler"] == "custom.handler" and out["tenant"].startswith("c-")
+
+
+def test_many_forked_environments_at_once_all_answer_and_stay_warm(client: Any) -> None:
+    # Launchers leave while others are forked and pid 1s arm their death signal: none may die of the other.
+    name = f"many-{os.urandom(3).hex()}"
+    create_python_function(
+        client, name, "def handler(event, context):\n    return context.tenant_id\n", per_tenant=True
+    )
+    forked_call(client, name, "first")
+    tenants = [f"t{i}" for i in range(160)]
+    failures: list[Any] = []
+
+    def calls(chunk: list[str], expect_warm: bool) -> None:
+        for tenant in chunk:
+            response = client.invoke(FunctionName=name, TenantId=tenant, LogType="Tail")
+            tail = base64.b64decode(response["LogResult"]).decode()
+            if "FunctionError" in response or payload_of(response) != tenant:
+                failures.append(payload_of(response))
+            elif expect_warm and "Init Duration" in tail:
+                failures.append(f"{tenant} was not warm on its second call")
+
+    for expect_warm in (False, True):
+        threads = [threading.Thread(target=calls, args=(tenants[i::4], expect_warm)) for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert failures == [], failures[:5]

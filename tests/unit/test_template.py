@@ -151,16 +151,24 @@ def test_an_environment_is_named_by_its_fork_not_by_a_pid_that_comes_back(monkey
             report_r, report_w = os.pipe()
             os.write(report_w, str(runtime).encode())
             os.close(report_w)
-            return template.launchers.setdefault(4242, (serial, report_r))[1]
+            gone_r, gone_w = os.pipe()
+            os.set_blocking(gone_r, False)
+            template.launchers[4242] = (serial, report_r, gone_w)
+            return gone_r
 
         # What the kernel reports, in order: the first launcher (pid 4242) leaves after forking pid 1 (5000);
         # a second fork's launcher gets pid 4242 again and leaves after forking 6000; then 5000 ends.
         ended: list[tuple[int, int]] = []
         monkeypatch.setattr(jailed.os, "waitpid", lambda pid, flags: ended.pop(0) if ended else (0, 0))
-        launched(b"1", 5000)
+        gone = launched(b"1", 5000)
+        template.reap()
+        with pytest.raises(BlockingIOError):
+            os.read(gone, 1)  # pid 1 must not arm its death signal while its launcher is not reaped
         ended.append((4242, 0))
         template.reap()
-        launched(b"2", 6000)
+        assert os.read(gone, 1) == b"", "once the launcher is reaped, pid 1 may arm it (its parent is the template)"
+        os.close(gone)
+        os.close(launched(b"2", 6000))
         ended.append((4242, 0))
         template.reap()
         ended.append((5000, 9))  # killed by SIGKILL
