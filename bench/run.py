@@ -407,6 +407,10 @@ def main() -> int:
                 figure.note += f"; {warmed}, {live:.0f} environments live, {cold:.0f} cold starts in all"
                 figures.append(figure)
                 rates[count] = rate
+                if count == 1000:
+                    # The same tenants from half the connections: two cores are as busy, and calls queue less.
+                    fewer, _, _ = sustained_wrk(server.port, f"tp{count}", count, connections // 2, seconds)
+                    figures.append(fewer)
                 if count >= 1000:
                     envs, mib = idle_memory()
                     notes.append(
