@@ -166,10 +166,13 @@ class Dispatcher:
 
     async def stop(self) -> None:
         """Stop dispatching; events in flight go back to PENDING and run again on the next start."""
-        tasks = [t for t in (self._loop_task, *self._tasks) if t is not None]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        pending = {t for t in (self._loop_task, *self._tasks) if t is not None}
+        while pending:
+            # Again until they end: Python 3.11's wait_for can swallow a cancellation that arrives as the
+            # awaited future completes, and the loop would then go on forever.
+            for task in pending:
+                task.cancel()
+            _, pending = await asyncio.wait(pending, timeout=1)
         released = await asyncio.to_thread(self.queue.release, self.boot_id, self.clock())
         if released:
             log.info("%d async event(s) were in flight at shutdown; they run again on the next start", released)
