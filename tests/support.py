@@ -28,6 +28,14 @@ CREDENTIALS = {
 ROLE = "arn:aws:iam::000000000000:role/silo-test"
 
 
+def listening_socket() -> socket.socket:
+    """A TCP socket listening on a free loopback port, as a Runtime API channel is given one."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen()
+    return sock
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -17,6 +17,7 @@ import pytest
 from silo.runtime_api import RuntimeChannel, RuntimeReply
 from silo.runtimes import catalog
 from silo.types import Invocation
+from tests.support import listening_socket
 
 ARN = "arn:aws:lambda:us-east-1:123456789012:function:fn"
 
@@ -61,9 +62,7 @@ async def environment(
     max_response_bytes: int = 6 * 1024 * 1024 + 100,
 ) -> AsyncIterator[Environment]:
     channel = RuntimeChannel(max_response_bytes=max_response_bytes)
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen()
+    sock = listening_socket()
     port = sock.getsockname()[1]
     await channel.start(sock)
     log = code.parent / f"{code.name}.log"
@@ -246,21 +245,23 @@ def test_the_runtime_exits_when_the_platform_goes_away(tmp_path: Path) -> None:
     run(scenario)
 
 
+def submit(channel: RuntimeChannel, request_id: str) -> asyncio.Future[RuntimeReply]:
+    return channel.submit(Invocation(request_id, b"{}", "blue", ARN), int(time.time() * 1000) + 3000)
+
+
 def test_client_uses_the_connection_it_was_given() -> None:
     from silo.runtimes.python.client import RuntimeClient
 
     async def scenario() -> None:
         channel = RuntimeChannel()
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        sock.listen()
+        sock = listening_socket()
         ours, theirs = socket.socketpair()
         await channel.start(sock, theirs)
         # An address nothing listens on: every byte must go over the connection it was given.
         client = RuntimeClient("127.0.0.1:9", ours.detach())
         try:
             got = asyncio.ensure_future(asyncio.to_thread(client.wait_next_invocation))
-            first = channel.submit(Invocation("req-1", b"{}", "blue", ARN), int(time.time() * 1000) + 3000)
+            first = submit(channel, "req-1")
             assert (await got).request_id == "req-1"
             posted = asyncio.ensure_future(
                 asyncio.to_thread(client.post_invocation_result, "req-1", b"1", "application/json")
@@ -269,7 +270,7 @@ def test_client_uses_the_connection_it_was_given() -> None:
             # The 202 waits for the GET /next the client sent behind its result, and goes out with the next event.
             await asyncio.sleep(0.05)
             assert not posted.done()
-            second = channel.submit(Invocation("req-2", b"{}", "blue", ARN), int(time.time() * 1000) + 3000)
+            second = submit(channel, "req-2")
             assert await posted == 202
             assert (await asyncio.to_thread(client.wait_next_invocation)).request_id == "req-2"
             second.cancel()
@@ -285,16 +286,14 @@ def test_client_connects_when_the_connection_it_was_given_is_gone() -> None:
 
     async def scenario() -> None:
         channel = RuntimeChannel()
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        sock.listen()
+        sock = listening_socket()
         await channel.start(sock)
         ours, theirs = socket.socketpair()
         theirs.close()
         client = RuntimeClient(f"127.0.0.1:{sock.getsockname()[1]}", ours.detach())
         try:
             got = asyncio.ensure_future(asyncio.to_thread(client.wait_next_invocation))
-            first = channel.submit(Invocation("req-1", b"{}", "blue", ARN), int(time.time() * 1000) + 3000)
+            first = submit(channel, "req-1")
             assert (await got).request_id == "req-1"
             first.cancel()
         finally:

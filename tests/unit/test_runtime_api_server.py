@@ -14,6 +14,7 @@ import pytest
 
 from silo.runtime_api import ChannelClosed, RuntimeChannel, RuntimeReply, paths
 from silo.types import Invocation
+from tests.support import listening_socket
 
 ARN = "arn:aws:lambda:us-east-1:123456789012:function:echo"
 NEXT = b"GET /2018-06-01/runtime/invocation/next HTTP/1.1\r\nHost: rapi\r\n\r\n"
@@ -86,9 +87,7 @@ class Rig:
 @contextlib.asynccontextmanager
 async def serving(**kwargs: int) -> AsyncIterator[Rig]:
     channel = RuntimeChannel(**kwargs)
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen()
+    sock = listening_socket()
     rig = Rig(channel, sock.getsockname()[1])
     await channel.start(sock)
     try:
@@ -581,9 +580,7 @@ def test_output_is_flushed_before_the_future_resolves() -> None:
 def test_a_connection_made_beforehand_is_served_beside_the_listening_socket() -> None:
     async def scenario() -> None:
         channel = RuntimeChannel()
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        sock.listen()
+        sock = listening_socket()
         ours, theirs = socket.socketpair()
         await channel.start(sock, theirs)
         raw = Raw(*await asyncio.open_connection(sock=ours))
@@ -607,9 +604,7 @@ def test_a_connection_made_beforehand_is_served_beside_the_listening_socket() ->
 def test_close_fails_waiters_and_closes_the_socket() -> None:
     async def scenario() -> None:
         channel = RuntimeChannel()
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        sock.listen()
+        sock = listening_socket()
         port = sock.getsockname()[1]
         await channel.start(sock)
         raw = await Raw.connect(port)
