@@ -7,6 +7,7 @@ The only server this ever talks to is silo's RuntimeChannel (Content-Length bodi
 
 from __future__ import annotations
 
+import mmap
 import socket
 
 # Mirror of silo/runtime_api/paths.py, which this runtime cannot import; a unit test keeps them equal.
@@ -23,6 +24,9 @@ TENANT_ID = "Lambda-Runtime-Aws-Tenant-Id"
 FUNCTION_ERROR_TYPE = "Lambda-Runtime-Function-Error-Type"
 
 _MAX_HEAD = 1 << 20
+# Answers are read into one buffer kept for the life of the process. `sock.recv(n)` would allocate n
+# bytes for every read: above glibc's mmap threshold that is an mmap, a page fault and an munmap per
+# call. An anonymous map takes memory only for the pages a read has filled, never for the rest.
 _RECV = 256 * 1024
 
 
@@ -72,6 +76,7 @@ class RuntimeClient:
         self._host = address
         self._sock: socket.socket | None = socket.socket(fileno=connection_fd) if connection_fd >= 0 else None
         self._buf = bytearray()
+        self._recv_view: memoryview | None = None
         self._next_sent = False
 
     def wait_next_invocation(self) -> InvocationRequest:
@@ -160,13 +165,16 @@ class RuntimeClient:
             while end < 0:
                 if len(buf) > _MAX_HEAD:
                     raise RuntimeClientError("answer head too large")
-                chunk = sock.recv(_RECV)
-                if not chunk:
+                view = self._recv_view
+                if view is None:
+                    view = self._recv_view = memoryview(mmap.mmap(-1, _RECV))
+                n = sock.recv_into(view)
+                if not n:
                     if not got_any:
                         raise _StaleConnection()
                     raise RuntimeClientError("the Runtime API closed the connection mid-answer")
                 got_any = True
-                buf += chunk
+                buf += view[:n]
                 end = buf.find(b"\r\n\r\n")
             lines = bytes(buf[:end]).split(b"\r\n")
             del buf[: end + 4]
