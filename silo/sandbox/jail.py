@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import shutil
 import socket
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from silo.jail import cgroups
@@ -105,12 +106,15 @@ class JailedProcess(CgroupedEnvironment):
         listen_sock: socket.socket,
         output_fd: int,
         release_uid: Callable[[], None],
+        give_back_groups: Callable[[dict[str, Path]], Awaitable[bool]],
         release_network: Callable[[], None] = lambda: None,
         check_network: Callable[[], None] = lambda: None,
     ) -> None:
+        """`give_back_groups`: takes the groups once the environment is gone; True when nothing runs in them."""
         super().__init__(env_id, child, listen_sock, output_fd, groups)
         self._env_dir = env_dir
         self._release_uid = release_uid
+        self._give_back_groups = give_back_groups
         self._release_network = release_network
         self._check_network = check_network
 
@@ -131,12 +135,11 @@ class JailedProcess(CgroupedEnvironment):
             await loop.run_in_executor(None, self._release_network)
         except NetworkUnavailable as exc:
             log.error("environment %s: %s; its address stays reserved", self._env_id, exc)
-        removed = await loop.run_in_executor(None, cgroups.remove, self.cgroups)
-        if removed:
+        if await self._give_back_groups(self.cgroups):
             # Only now is nothing left running as this uid, so another environment may have it.
             self._release_uid()
         else:
-            log.error("environment %s: its cgroups could not be removed; its uid stays reserved", self._env_id)
+            log.error("environment %s: its cgroups could not be emptied; its uid stays reserved", self._env_id)
         await loop.run_in_executor(None, lambda: shutil.rmtree(self._env_dir, ignore_errors=True))
 
 
@@ -294,6 +297,7 @@ class JailSandbox:
             listen_sock,
             out_r,
             lambda: self._uids.give_back(uid),
+            functools.partial(self._spares.give_back, spec.memory_mb),
             (lambda: network.release(lease)) if lease is not None else (lambda: None),
             network.ensure_ready if lease is not None else (lambda: None),
         )

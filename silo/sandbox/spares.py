@@ -6,6 +6,11 @@ spares are kept per size, for the sizes launched most recently. They are named `
 then renamed for their environment (cgroup v1 allows renaming a group in place), so what the host shows
 is the environments' groups and a few spares. Spares are removed when the backend closes; a daemon that
 died leaves them to the sweep of its next start, as it does every group.
+
+An environment's groups, once it is gone, become a spare of its size again when they are fit for it
+(`cgroups.reset_for_reuse`) and that size has room for one; only then are they not removed. Removing a
+memory group costs the kernel more the more environments the host holds, and when tenants outnumber
+the environments memory allows, every call ends one.
 """
 
 from __future__ import annotations
@@ -27,6 +32,9 @@ class SpareGroups:
     def __init__(self, parent: str, per_size: int = 4, sizes: int = 4) -> None:
         self._parent = parent
         self._per_size = per_size
+        # Groups given back are kept up to twice what is made ahead: a launch and an environment's end
+        # often come together, and a spare made ahead a moment before should not crowd out a reused one.
+        self._keep = 2 * per_size
         self._sizes = sizes
         self._ready: OrderedDict[int, list[dict[str, Path]]] = OrderedDict()
         self._refilling: set[int] = set()
@@ -45,6 +53,22 @@ class SpareGroups:
             self._remove_later(dropped)
         self._refill(memory_mb)
         return groups
+
+    async def give_back(self, memory_mb: int, groups: dict[str, Path]) -> bool:
+        """The groups of an environment that is gone: kept as a spare of `memory_mb` when fit and wanted,
+        else removed. True once nothing runs in them any more (kept or removed), False if they could not
+        be emptied."""
+        loop = asyncio.get_running_loop()
+        if self._closed or len(self._ready.get(memory_mb, ())) >= self._keep:
+            return await loop.run_in_executor(None, cgroups.remove, groups)
+        emptied, spare = await loop.run_in_executor(None, _reuse_or_remove, groups)
+        if spare is not None:
+            ready = self._ready.get(memory_mb)
+            if self._closed or ready is None or len(ready) >= self._keep:
+                self._remove_later([spare])
+            else:
+                ready.append(spare)
+        return emptied
 
     def spare_count(self) -> int:
         return sum(len(ready) for ready in self._ready.values())
@@ -101,6 +125,13 @@ def _renamed(spare: dict[str, Path], name: str) -> dict[str, Path] | None:
         cgroups.remove({**spare, **renamed}, timeout_s=1)
         return None
     return renamed
+
+
+def _reuse_or_remove(groups: dict[str, Path]) -> tuple[bool, dict[str, Path] | None]:
+    """(whether the groups are empty now, the groups renamed as a spare when they are fit to be one)."""
+    if cgroups.reset_for_reuse(groups):
+        return True, _renamed(groups, PREFIX + uuid.uuid4().hex[:16])
+    return cgroups.remove(groups), None
 
 
 def _remove_all(spares: list[dict[str, Path]]) -> None:

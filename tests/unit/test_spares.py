@@ -1,9 +1,12 @@
-"""Spare cgroups: made ahead per MemorySize, taken by launches, removed on close."""
+"""Spare cgroups: made ahead per MemorySize, taken by launches, given back by environments that are gone,
+removed on close."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 
@@ -65,3 +68,105 @@ def test_spares_are_made_ahead_taken_with_their_limits_and_removed() -> None:
                     if group.is_dir():
                         group.rmdir()
                 top.rmdir()
+
+
+def run_inside(groups: dict[str, Path], code: str) -> int:
+    """Run `code` in a Python process that joins `groups` before it starts; its exit status."""
+
+    def join() -> None:
+        for path in groups.values():
+            (path / "cgroup.procs").write_text(str(os.getpid()))
+
+    return subprocess.run([sys.executable, "-c", code], preexec_fn=join, check=False).returncode
+
+
+def counter(groups: dict[str, Path], name: str) -> int:
+    return int((groups["memory"] / name).read_text())
+
+
+def groups_under(parent: str) -> list[Path]:
+    top = cgroups.ROOT / "memory" / parent
+    return sorted(g for g in top.iterdir() if g.is_dir()) if top.is_dir() else []
+
+
+def remove_parent(parent: str) -> None:
+    for ctrl in cgroups.CONTROLLERS:
+        top = cgroups.ROOT / ctrl / parent
+        if top.is_dir():
+            for group in top.iterdir():
+                if group.is_dir():
+                    cgroups.remove({ctrl: group}, timeout_s=2)
+            top.rmdir()
+
+
+def test_groups_given_back_are_reset_and_kept_as_spares() -> None:
+    parent = f"{cgroups.PARENT}/test-{uuid.uuid4().hex[:8]}"
+
+    async def scenario() -> None:
+        spares = SpareGroups(parent, per_size=1)
+        groups = spares.take(256, "env-1")
+        first = groups["memory"].stat().st_ino  # a renamed group keeps its inode
+        assert run_inside(groups, "x = bytearray(48 << 20)") == 0
+        assert counter(groups, "memory.max_usage_in_bytes") > 48 << 20, "the first environment's peak"
+        await settle(spares, 1)
+        assert await spares.give_back(256, groups)
+        assert spares.spare_count() == 2, "kept as a spare of its size"
+        assert not any(p.exists() for p in groups.values()), "renamed: no group keeps a gone environment's name"
+        ready = {g.stat().st_ino for g in groups_under(parent)}
+        assert len(ready) == 2 and first in ready
+        again = [spares.take(256, f"env-{i}") for i in (2, 3)]
+        assert {g["memory"].stat().st_ino for g in again} == ready, "both spares taken, none made"
+        for taken in again:
+            assert limit_mb(taken) == 256
+            assert counter(taken, "memory.max_usage_in_bytes") < cgroups.REUSE_MAX_LEFT_BYTES, "peak starts again"
+            assert counter(taken, "memory.failcnt") == 0
+            assert cgroups.pids_of(taken) == []
+        await spares.close()
+        for taken in again:
+            cgroups.remove(taken)
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        remove_parent(parent)
+
+
+def test_groups_of_an_environment_killed_for_memory_are_removed_not_reused() -> None:
+    """The OOM-kill counter cannot be reset: a group that had one would report it for its next environment."""
+    parent = f"{cgroups.PARENT}/test-{uuid.uuid4().hex[:8]}"
+
+    async def scenario() -> None:
+        spares = SpareGroups(parent, per_size=1)
+        groups = spares.take(32, "env-oom")
+        assert run_inside(groups, "x = bytearray(96 << 20)") != 0
+        assert cgroups.oom_killed(groups)
+        await settle(spares, 1)
+        assert await spares.give_back(32, groups), "emptied"
+        assert not any(p.exists() for p in groups.values()), "removed"
+        assert spares.spare_count() == 1, "only the spare made ahead"
+        await spares.close()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        remove_parent(parent)
+
+
+def test_groups_given_back_beyond_what_a_size_keeps_are_removed() -> None:
+    parent = f"{cgroups.PARENT}/test-{uuid.uuid4().hex[:8]}"
+
+    async def scenario() -> None:
+        spares = SpareGroups(parent, per_size=1)  # keeps up to two of a size
+        taken = [spares.take(128, f"env-{i}") for i in range(4)]
+        await settle(spares, 1)
+        for groups in taken:
+            assert await spares.give_back(128, groups)
+        assert spares.spare_count() == 2
+        assert len(groups_under(parent)) == 2, "the rest removed"
+        await spares.close()
+        assert groups_under(parent) == []
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        remove_parent(parent)
