@@ -199,16 +199,97 @@ def warm_call(client: Client, function: str, n: int) -> list[float]:
     return [client.invoke(function, "warm") for _ in range(n)]
 
 
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def busy_seconds() -> float:
+    """CPU time the whole host has spent busy so far (every core, user and system)."""
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    idle = int(fields[3]) + int(fields[4])
+    return (sum(int(f) for f in fields[:8]) - idle) / CLOCK_TICKS
+
+
+def process_seconds(pid: int) -> float:
+    """CPU time of one process so far (user and system), 0 if it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def damon_pids() -> list[int]:
+    """The kernel's DAMON monitor threads, when the host runs one (silo does not start them)."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                if (proc / "comm").read_text().startswith("kdamond"):
+                    pids.append(int(proc.name))
+            except OSError:
+                continue
+    return pids
+
+
+def wait_quiet(timeout_s: float = 30.0, busy_share: float = 0.15) -> float:
+    """Wait until the host is nearly idle (under `busy_share` of its cores busy over a second): what warming
+    left running (stems growing back, spare cgroups, log writes, the kernel settling) is not measured as
+    the scenario's. Returns the seconds waited."""
+    cores = os.cpu_count() or 1
+    t0 = time.monotonic()
+    last = busy_seconds()
+    while time.monotonic() - t0 < timeout_s:
+        time.sleep(1)
+        now = busy_seconds()
+        if now - last < busy_share * cores:
+            break
+        last = now
+    return time.monotonic() - t0
+
+
+@dataclass
+class CpuSplit:
+    """Where the host's CPU went during a run, per call, in microseconds."""
+
+    daemon: float
+    damon: float
+    rest: float  # environments, the load generator, the kernel's own work
+
+    def note(self) -> str:
+        damon = f", the host's DAMON monitor {self.damon:.0f}" if self.damon >= 0.5 else ""
+        total = self.daemon + self.damon + self.rest
+        return f"CPU per call {total:.0f} µs: daemon {self.daemon:.0f}{damon}, rest {self.rest:.0f}"
+
+
+class CpuMeter:
+    def __init__(self, daemon_pid: int) -> None:
+        self.daemon_pid = daemon_pid
+        self.damon = damon_pids()
+        self.start = self._read()
+
+    def _read(self) -> tuple[float, float, float]:
+        return busy_seconds(), process_seconds(self.daemon_pid), sum(process_seconds(p) for p in self.damon)
+
+    def split(self, calls: int) -> CpuSplit:
+        end = self._read()
+        busy, daemon, damon = (b - a for a, b in zip(self.start, end, strict=True))
+        per = 1e6 / max(calls, 1)
+        return CpuSplit(daemon * per, damon * per, max(busy - daemon - damon, 0.0) * per)
+
+
 def sustained_wrk(
-    port: int, function: str, tenants: int, connections: int, seconds: float
+    port: int, function: str, tenants: int, connections: int, seconds: float, daemon_pid: int
 ) -> tuple[Figure, float, str]:
     """`wrk` (C, keep-alive) calls round the tenants from `connections` connections for `seconds`: the load
     generator itself costs little of the two cores the server shares with it. Tenants are warmed first
-    by 4 parallel clients; those that do not fit (memory budget) are started again when called."""
+    by 4 parallel clients; those that do not fit (memory budget) are started again when called. The
+    calls start once the host has settled after warming."""
     t0 = time.perf_counter()
     warm_tenants(port, function, [f"tp{tenants}-{i}" for i in range(tenants)])
     warm_s = time.perf_counter() - t0
+    wait_quiet()
     env = dict(os.environ, SILO_FUNCTION=function, SILO_TENANTS=str(tenants), SILO_PREFIX=f"tp{tenants}")
+    meter = CpuMeter(daemon_pid)
     out = subprocess.run(
         [
             "wrk",
@@ -225,12 +306,14 @@ def sustained_wrk(
         check=True,
     ).stdout
     result = json.loads(next(line for line in out.splitlines() if line.startswith("RESULT "))[7:])
+    cpu = meter.split(result["requests"])
     rate = result["requests"] / result["seconds"]
     errors = sum(v for k, v in result.items() if k.endswith(("_errors", "timeouts")))
     figure = Figure(
         f"warm calls over {tenants} tenants, wrk with {connections} connections",
         [],
-        f"{rate:.0f} calls/s, {result['requests']} calls over {result['seconds']:.0f} s, {errors} errors",
+        f"{rate:.0f} calls/s, {result['requests']} calls over {result['seconds']:.0f} s, {errors} errors; "
+        + cpu.note(),
         percentiles=(result["p50_us"] / 1000, result["p90_us"] / 1000, result["p99_us"] / 1000, result["requests"]),
     )
     return figure, rate, f"{tenants} tenants warmed in {warm_s:.0f} s"
@@ -274,10 +357,24 @@ def settled_mem_available_mib(timeout_s: float = 60) -> float:
 
 
 def mem_available_mib() -> float:
+    return meminfo_mib()["MemAvailable"]
+
+
+def meminfo_mib() -> dict[str, float]:
+    fields = {}
     for line in Path("/proc/meminfo").read_text().splitlines():
-        if line.startswith("MemAvailable:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+        name, _, value = line.partition(":")
+        fields[name] = int(value.split()[0]) / 1024
+    return fields
+
+
+def memory_kinds(before: dict[str, float], after: dict[str, float], count: float) -> str:
+    """How the memory the host lost is made up, per environment: the processes' own pages and the
+    kernel's objects (namespaces, cgroups, sockets: slab), page tables and kernel stacks."""
+    per = 1024 / max(count, 1)
+    kinds = [("anonymous", "AnonPages"), ("kernel slab", "Slab"), ("page tables", "PageTables")]
+    parts = [f"{name} {(after[key] - before[key]) * per:.0f} KiB" for name, key in kinds]
+    return "per environment " + ", ".join(parts)
 
 
 def _warm_worker(port: int, function: str, tenants: list[str], out: Any) -> None:
@@ -400,7 +497,9 @@ def main() -> int:
             try:
                 create_function(Client(server.port), f"tp{count}")
                 before = settled_mem_available_mib()
-                figure, rate, warmed = sustained_wrk(server.port, f"tp{count}", count, connections, seconds)
+                figure, rate, warmed = sustained_wrk(
+                    server.port, f"tp{count}", count, connections, seconds, server.proc.pid
+                )
                 held = before - mem_available_mib()
                 live = metric(server.port, "silo_environments")
                 cold = metric(server.port, "silo_cold_starts_total")
@@ -409,7 +508,9 @@ def main() -> int:
                 rates[count] = rate
                 if count == 1000:
                     # The same tenants from half the connections: two cores are as busy, and calls queue less.
-                    fewer, _, _ = sustained_wrk(server.port, f"tp{count}", count, connections // 2, seconds)
+                    fewer, _, _ = sustained_wrk(
+                        server.port, f"tp{count}", count, connections // 2, seconds, server.proc.pid
+                    )
                     figures.append(fewer)
                 if count >= 1000:
                     envs, mib = idle_memory()
@@ -436,11 +537,13 @@ def main() -> int:
         try:
             create_function(Client(server.port), "density")
             before = settled_mem_available_mib()
+            kinds_before = meminfo_mib()
             t0 = time.perf_counter()
             warm_tenants(server.port, "density", [f"d-{i}" for i in range(density_target)])
             took = time.perf_counter() - t0
             time.sleep(2)
-            held = before - mem_available_mib()
+            kinds_after = meminfo_mib()
+            held = before - kinds_after["MemAvailable"]
             live = metric(server.port, "silo_environments")
             evicted = metric(server.port, "silo_cold_starts_total") - live
             envs, mib = idle_memory()
@@ -450,7 +553,8 @@ def main() -> int:
                 "evicted; "
                 f"the host's available memory fell by {held:.0f} MiB ({held / max(live, 1):.2f} MiB each, "
                 f"about {1024 / (held / max(live, 1)):.0f} per GiB, {24 * 1024 / (held / max(live, 1)):.0f} "
-                f"in 24 GiB); their cgroups are charged {mib / max(envs, 1):.2f} MiB each."
+                f"in 24 GiB); their cgroups are charged {mib / max(envs, 1):.2f} MiB each; "
+                f"{memory_kinds(kinds_before, kinds_after, live)}."
             )
         finally:
             server.stop()
