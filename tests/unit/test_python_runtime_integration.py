@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import os
@@ -120,6 +121,21 @@ def test_echo_tenant_and_context_on_every_python(tmp_path: Path, runtime: str) -
             body = json.loads((await env.invoke([1, 2], request_id="r2")).body)
             assert body["event"] == [1, 2]
             assert body["tenant_id"] is None
+
+    run(scenario)
+
+
+def test_a_client_context_beyond_ascii_reaches_the_handler_intact(tmp_path: Path) -> None:
+    source = "def handler(event, context):\n    return context.client_context.custom\n"
+    custom = {"name": "Zoë ☃", "city": "Zürich"}
+    encoded = base64.b64encode(json.dumps({"custom": custom}, ensure_ascii=False).encode()).decode()
+
+    async def scenario() -> None:
+        async with environment(function(tmp_path, source)) as env:
+            inv = Invocation("r1", b"{}", "blue", ARN, client_context=encoded)
+            reply = await env.channel.submit(inv, int(time.time() * 1000) + 3000)
+            assert reply.kind == "response"
+            assert json.loads(reply.body) == custom
 
     run(scenario)
 

@@ -23,6 +23,15 @@ COGNITO_IDENTITY = "Lambda-Runtime-Cognito-Identity"
 TENANT_ID = "Lambda-Runtime-Aws-Tenant-Id"
 FUNCTION_ERROR_TYPE = "Lambda-Runtime-Function-Error-Type"
 
+# The names as the answer's headers are keyed here (lower case).
+_REQUEST_ID = REQUEST_ID.lower()
+_DEADLINE_MS = DEADLINE_MS.lower()
+_INVOKED_FUNCTION_ARN = INVOKED_FUNCTION_ARN.lower()
+_TRACE_ID = TRACE_ID.lower()
+_CLIENT_CONTEXT = CLIENT_CONTEXT.lower()
+_COGNITO_IDENTITY = COGNITO_IDENTITY.lower()
+_TENANT_ID = TENANT_ID.lower()
+
 _MAX_HEAD = 1 << 20
 # Answers are read into one buffer kept for the life of the process. `sock.recv(n)` would allocate n
 # bytes for every read: above glibc's mmap threshold that is an mmap, a page fault and an munmap per
@@ -55,13 +64,13 @@ class InvocationRequest:
 
     def __init__(self, headers: dict[str, str], body: bytes) -> None:
         get = headers.get
-        self.request_id = get(REQUEST_ID.lower(), "")
-        self.deadline_ms = int(get(DEADLINE_MS.lower()) or 0)
-        self.invoked_function_arn = get(INVOKED_FUNCTION_ARN.lower())
-        self.trace_id = get(TRACE_ID.lower())
-        self.client_context = get(CLIENT_CONTEXT.lower())
-        self.cognito_identity = get(COGNITO_IDENTITY.lower())
-        self.tenant_id = get(TENANT_ID.lower())
+        self.request_id = get(_REQUEST_ID, "")
+        self.deadline_ms = int(get(_DEADLINE_MS) or 0)
+        self.invoked_function_arn = get(_INVOKED_FUNCTION_ARN)
+        self.trace_id = get(_TRACE_ID)
+        self.client_context = get(_CLIENT_CONTEXT)
+        self.cognito_identity = get(_COGNITO_IDENTITY)
+        self.tenant_id = get(_TENANT_ID)
         self.content_type = get("content-type", "application/json")
         self.body = body
 
@@ -176,7 +185,8 @@ class RuntimeClient:
                 got_any = True
                 buf += view[:n]
                 end = buf.find(b"\r\n\r\n")
-            lines = bytes(buf[:end]).split(b"\r\n")
+            # Names are ASCII; values may carry UTF-8 (a client context's JSON). One decoding for the head.
+            lines = buf[:end].decode("utf-8", "replace").split("\r\n")
             del buf[: end + 4]
             try:
                 status = int(lines[0].split(None, 2)[1])
@@ -187,8 +197,8 @@ class RuntimeClient:
             break
         headers = {}
         for line in lines[1:]:
-            name, _, value = line.partition(b":")
-            headers[name.strip().lower().decode("latin-1")] = value.strip().decode("utf-8", "replace")
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
         length = int(headers.get("content-length", "0"))
         if len(buf) >= length:
             body = bytes(buf[:length])
