@@ -59,16 +59,20 @@ class SpareGroups:
         else removed. True once nothing runs in them any more (kept or removed), False if they could not
         be emptied."""
         loop = asyncio.get_running_loop()
-        if self._closed or len(self._ready.get(memory_mb, ())) >= self._keep:
+        if not self._has_room(memory_mb):
             return await loop.run_in_executor(None, cgroups.remove, groups)
         emptied, spare = await loop.run_in_executor(None, _reuse_or_remove, groups)
         if spare is not None:
-            ready = self._ready.get(memory_mb)
-            if self._closed or ready is None or len(ready) >= self._keep:
-                self._remove_later([spare])
+            # Asked again: spares may have been made or closed meanwhile.
+            if self._has_room(memory_mb):
+                self._ready[memory_mb].append(spare)
             else:
-                ready.append(spare)
+                self._remove_later([spare])
         return emptied
+
+    def _has_room(self, memory_mb: int) -> bool:
+        ready = self._ready.get(memory_mb)
+        return not self._closed and ready is not None and len(ready) < self._keep
 
     def spare_count(self) -> int:
         return sum(len(ready) for ready in self._ready.values())

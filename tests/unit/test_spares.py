@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -32,9 +33,7 @@ async def settle(spares: SpareGroups, count: int) -> None:
 
 
 def test_spares_are_made_ahead_taken_with_their_limits_and_removed() -> None:
-    parent = f"{cgroups.PARENT}/test-{uuid.uuid4().hex[:8]}"
-
-    async def scenario() -> None:
+    async def scenario(parent: str) -> None:
         spares = SpareGroups(parent, per_size=2, sizes=2)
         first = spares.take(256, "env-1")  # none ready: made at once
         assert limit_mb(first) == 256 and first["memory"].name == "env-1"
@@ -58,16 +57,7 @@ def test_spares_are_made_ahead_taken_with_their_limits_and_removed() -> None:
         assert limit_mb(late) == 128 and spares.spare_count() == 0
         cgroups.remove(late)
 
-    try:
-        asyncio.run(scenario())
-    finally:
-        for ctrl in cgroups.CONTROLLERS:
-            top = cgroups.ROOT / ctrl / parent
-            if top.is_dir():
-                for group in top.iterdir():
-                    if group.is_dir():
-                        group.rmdir()
-                top.rmdir()
+    under_new_parent(scenario)
 
 
 def run_inside(groups: dict[str, Path], code: str) -> int:
@@ -89,20 +79,23 @@ def groups_under(parent: str) -> list[Path]:
     return sorted(g for g in top.iterdir() if g.is_dir()) if top.is_dir() else []
 
 
-def remove_parent(parent: str) -> None:
-    for ctrl in cgroups.CONTROLLERS:
-        top = cgroups.ROOT / ctrl / parent
-        if top.is_dir():
-            for group in top.iterdir():
-                if group.is_dir():
-                    cgroups.remove({ctrl: group}, timeout_s=2)
-            top.rmdir()
+def under_new_parent(scenario: Callable[[str], Awaitable[None]]) -> None:
+    """Run `scenario` with a parent group of its own, removed afterwards with whatever it left."""
+    parent = f"{cgroups.PARENT}/test-{uuid.uuid4().hex[:8]}"
+    try:
+        asyncio.run(scenario(parent))
+    finally:
+        for ctrl in cgroups.CONTROLLERS:
+            top = cgroups.ROOT / ctrl / parent
+            if top.is_dir():
+                for group in top.iterdir():
+                    if group.is_dir():
+                        cgroups.remove({ctrl: group}, timeout_s=2)
+                top.rmdir()
 
 
 def test_groups_given_back_are_reset_and_kept_as_spares() -> None:
-    parent = f"{cgroups.PARENT}/test-{uuid.uuid4().hex[:8]}"
-
-    async def scenario() -> None:
+    async def scenario(parent: str) -> None:
         spares = SpareGroups(parent, per_size=1)
         groups = spares.take(256, "env-1")
         first = groups["memory"].stat().st_ino  # a renamed group keeps its inode
@@ -125,17 +118,13 @@ def test_groups_given_back_are_reset_and_kept_as_spares() -> None:
         for taken in again:
             cgroups.remove(taken)
 
-    try:
-        asyncio.run(scenario())
-    finally:
-        remove_parent(parent)
+    under_new_parent(scenario)
 
 
 def test_groups_of_an_environment_killed_for_memory_are_removed_not_reused() -> None:
     """The OOM-kill counter cannot be reset: a group that had one would report it for its next environment."""
-    parent = f"{cgroups.PARENT}/test-{uuid.uuid4().hex[:8]}"
 
-    async def scenario() -> None:
+    async def scenario(parent: str) -> None:
         spares = SpareGroups(parent, per_size=1)
         groups = spares.take(32, "env-oom")
         assert run_inside(groups, "x = bytearray(96 << 20)") != 0
@@ -146,16 +135,11 @@ def test_groups_of_an_environment_killed_for_memory_are_removed_not_reused() -> 
         assert spares.spare_count() == 1, "only the spare made ahead"
         await spares.close()
 
-    try:
-        asyncio.run(scenario())
-    finally:
-        remove_parent(parent)
+    under_new_parent(scenario)
 
 
 def test_groups_given_back_beyond_what_a_size_keeps_are_removed() -> None:
-    parent = f"{cgroups.PARENT}/test-{uuid.uuid4().hex[:8]}"
-
-    async def scenario() -> None:
+    async def scenario(parent: str) -> None:
         spares = SpareGroups(parent, per_size=1)  # keeps up to two of a size
         taken = [spares.take(128, f"env-{i}") for i in range(4)]
         await settle(spares, 1)
@@ -166,7 +150,4 @@ def test_groups_given_back_beyond_what_a_size_keeps_are_removed() -> None:
         await spares.close()
         assert groups_under(parent) == []
 
-    try:
-        asyncio.run(scenario())
-    finally:
-        remove_parent(parent)
+    under_new_parent(scenario)
