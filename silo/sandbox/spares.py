@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from pathlib import Path
 
 from silo.jail import cgroups
@@ -38,6 +38,7 @@ class SpareGroups:
         self._sizes = sizes
         self._ready: OrderedDict[int, list[dict[str, Path]]] = OrderedDict()
         self._refilling: set[int] = set()
+        self._incoming: Counter[int] = Counter()  # groups given back being reset, by size
         self._closed = False
 
     def take(self, memory_mb: int, name: str) -> dict[str, Path]:
@@ -61,18 +62,24 @@ class SpareGroups:
         loop = asyncio.get_running_loop()
         if not self._has_room(memory_mb):
             return await loop.run_in_executor(None, cgroups.remove, groups)
-        emptied, spare = await loop.run_in_executor(None, _reuse_or_remove, groups)
+        # Room is booked before the reset: when hundreds of environments end at once, only as many as a
+        # size keeps are reset and renamed, and the rest removed, not renamed to spares and dropped later.
+        self._incoming[memory_mb] += 1
+        try:
+            emptied, spare = await loop.run_in_executor(None, _reuse_or_remove, groups)
+        finally:
+            self._incoming[memory_mb] -= 1
         if spare is not None:
-            # Asked again: spares may have been made or closed meanwhile.
-            if self._has_room(memory_mb):
-                self._ready[memory_mb].append(spare)
-            else:
+            ready = self._ready.get(memory_mb)
+            if self._closed or ready is None:  # closed, or the size dropped, meanwhile
                 self._remove_later([spare])
+            else:
+                ready.append(spare)
         return emptied
 
     def _has_room(self, memory_mb: int) -> bool:
         ready = self._ready.get(memory_mb)
-        return not self._closed and ready is not None and len(ready) < self._keep
+        return not self._closed and ready is not None and len(ready) + self._incoming[memory_mb] < self._keep
 
     def spare_count(self) -> int:
         return sum(len(ready) for ready in self._ready.values())

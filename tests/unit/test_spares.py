@@ -151,3 +151,17 @@ def test_groups_given_back_beyond_what_a_size_keeps_are_removed() -> None:
         assert groups_under(parent) == []
 
     under_new_parent(scenario)
+
+
+def test_many_groups_given_back_at_once_leave_only_what_a_size_keeps() -> None:
+    async def scenario(parent: str) -> None:
+        spares = SpareGroups(parent, per_size=1)  # keeps up to two of a size
+        taken = [spares.take(128, f"env-{i}") for i in range(12)]
+        await settle(spares, 1)
+        assert all(await asyncio.gather(*(spares.give_back(128, groups) for groups in taken)))
+        left = groups_under(parent)
+        assert spares.spare_count() <= 2
+        assert len(left) == spares.spare_count(), "none renamed as a spare only to be removed later"
+        await spares.close()
+
+    under_new_parent(scenario)
