@@ -7,7 +7,9 @@ import base64
 import contextlib
 import json
 import os
+import select
 import socket
+import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -317,3 +319,57 @@ def test_client_connects_when_the_connection_it_was_given_is_gone() -> None:
             await channel.close()
 
     run(scenario)
+
+
+WAKE_COUNTER = """
+import sys
+from silo.runtimes.python.client import RuntimeClient
+
+def switches():
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("voluntary_ctxt_switches"))
+
+client = RuntimeClient("127.0.0.1:9", int(sys.argv[1]))
+event = client.wait_next_invocation()
+start = switches()
+for _ in range(int(sys.argv[2])):
+    client.post_invocation_result(event.request_id, b"1", "application/json")
+    event = client.wait_next_invocation()
+print(switches() - start)
+"""
+
+
+def test_client_waiting_for_an_invocation_sleeps_once_per_call() -> None:
+    """The client's result and its pipelined GET /next are read by the platform while the client waits for the
+    next invocation. On a local stream socket that read signals write space on the queue the client sleeps on;
+    a client blocked in recv() would wake for it and sleep again: two wake-ups per call instead of one."""
+    calls = 40
+    ours, theirs = socket.socketpair()
+    child = subprocess.Popen(
+        [sys.executable, "-c", WAKE_COUNTER, str(ours.fileno()), str(calls)],
+        pass_fds=[ours.fileno()],
+        stdout=subprocess.PIPE,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    ours.close()
+    next_answer = (
+        b"HTTP/1.1 200 OK\r\nLambda-Runtime-Aws-Request-Id: req\r\nLambda-Runtime-Deadline-Ms: 0\r\n"
+        b"Content-Length: 2\r\n\r\n{}"
+    )
+    try:
+        theirs.settimeout(30)
+        got = b""
+        for round_ in range(calls + 1):
+            wanted = round_ + 1  # every round ends with one more GET /next
+            while got.count(b"GET /2018-06-01/runtime/invocation/next") < wanted:
+                select.select([theirs], [], [], 30)
+                time.sleep(0.005)  # the client is asleep in its read by now; what we read next is its request
+                got += theirs.recv(65536)
+            time.sleep(0.005)
+            theirs.sendall((b"HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\n\r\n" if round_ else b"") + next_answer)
+        out, _ = child.communicate(timeout=30)
+    finally:
+        child.kill()
+        theirs.close()
+    slept = int(out)
+    assert slept <= calls + calls // 4, f"{slept} sleeps for {calls} calls"

@@ -8,6 +8,7 @@ The only server this ever talks to is silo's RuntimeChannel (Content-Length bodi
 from __future__ import annotations
 
 import mmap
+import select
 import socket
 
 # Mirror of silo/runtime_api/paths.py, which this runtime cannot import; a unit test keeps them equal.
@@ -37,6 +38,11 @@ _MAX_HEAD = 1 << 20
 # bytes for every read: above glibc's mmap threshold that is an mmap, a page fault and an munmap per
 # call. An anonymous map takes memory only for the pages a read has filled, never for the rest.
 _RECV = 256 * 1024
+# A read that has to wait first waits in poll() for readable data only. A thread blocked in recv() on a
+# local (AF_UNIX) stream socket is also woken each time the platform reads what this process wrote (the
+# kernel signals write space on the same wait queue), only to find nothing and sleep again: a second
+# wake-up, and a second context switch, per invocation. poll() asked for POLLIN ignores that signal.
+_READABLE = select.POLLIN
 
 
 class RuntimeClientError(Exception):
@@ -83,7 +89,10 @@ class RuntimeClient:
         host, _, port = address.rpartition(":")
         self._address = (host.strip("[]") or "127.0.0.1", int(port))
         self._host = address
-        self._sock: socket.socket | None = socket.socket(fileno=connection_fd) if connection_fd >= 0 else None
+        self._sock: socket.socket | None = None
+        self._readable: select.poll | None = None
+        if connection_fd >= 0:
+            self._use(socket.socket(fileno=connection_fd))
         self._buf = bytearray()
         self._recv_view: memoryview | None = None
         self._next_sent = False
@@ -113,13 +122,25 @@ class RuntimeClient:
         if self._sock is not None:
             self._sock.close()
             self._sock = None
+            self._readable = None
         del self._buf[:]
 
     def _connect(self) -> socket.socket:
         sock = socket.create_connection(self._address)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self._sock = sock
+        self._use(sock)
         return sock
+
+    def _use(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self._readable = select.poll()
+        self._readable.register(sock, _READABLE)
+
+    def _recv_into(self, sock: socket.socket, view: memoryview) -> int:
+        readable = self._readable
+        if readable is not None and sock is self._sock:
+            readable.poll()
+        return sock.recv_into(view)
 
     def _pending_next(self) -> tuple[int, dict[str, str], bytes] | None:
         """The answer to a GET /next sent ahead with the last result; None when it has to be sent again."""
@@ -177,7 +198,7 @@ class RuntimeClient:
                 view = self._recv_view
                 if view is None:
                     view = self._recv_view = memoryview(mmap.mmap(-1, _RECV))
-                n = sock.recv_into(view)
+                n = self._recv_into(sock, view)
                 if not n:
                     if not got_any:
                         raise _StaleConnection()
@@ -216,7 +237,7 @@ class RuntimeClient:
         view[:have] = self._buf
         del self._buf[:]
         while have < length:
-            n = sock.recv_into(view[have:])
+            n = self._recv_into(sock, view[have:])
             if n == 0:
                 raise RuntimeClientError("the Runtime API closed the connection mid-body")
             have += n
