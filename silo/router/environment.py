@@ -73,6 +73,19 @@ def _check_bootstrap(code_dir: Path) -> None:
         raise ValueError("the bootstrap at the root of the code is not executable (chmod +x before zipping)")
 
 
+class _Expired(Exception):
+    """The invocation's timeout passed before its runtime answered."""
+
+
+class _ProcessEnded(Exception):
+    """The environment's process ended before its runtime answered."""
+
+
+def _expire(reply: asyncio.Future[RuntimeReply]) -> None:
+    if not reply.done():
+        reply.set_exception(_Expired())
+
+
 async def _first(*aws: asyncio.Future[Any], timeout: float) -> asyncio.Future[Any] | None:
     """The first of `aws` to finish, or None when `timeout` passes first. Leaves the others running."""
     done, _ = await asyncio.wait(aws, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
@@ -118,6 +131,8 @@ class Environment:
         self._channel = RuntimeChannel()
         self._stream: logs.LogStream | None = None
         self._exited: asyncio.Future[int] | None = None
+        # The answer of the invocation in flight, failed with _ProcessEnded if the process ends first.
+        self._reply: asyncio.Future[RuntimeReply] | None = None
         self._started_at = 0.0
         self._init_done_at = 0.0
         self._init_ms: float | None = None
@@ -197,6 +212,7 @@ class Environment:
         self._channel.on_output_flush = self._stream.answered
         await self._channel.start(self._process.runtime_api_socket, self._process.runtime_api_connection)
         self._exited = asyncio.ensure_future(self._process.wait())
+        self._exited.add_done_callback(self._process_ended)
         if self._on_exit is not None:
             on_exit = self._on_exit
             self._exited.add_done_callback(lambda _: on_exit(self))
@@ -314,9 +330,17 @@ class Environment:
                 return init_reply.body, FunctionError.UNHANDLED
         deadline_ms = int(time.time() * 1000) + self.spec.timeout_s * 1000
         reply_fut = self._channel.submit(inv, deadline_ms)
-        first = await _first(reply_fut, self._exited, timeout=self.spec.timeout_s)
-        if first is None:
+        if self._exited.done():
             reply_fut.cancel()
+            return self._exit_error(inv), FunctionError.UNHANDLED
+        # The answer is awaited alone: the timeout and the process's end fail it (see _expire and
+        # _process_ended). asyncio.wait over it and the exit would cost a waiter, a set and two callbacks
+        # added and removed on every call, about three times what this costs.
+        self._reply = reply_fut
+        timer = asyncio.get_running_loop().call_later(self.spec.timeout_s, _expire, reply_fut)
+        try:
+            reply: RuntimeReply = await reply_fut
+        except _Expired:
             self.kill()
             self._stream.platform(
                 f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime())}Z {inv.request_id} "
@@ -326,15 +350,21 @@ class Environment:
                 "Sandbox.Timedout",
                 f"RequestId: {inv.request_id} Error: Task timed out after {self.spec.timeout_s:.2f} seconds",
             ), FunctionError.UNHANDLED
-        if first is self._exited:
-            reply_fut.cancel()
+        except _ProcessEnded:
             return self._exit_error(inv), FunctionError.UNHANDLED
-        reply: RuntimeReply = first.result()
+        finally:
+            timer.cancel()
+            self._reply = None
         if reply.kind == "response":
             return reply.body, None
         if reply.kind == "init_error":
             self.kill()
         return reply.body, FunctionError.UNHANDLED
+
+    def _process_ended(self, _: asyncio.Future[int]) -> None:
+        reply = self._reply
+        if reply is not None and not reply.done():
+            reply.set_exception(_ProcessEnded())
 
     def _exit_error(self, inv: Invocation) -> bytes:
         assert self._exited is not None and self._process is not None
