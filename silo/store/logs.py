@@ -29,6 +29,7 @@ from silo.telemetry.events import (
 )
 
 EVENT_OVERHEAD_BYTES = 100
+INSERT_SLICE = 500
 TRIM_TO = 0.9
 
 
@@ -51,19 +52,20 @@ class LogStore:
             size = event_size(e.message)
             added[e.function] = added.get(e.function, 0) + size
             rows.append((e.function, e.stream, e.tenant_id, e.request_id, e.timestamp_ms, e.message, size))
-        # The whole batch is one statement over one JSON document: the insert runs in SQLite without the
-        # GIL from start to end, where a statement per row would take it back for every row, each time
-        # waiting on the event loop's thread.
-        batch = json.dumps(rows, separators=(",", ":"))
         with self.db.transaction() as conn:
-            conn.execute(
-                "INSERT INTO log_events (function, stream, tenant_id, request_id, ts_ms, message, size) "
-                "SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]'), "
-                "json_extract(value, '$[3]'), json_extract(value, '$[4]'), json_extract(value, '$[5]'), "
-                "json_extract(value, '$[6]') "
-                "FROM json_each(?)",
-                (batch,),
-            )
+            # A statement per slice of rows, each over one JSON document: the insert runs in SQLite without
+            # the GIL from start to end, where a statement per row would take it back for every row, each
+            # time waiting on the event loop's thread. Slices, because encoding a document holds the GIL
+            # throughout (C code never offers it to the event loop), and a batch may hold 10,000 rows.
+            for start in range(0, len(rows), INSERT_SLICE):
+                conn.execute(
+                    "INSERT INTO log_events (function, stream, tenant_id, request_id, ts_ms, message, size) "
+                    "SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]'), "
+                    "json_extract(value, '$[3]'), json_extract(value, '$[4]'), json_extract(value, '$[5]'), "
+                    "json_extract(value, '$[6]') "
+                    "FROM json_each(?)",
+                    (json.dumps(rows[start : start + INSERT_SLICE], separators=(",", ":")),),
+                )
             conn.executemany(
                 "INSERT INTO metering_events (function, version, tenant_id, environment_id, memory_mb, ts_ms) "
                 "VALUES (?, ?, ?, ?, ?, ?)",

@@ -19,8 +19,8 @@ from silo.telemetry.events import EventWriter, LogEvent, MeteringEvent
 
 log = logging.getLogger(__name__)
 
-FLUSH_INTERVAL_S = 0.2
-FLUSH_BATCH = 2000
+FLUSH_INTERVAL_S = 1.0
+FLUSH_BATCH = 10_000
 MAX_PENDING_BYTES = 64 * 1024 * 1024
 
 

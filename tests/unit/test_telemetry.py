@@ -14,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from silo.api.telemetry import parse_time
 from silo.errors import InvalidParameterValueException
 from silo.store.db import open_database
-from silo.store.logs import LogStore, event_size
+from silo.store.logs import INSERT_SLICE, LogStore, event_size
 from silo.telemetry.events import LogEvent, LogQuery, MeteringEvent, MeteringQuery
 from silo.telemetry.logs import LogStream, tail
 from silo.telemetry.metrics import EnvironmentView, Metrics
@@ -230,6 +230,15 @@ def test_store_queries_filter_and_page(store: LogStore) -> None:
     empty = store.read_logs(LogQuery("f", after_id=second.next_cursor))
     assert empty.events == [] and empty.next_cursor == second.next_cursor
     assert store.read_logs(LogQuery("nobody")).next_cursor >= second.next_cursor, "follow starts from now"
+
+
+def test_store_writes_a_batch_larger_than_one_statement_whole_and_in_order(tmp_path: Path) -> None:
+    big = LogStore(open_database(tmp_path / "big.db"), retention_bytes=10**9)
+    count = 2 * INSERT_SLICE + 7
+    big.write([event("f", f"{i:05d}", tenant=f"t{i % 3}", ts=i) for i in range(count)], [])
+    page = big.read_logs(LogQuery("f", since_ms=0, limit=count + 1))
+    assert [e.message for _, e in page.events] == [f"{i:05d}" for i in range(count)]
+    assert big.stored_bytes("f") == count * event_size("00000")
 
 
 def test_store_retention_drops_the_oldest_first(store: LogStore) -> None:
