@@ -133,9 +133,12 @@ class Inside:
 
     def __init__(self) -> None:
         self.pairs: list[tuple[str, str]] = []
-        self.packages: list[object] = []
+        self.packages: list[tuple[Any, list[str]]] = []
+        self.daemon_modules: list[str] = []
+        self.module_count = 0
         self.silo_root = ""
         self.locales: dict[str, bool] = {}
+        self.set_aside: list[object] = []
 
 
 INSIDE = Inside()
@@ -160,7 +163,11 @@ def prepare_inside(runtime_dir: str, lang_prefix: str) -> None:
         origin = getattr(module_spec, "origin", None)
         if isinstance(origin, str):
             module_spec.origin = _seen(origin, pairs)  # type: ignore[union-attr]
-    INSIDE.packages = [m for m in sys.modules.values() if isinstance(getattr(m, "__path__", None), list)]
+    INSIDE.packages = [
+        (m, [_seen(p, pairs) for p in m.__path__])
+        for m in sys.modules.values()
+        if isinstance(getattr(m, "__path__", None), list)
+    ]
     # The locale Lambda's variables name, tried once here: whether the interpreter would coerce it to C.UTF-8.
     import _locale
 
@@ -171,6 +178,8 @@ def prepare_inside(runtime_dir: str, lang_prefix: str) -> None:
         except Exception:  # locale.Error
             INSIDE.locales[name] = False
     _locale.setlocale(_locale.LC_CTYPE, "C.UTF-8")
+    INSIDE.daemon_modules = [name for name in sys.modules if name == "silo" or name.startswith("silo.")]
+    INSIDE.module_count = len(sys.modules)
 
 
 def show_inside_paths() -> None:
@@ -182,12 +191,23 @@ def show_inside_paths() -> None:
         value = getattr(sys, name, None)
         if isinstance(value, str):
             setattr(sys, name, _seen(value, pairs))
-    sys.path_importer_cache.clear()
-    for package in INSIDE.packages:
-        package.__path__ = [_seen(p, pairs) for p in package.__path__]  # type: ignore[attr-defined]
-    # Nothing of the daemon's package stays importable by name.
-    for name in [n for n in sys.modules if n == "silo" or n.startswith("silo.")]:
-        del sys.modules[name]
+    # What is dropped here is set aside, not freed: freeing the template's finders (each caches its
+    # directory's file names) and modules would write to every page their objects lie on, and each page
+    # written is copied out of the template into this environment.
+    INSIDE.set_aside.append(sys.path_importer_cache)
+    sys.path_importer_cache = {}
+    for package, inside in INSIDE.packages:
+        INSIDE.set_aside.append(package.__path__)
+        package.__path__ = inside
+    # Nothing of the daemon's package stays importable by name. The names were listed in the template:
+    # going over every module's name here would write to each of those strings (its reference count).
+    names = INSIDE.daemon_modules
+    if len(sys.modules) != INSIDE.module_count:  # something was imported since: look again
+        names = [name for name in sys.modules if name == "silo" or name.startswith("silo.")]
+    for name in names:
+        module = sys.modules.pop(name, None)
+        if module is not None:
+            INSIDE.set_aside.append(module)
 
 
 def run_python_runtime(spec: JailSpec) -> None:
