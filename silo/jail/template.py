@@ -178,8 +178,12 @@ def prepare_inside(runtime_dir: str, lang_prefix: str) -> None:
         except Exception:  # locale.Error
             INSIDE.locales[name] = False
     _locale.setlocale(_locale.LC_CTYPE, "C.UTF-8")
-    INSIDE.daemon_modules = [name for name in sys.modules if name == "silo" or name.startswith("silo.")]
+    INSIDE.daemon_modules = _daemon_module_names()
     INSIDE.module_count = len(sys.modules)
+
+
+def _daemon_module_names() -> list[str]:
+    return [name for name in sys.modules if name == "silo" or name.startswith("silo.")]
 
 
 def show_inside_paths() -> None:
@@ -203,7 +207,7 @@ def show_inside_paths() -> None:
     # going over every module's name here would write to each of those strings (its reference count).
     names = INSIDE.daemon_modules
     if len(sys.modules) != INSIDE.module_count:  # something was imported since: look again
-        names = [name for name in sys.modules if name == "silo" or name.startswith("silo.")]
+        names = _daemon_module_names()
     for name in names:
         module = sys.modules.pop(name, None)
         if module is not None:

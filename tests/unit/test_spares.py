@@ -138,11 +138,17 @@ def test_groups_of_an_environment_killed_for_memory_are_removed_not_reused() -> 
     under_new_parent(scenario)
 
 
+async def keeping_two_with_taken(parent: str, count: int) -> tuple[SpareGroups, list[dict[str, Path]]]:
+    """Spares that keep up to two of a size, and `count` groups of 128 MB taken from them, once settled."""
+    spares = SpareGroups(parent, per_size=1)
+    taken = [spares.take(128, f"env-{i}") for i in range(count)]
+    await settle(spares, 1)
+    return spares, taken
+
+
 def test_groups_given_back_beyond_what_a_size_keeps_are_removed() -> None:
     async def scenario(parent: str) -> None:
-        spares = SpareGroups(parent, per_size=1)  # keeps up to two of a size
-        taken = [spares.take(128, f"env-{i}") for i in range(4)]
-        await settle(spares, 1)
+        spares, taken = await keeping_two_with_taken(parent, 4)
         for groups in taken:
             assert await spares.give_back(128, groups)
         assert spares.spare_count() == 2
@@ -155,9 +161,7 @@ def test_groups_given_back_beyond_what_a_size_keeps_are_removed() -> None:
 
 def test_many_groups_given_back_at_once_leave_only_what_a_size_keeps() -> None:
     async def scenario(parent: str) -> None:
-        spares = SpareGroups(parent, per_size=1)  # keeps up to two of a size
-        taken = [spares.take(128, f"env-{i}") for i in range(12)]
-        await settle(spares, 1)
+        spares, taken = await keeping_two_with_taken(parent, 12)
         assert all(await asyncio.gather(*(spares.give_back(128, groups) for groups in taken)))
         left = groups_under(parent)
         assert spares.spare_count() <= 2

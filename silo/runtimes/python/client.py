@@ -137,9 +137,8 @@ class RuntimeClient:
         self._readable.register(sock, _READABLE)
 
     def _recv_into(self, sock: socket.socket, view: memoryview) -> int:
-        readable = self._readable
-        if readable is not None and sock is self._sock:
-            readable.poll()
+        if self._readable is not None:  # set with the socket it waits on (_use)
+            self._readable.poll()
         return sock.recv_into(view)
 
     def _pending_next(self) -> tuple[int, dict[str, str], bytes] | None:
