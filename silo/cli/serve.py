@@ -31,6 +31,7 @@ from silo.router.pool import Router
 from silo.router.stems import StemPolicy
 from silo.sandbox.base import Sandbox
 from silo.sandbox.gvisor import GvisorSandbox
+from silo.sandbox.identity import IdentityUnavailable
 from silo.sandbox.jail import JailSandbox, SandboxUnavailable
 from silo.sandbox.process import ProcessSandbox
 from silo.store.code import CodeStore
@@ -55,7 +56,7 @@ def make_sandbox(settings: Settings) -> Sandbox:
     if choice == "gvisor":
         try:
             return GvisorSandbox(settings.data_dir / "gvisor", seccomp.compile_filter(seccomp.load_policy()))
-        except SandboxUnavailable as exc:
+        except (SandboxUnavailable, IdentityUnavailable) as exc:
             raise SystemExit(f"silo: {exc}") from None
     if choice in ("auto", "jail"):
         try:
@@ -64,6 +65,9 @@ def make_sandbox(settings: Settings) -> Sandbox:
                 seccomp.compile_filter(seccomp.load_policy()),
                 template_max_forks=settings.template_max_forks,
             )
+        except IdentityUnavailable as exc:
+            # The jail could run here, so falling back to a backend without isolation would be wrong.
+            raise SystemExit(f"silo: {exc}") from None
         except SandboxUnavailable as exc:
             if choice == "jail":
                 raise SystemExit(f"silo: {exc}") from None
@@ -77,7 +81,7 @@ def other_sandboxes(settings: Settings, default: Sandbox) -> dict[str, Sandbox]:
         return {}
     try:
         gvisor = GvisorSandbox(settings.data_dir / "gvisor", seccomp.compile_filter(seccomp.load_policy()))
-    except SandboxUnavailable as exc:
+    except (SandboxUnavailable, IdentityUnavailable) as exc:
         log.warning("functions whose Sandbox setting is gvisor cannot run on this server: %s", exc)
         return {}
     log.info("functions whose Sandbox setting is gvisor run in gVisor sandboxes")

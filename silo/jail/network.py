@@ -24,6 +24,7 @@ daemon, and the jail does not import this module, which would add milliseconds t
 from __future__ import annotations
 
 import collections
+import fcntl
 import ipaddress
 import json
 import logging
@@ -173,20 +174,25 @@ def overlapping_route(pool: ipaddress.IPv4Network, routes: list[dict[str, str]],
 class OutboundNetwork:
     """The host's half: the address pool, the firewall table, and each environment's veth."""
 
-    def __init__(self, pool: str | None = None, instance: str = "0000") -> None:
-        """`instance` (4 hex digits) names this daemon's links and table; the default pool is its /20 of
-        DEFAULT_POOL, so two daemons on one host use different addresses."""
+    def __init__(self, pool: str | None = None, instance: str = "0000", locks: Path | None = None) -> None:
+        """`instance` (4 characters, unique on the host) names this daemon's links and table. `locks`: a
+        directory of lock files shared by every daemon on the host (pools, forwarding).
+
+        Without a `pool`, the daemon's is a /20 of DEFAULT_POOL: given `locks`, the first /20 no other
+        live daemon holds and no route of the host overlaps, taken before the first outbound environment
+        and held until `close`; without, the first /20 (tests)."""
         self.prefix = f"{ALL_PREFIX}{instance}-"
         self.table = f"silo_{instance}"
-        if pool is None:
-            pool = str(list(ALL_POOL.subnets(new_prefix=20))[int(instance, 16) % 16])
-        self.pool = ipaddress.IPv4Network(pool)
-        if self.pool.prefixlen > 30 or not self.pool.is_private:
-            raise ValueError(f"the environments' network pool must be a private IPv4 range of /30 or more: {pool}")
+        self._locks = locks
+        self._pool_locks = locks if pool is None else None
+        self._pool_lock_fd = -1
         # First in, first out: an address freed now is the last handed out again, so late replies to
         # a retired environment's connections do not reach its successor. lease() runs on the event
         # loop, release() in worker threads; a deque's popleft and append are atomic.
-        self._free = collections.deque(range(self.pool.num_addresses // 4))
+        self._free: collections.deque[int] = collections.deque()
+        self.pool: ipaddress.IPv4Network | None = None
+        if self._pool_locks is None:
+            self._use_pool(ipaddress.IPv4Network(pool or str(next(ALL_POOL.subnets(new_prefix=20)))))
         self._lock = threading.Lock()
         self._ready = False
         self._guard = False
@@ -231,10 +237,13 @@ class OutboundNetwork:
             # The firewall goes in before forwarding is on, so not one packet is routed unfiltered.
             self._guard = self._guard or IP_FORWARD.read_text().strip() != "1"
             self._uplinks = default_route_links(ROUTES.read_text())
+            pool = self.pool
+            if pool is None:
+                raise NetworkUnavailable("no address pool was taken for this daemon's environments")
             _run(
                 "load silo's firewall table",
                 ["nft", "-f", "-"],
-                _ruleset(self.pool, self._uplinks, self._guard, self.prefix, self.table),
+                _ruleset(pool, self._uplinks, self._guard, self.prefix, self.table),
             )
             try:
                 IP_FORWARD.write_text("1")
@@ -242,9 +251,20 @@ class OutboundNetwork:
                 raise NetworkUnavailable(f"switch IPv4 forwarding on: {exc}") from exc
             self._ready = True
 
+    def _use_pool(self, pool: ipaddress.IPv4Network) -> None:
+        if pool.prefixlen > 30 or not pool.is_private:
+            raise ValueError(f"the environments' network pool must be a private IPv4 range of /30 or more: {pool}")
+        self.pool = pool
+        self._free = collections.deque(range(pool.num_addresses // 4))
+
     def _check_pool_is_free(self) -> None:
         # A pool that overlaps a route of the host would hijack that network for the environments.
         routes = json.loads(_run("read the host's routes", ["ip", "-j", "-4", "route", "show", "table", "all"]) or "[]")
+        if self.pool is None and self._pool_locks is not None:
+            self._claim_pool(self._pool_locks, routes)
+            return
+        if self.pool is None:
+            raise NetworkUnavailable("no address pool was given for this daemon's environments")
         clash = overlapping_route(self.pool, routes, self.prefix)
         if clash:
             raise NetworkUnavailable(
@@ -252,8 +272,41 @@ class OutboundNetwork:
                 "choose another private range"
             )
 
+    def _claim_pool(self, locks: Path, routes: list[dict[str, str]]) -> None:
+        """Take the first /20 of DEFAULT_POOL that no other live daemon holds (its lock file says) and
+        that no route of the host overlaps (another daemon's leftover links, say)."""
+        try:
+            locks.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as exc:
+            raise NetworkUnavailable(f"cannot create the address pools' locks in {locks}: {exc}") from exc
+        clashes = []
+        for n, candidate in enumerate(ALL_POOL.subnets(new_prefix=20)):
+            try:
+                fd = os.open(locks / f"{n}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            except OSError as exc:
+                raise NetworkUnavailable(f"cannot open the lock of the address pool {candidate}: {exc}") from exc
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                continue
+            clash = overlapping_route(candidate, routes, self.prefix)
+            if clash is None:
+                self._pool_lock_fd = fd
+                self._use_pool(candidate)
+                return
+            os.close(fd)
+            clashes.append(f"{candidate} overlaps the host's route to {clash}")
+        raise NetworkUnavailable(
+            f"no part of {ALL_POOL} is free for this daemon's environments: the other silo daemons on this host "
+            f"hold the rest{'; ' + '; '.join(clashes) if clashes else ''}. Stop a daemon that no longer needs an "
+            "outbound network"
+        )
+
     def lease(self) -> Lease:
         """Take a free /30 of the pool."""
+        if self.pool is None:
+            raise NetworkUnavailable("the network is not ready: no address pool is held yet")
         try:
             slot = self._free.popleft()
         except IndexError:

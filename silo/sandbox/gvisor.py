@@ -31,9 +31,10 @@ from typing import Any
 
 from silo.jail import cgroups
 from silo.runtimes import catalog
+from silo.sandbox import identity
 from silo.sandbox.base import LaunchSpec
 from silo.sandbox.child import CgroupedEnvironment, ChildWatch
-from silo.sandbox.identity import UidPool, instance_of, uid_base
+from silo.sandbox.identity import UidPool
 from silo.sandbox.jail import LaunchFailed, SandboxUnavailable
 from silo.sandbox.layout import RUNTIME_API_PORT, TASK_ROOT, USR_LINKS, RuntimeLayout, etc_files, runtime_layout
 
@@ -179,8 +180,8 @@ class GvisorSandbox:
                 f"({len(str(longest))} > {SUN_PATH_MAX} bytes); choose a shorter data directory"
             )
         self._filter_hex = seccomp_filter.hex()
-        # A uid range of this daemon's own, apart from its jail's (see silo.sandbox.identity).
-        self._uids = UidPool(base=uid_base(instance_of(self._root), 1))
+        # A uid range of this daemon's own, apart from its jail's: a slot of its own (see silo.sandbox.identity).
+        self._uids = UidPool(base=identity.claim(self._root).uid_base)
         self._sweep()
 
     def _command(self, *args: str) -> list[str]:

@@ -24,9 +24,10 @@ from silo.jail.network import Lease, NetworkUnavailable, OutboundNetwork, resolv
 from silo.jail.spec import JailSpec
 from silo.jail.template import HONOURED_PYTHON_VARIABLES
 from silo.runtimes import catalog
+from silo.sandbox import identity
 from silo.sandbox.base import LaunchSpec
 from silo.sandbox.child import CgroupedEnvironment, ChildWatch, ProcessWatch
-from silo.sandbox.identity import UidPool, instance_of, uid_base
+from silo.sandbox.identity import UidPool
 from silo.sandbox.layout import RUNTIME_API_PORT, TASK_ROOT, etc_files, lang_prefix, runtime_layout
 from silo.sandbox.spares import SpareGroups
 from silo.sandbox.template import DEFAULT_MAX_FORKS, ForkedChild, TemplateCommand, Templates, TemplateUnavailable
@@ -169,12 +170,13 @@ class JailSandbox:
             )
         self._env_root = env_root
         self._filter_hex = seccomp_filter.hex()
-        # Everything host-wide this daemon makes is named for its instance, so that daemons sharing a
-        # host (several data directories, tests) never sweep or reuse each other's cgroups, uids or links.
-        instance = instance_of(env_root)
+        # Everything host-wide this daemon makes is named for its slot on the host, so that daemons sharing
+        # a host (several data directories, tests) never sweep or reuse each other's cgroups, uids or links.
+        self._identity = identity.claim(env_root)
+        instance = self._identity.instance
         self._cgroup_parent = f"{cgroups.PARENT}/{instance}"
-        self._uids = UidPool(base=uid_base(instance, 0))
-        self._network = OutboundNetwork(network_pool, instance)
+        self._uids = UidPool(base=self._identity.uid_base)
+        self._network = OutboundNetwork(network_pool, instance, locks=identity.REGISTRY_DIR / "network")
         self._templates = Templates(template_command, template_max_forks) if template_max_forks > 0 else None
         self._spares = SpareGroups(self._cgroup_parent)
         self._sweep()

@@ -45,12 +45,24 @@ def test_a_freed_address_is_the_last_to_come_back() -> None:
     assert [net.lease().slot for _ in range(4)] == [1, 2, 3, first.slot]
 
 
-def test_daemons_on_one_host_get_their_own_links_tables_and_addresses() -> None:
-    a, b = OutboundNetwork(instance="00a1"), OutboundNetwork(instance="00a2")
-    assert (a.prefix, a.table) == ("silo00a1-", "silo_00a1")
+def test_daemons_on_one_host_get_their_own_links_tables_and_addresses(tmp_path: Path) -> None:
+    a, b, c = (OutboundNetwork(instance=i, locks=tmp_path) for i in ("i0a1", "i0a2", "i0a3"))
+    assert (a.prefix, a.table) == ("siloi0a1-", "silo_i0a1")
     assert a.prefix != b.prefix and a.table != b.table
-    assert not a.pool.overlaps(b.pool)
+    assert a.pool is None, "a pool is taken only when the first outbound environment needs one"
+    # b's pool would be the second /20, but the host routes part of it elsewhere (another daemon's leftover link).
+    a._claim_pool(tmp_path, [])
+    b._claim_pool(tmp_path, [{"dst": "10.213.16.4/30", "dev": "siloi0ff-1"}])
+    assert a.pool is not None and b.pool is not None
+    assert (str(a.pool), str(b.pool)) == ("10.213.0.0/20", "10.213.32.0/20")
     assert a.pool.subnet_of(network.ALL_POOL) and b.pool.subnet_of(network.ALL_POOL)
+    c._claim_pool(tmp_path, [])
+    assert str(c.pool) == "10.213.16.0/20", "the pool the route made b skip is still free for a third daemon"
+    pools = [OutboundNetwork(instance=f"i{n:03x}", locks=tmp_path) for n in range(13)]
+    for net in pools:
+        net._claim_pool(tmp_path, [])
+    with pytest.raises(NetworkUnavailable, match="other silo daemons on this host hold the rest"):
+        OutboundNetwork(instance="i100", locks=tmp_path)._claim_pool(tmp_path, [])
 
 
 @pytest.mark.parametrize("pool", ["8.8.8.0/24", "10.0.0.0/31", "not a network"])
