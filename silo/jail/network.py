@@ -24,6 +24,7 @@ daemon, and the jail does not import this module, which would add milliseconds t
 from __future__ import annotations
 
 import collections
+import contextlib
 import fcntl
 import ipaddress
 import json
@@ -34,8 +35,10 @@ import socket
 import struct
 import subprocess
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -150,6 +153,27 @@ table inet {table} {{
 """
 
 
+@dataclass(frozen=True, slots=True)
+class SiloTable:
+    """What close() needs to know of a daemon's table: is its firewall loaded, does it guard forwarding."""
+
+    loaded: bool
+    guard: bool
+
+
+def silo_tables(ruleset: dict[str, Any]) -> dict[str, SiloTable]:
+    """The `inet silo_*` tables of `nft -j list ruleset` output, by name."""
+    items = ruleset.get("nftables", [])
+    names = [
+        str(x["table"]["name"])
+        for x in items
+        if "table" in x and x["table"].get("family") == "inet" and str(x["table"].get("name")).startswith("silo_")
+    ]
+    chains = {(x["chain"].get("table"), x["chain"].get("name")) for x in items if "chain" in x}
+    guards = {x["rule"].get("table") for x in items if "rule" in x and x["rule"].get("comment") == FORWARD_GUARD}
+    return {n: SiloTable(loaded=(n, "prerouting") in chains, guard=n in guards) for n in names}
+
+
 def default_route_links(route_table: str) -> frozenset[str]:
     """Interfaces carrying an IPv4 default route in `route_table` (/proc/net/route): the ways out of the host."""
     links = set()
@@ -221,7 +245,7 @@ class OutboundNetwork:
     def ensure_ready(self) -> None:
         """Before each outbound environment: on the first, check the pool is free; (re)load the firewall if
         it is not there; switch forwarding on."""
-        with self._lock:
+        with self._lock, self._forwarding_locked():
             if self._ready and firewall_loaded(self.table):
                 return
             if self._ready:
@@ -250,6 +274,61 @@ class OutboundNetwork:
             except OSError as exc:
                 raise NetworkUnavailable(f"switch IPv4 forwarding on: {exc}") from exc
             self._ready = True
+
+    def close(self) -> None:
+        """At daemon stop, once every environment is gone: remove this daemon's table, give its pool back.
+
+        The forwarding guard outlives the table only while it is needed. If silo switched forwarding on
+        and another daemon's firewall is loaded, that daemon routes through it, so forwarding stays on and
+        the guard with it (a table of this name holding nothing else), unless that daemon's table carries
+        a guard of its own. When no other daemon's firewall is loaded, forwarding goes back off as it was
+        before silo, and the guards other daemons left (guard-only tables) go with it."""
+        with self._lock, self._forwarding_locked():
+            self._ready = False
+            if shutil.which("nft") is not None:
+                self._remove_table()
+            if self._pool_lock_fd >= 0:
+                os.close(self._pool_lock_fd)
+                self._pool_lock_fd = -1
+                self.pool = None
+
+    def _remove_table(self) -> None:
+        tables = silo_tables(json.loads(_run("read the firewall", ["nft", "-j", "list", "ruleset"]) or "{}"))
+        if self.table not in tables:
+            return
+        mine = tables.pop(self.table)
+        self._guard = self._guard or mine.guard
+        loaded = [t for t in tables.values() if t.loaded]
+        if self._guard and loaded and not any(t.guard for t in loaded):
+            _run("keep the forwarding guard", ["nft", "-f", "-"], _guard_only(self.table))
+            return
+        if not loaded and (self._guard or any(t.guard for t in tables.values())):
+            # Nothing of silo routes any more: forwarding off first, so no packet is routed unguarded.
+            try:
+                IP_FORWARD.write_text("0")
+            except OSError as exc:
+                raise NetworkUnavailable(f"switch IPv4 forwarding back off: {exc}") from exc
+            for name, table in tables.items():
+                if table.guard:
+                    _run("remove a forwarding guard no longer needed", ["nft", "delete", "table", "inet", name])
+        _run("remove silo's firewall table", ["nft", "delete", "table", "inet", self.table])
+
+    @contextlib.contextmanager
+    def _forwarding_locked(self) -> Iterator[None]:
+        """Host-wide: whether forwarding must be on, and which table guards it, is decided by one daemon at a time."""
+        if self._locks is None:
+            yield
+            return
+        try:
+            self._locks.mkdir(mode=0o700, parents=True, exist_ok=True)
+            fd = os.open(self._locks / "forwarding.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise NetworkUnavailable(f"cannot open the forwarding lock in {self._locks}: {exc}") from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
 
     def _use_pool(self, pool: ipaddress.IPv4Network) -> None:
         if pool.prefixlen > 30 or not pool.is_private:

@@ -315,6 +315,11 @@ class JailSandbox:
         if self._templates is not None:
             await self._templates.close()
         await self._spares.close()
+        try:
+            await asyncio.get_running_loop().run_in_executor(None, self._network.close)
+        except NetworkUnavailable as exc:
+            log.error("could not remove this daemon's network: %s", exc)
+        identity.release(self._identity)
         for ctrl in cgroups.CONTROLLERS:
             with contextlib.suppress(OSError):
                 (cgroups.ROOT / ctrl / self._cgroup_parent).rmdir()

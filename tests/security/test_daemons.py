@@ -102,3 +102,16 @@ def test_two_daemons_never_share_uids_or_addresses(two_daemons: tuple[SiloServer
     instances = [instance_of(server.data_dir / "environments") for server in two_daemons]
     assert instances[0] != instances[1]
     assert {f"silo_{i}" for i in instances} <= silo_tables(), "each has a firewall table of its own"
+
+
+def test_a_stopped_daemon_leaves_no_firewall_table_or_link(tmp_path: Path) -> None:
+    server = SiloServer(tmp_path / "data", "--stems-per-function", "0")
+    server.start()
+    try:
+        assert who(server, "outbound")["address"]
+        instance = instance_of(server.data_dir / "environments")
+        assert f"silo_{instance}" in silo_tables()
+    finally:
+        server.stop()
+    assert f"silo_{instance}" not in silo_tables(), "a clean stop removes the daemon's table"
+    assert not [n for n in os.listdir("/sys/class/net") if n.startswith(f"silo{instance}-")]

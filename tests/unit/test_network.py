@@ -56,9 +56,10 @@ def test_daemons_on_one_host_get_their_own_links_tables_and_addresses(tmp_path: 
     assert a.pool is not None and b.pool is not None
     assert (str(a.pool), str(b.pool)) == ("10.213.0.0/20", "10.213.32.0/20")
     assert a.pool.subnet_of(network.ALL_POOL) and b.pool.subnet_of(network.ALL_POOL)
+    a.close()  # gives its pool back (nothing of it is in nftables: close finds no table of its own)
     c._claim_pool(tmp_path, [])
-    assert str(c.pool) == "10.213.16.0/20", "the pool the route made b skip is still free for a third daemon"
-    pools = [OutboundNetwork(instance=f"i{n:03x}", locks=tmp_path) for n in range(13)]
+    assert str(c.pool) == "10.213.0.0/20"
+    pools = [OutboundNetwork(instance=f"i{n:03x}", locks=tmp_path) for n in range(14)]
     for net in pools:
         net._claim_pool(tmp_path, [])
     with pytest.raises(NetworkUnavailable, match="other silo daemons on this host hold the rest"):
@@ -174,3 +175,23 @@ def test_a_missing_firewall_is_noticed(monkeypatch: pytest.MonkeyPatch) -> None:
     finally:
         subprocess.run(["nft", "delete", "table", "inet", table], check=True)
     assert not network.firewall_loaded(table)
+
+
+def test_silo_tables_are_told_apart_by_what_they_hold() -> None:
+    """What close() decides from: which daemons' firewalls are loaded, which tables guard forwarding."""
+    ruleset = {
+        "nftables": [
+            {"metainfo": {"version": "1.0.6"}},
+            {"table": {"family": "inet", "name": "silo_i001"}},
+            {"chain": {"family": "inet", "table": "silo_i001", "name": "prerouting"}},
+            {"table": {"family": "inet", "name": "silo_i002"}},
+            {"chain": {"family": "inet", "table": "silo_i002", "name": "forward"}},
+            {"rule": {"family": "inet", "table": "silo_i002", "chain": "forward", "comment": network.FORWARD_GUARD}},
+            {"table": {"family": "ip", "name": "silo_nat"}},
+            {"table": {"family": "inet", "name": "filter"}},
+        ]
+    }
+    assert network.silo_tables(ruleset) == {
+        "silo_i001": network.SiloTable(loaded=True, guard=False),
+        "silo_i002": network.SiloTable(loaded=False, guard=True),
+    }
