@@ -105,6 +105,10 @@ def join_network(spec: JailSpec, control: socket.socket) -> None:
     answer = control.recv(64)
     if answer != b"network":
         raise ConnectionError(f"the daemon did not build the network: {answer!r}")
+    # Environments have no IPv6: switched off before eth0 is up, so it never gets even a link-local
+    # address (the host drops IPv6 from environments anyway). /proc/sys/net is this namespace's.
+    if os.path.exists("/proc/sys/net/ipv6"):
+        _write("/proc/sys/net/ipv6/conf/eth0/disable_ipv6", "1")
     address_eth0(spec.address, spec.gateway)
 
 

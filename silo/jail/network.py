@@ -14,7 +14,8 @@ uplinks (the interfaces of the host's default routes) and one nftables table per
 - nothing from outside opens a connection to an environment; no IPv6 at all.
 
 The rules match the daemon's link prefix and the pool, so an environment adds no rule: launching one costs
-two netlink requests (the veth, the host end's address); the jail configures its own
+two netlink requests (the veth, the host end's address) and a sysctl write (no IPv6 on the host end); the
+jail configures its own
 end with ioctls too. No process is started per environment. This is the host's
 half, run by the daemon (blocking calls: run them off the event loop); the jail addresses its own end
 inside the namespace before it drops its capabilities (`silo.jail.enter`). Nothing here imports the
@@ -397,6 +398,7 @@ class OutboundNetwork:
         """Create the environment's veth: `eth0` in the namespace behind `netns_fd`, the addressed host end up."""
         self._follow_uplinks()
         create_veth(lease.link, netns_fd)
+        disable_ipv6(lease.link)
         address_link(lease.link, lease.gateway, 30)
 
     def _follow_uplinks(self) -> None:
@@ -485,6 +487,20 @@ def create_veth(link: str, netns_fd: int) -> None:
     body = _ifinfomsg(IFF_UP) + _attr(IFLA_IFNAME, link.encode() + b"\0") + _attr(IFLA_LINKINFO, info)
     # EXCL: a leftover of the same name is an error to see, never a link to reuse.
     _rtnetlink(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, body, f"create the veth {link}")
+
+
+def disable_ipv6(link: str) -> None:
+    """No IPv6 on the host end `link`, not even a link-local address.
+
+    Written before the jail brings its end up: until then the link has no carrier, so the kernel has
+    not made a link-local address yet (the jail does the same for eth0 inside)."""
+    try:
+        Path(f"/proc/sys/net/ipv6/conf/{link}/disable_ipv6").write_text("1")
+    except FileNotFoundError:
+        if Path("/proc/sys/net/ipv6").exists():
+            raise NetworkUnavailable(f"switch IPv6 off on {link}: the link is gone") from None
+    except OSError as exc:
+        raise NetworkUnavailable(f"switch IPv6 off on {link}: {exc}") from exc
 
 
 def delete_link(link: str) -> None:

@@ -374,3 +374,25 @@ def test_a_removed_firewall_is_back_before_the_next_environment(
         f"{address}:{host_listener}": "TimeoutError",  # dropped, as before the table went
         f"{WORLD}:8080": f"connected:{ANSWER.decode()}",
     }, result
+
+
+def test_outbound_environments_have_no_ipv6(client: Any, silo_server: SiloServer, world: str) -> None:
+    """Not even a link-local address, on either end of the veth: environments have no IPv6."""
+    outbound = make_probe(client, silo_server, "outbound")
+    inside = run(
+        client,
+        outbound,
+        "v6",
+        """
+        import os
+        path = "/proc/net/if_inet6"
+        result = [line.split() for line in open(path)] if os.path.exists(path) else []
+    """,
+    )
+    assert [f for f in inside if f[-1] != "lo"] == [], inside
+    address = my_address(client, outbound, "v6")
+    assert address is not None
+    link = host_link_of(address)
+    assert sh("ip", "-6", "-o", "addr", "show", "dev", link).stdout == ""
+    # The check itself can fail: the world's veth, made the usual way, has a link-local address.
+    assert "fe80::" in sh("ip", "-6", "-o", "addr", "show", "dev", WORLD_HOST_LINK).stdout
