@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import errno
 import fcntl
 import ipaddress
 import json
@@ -72,9 +73,25 @@ VETH_INFO_PEER = 1
 IFA_ADDRESS = 1
 IFA_LOCAL = 2
 IFF_UP = 0x1
-# nftables over netlink (linux/netfilter/nfnetlink.h, nf_tables.h), to check the table cheaply.
+# nftables and conntrack over netlink (linux/netfilter/nfnetlink*.h, nf_tables.h), to check the table
+# cheaply and forget a released address's connections.
 NETLINK_NETFILTER = 12
+NFNL_SUBSYS_CTNETLINK = 1
 NFNL_SUBSYS_NFTABLES = 10
+IPCTNL_MSG_CT_NEW = 0
+IPCTNL_MSG_CT_GET = 1
+IPCTNL_MSG_CT_DELETE = 2
+NLMSG_DONE = 3
+NLM_F_DUMP = 0x300
+NLA_F_NESTED = 0x8000
+NLA_TYPE_MASK = 0x3FFF
+CTA_TUPLE_ORIG = 1
+CTA_TUPLE_IP = 1
+CTA_IP_V4_SRC = 1
+CTA_ID = 12
+CTA_FILTER = 25
+CTA_FILTER_ORIG_FLAGS = 1
+CTA_FILTER_FLAG_CTA_IP_SRC = 1
 NFT_MSG_GETCHAIN = 4
 NFPROTO_INET = 1
 NFTA_CHAIN_TABLE = 1
@@ -417,8 +434,14 @@ class OutboundNetwork:
             self._uplinks = uplinks
 
     def release(self, lease: Lease) -> None:
-        """After the environment died: delete its veth if the kernel has not yet, and free its address."""
+        """After the environment died: delete its veth if the kernel has not yet, forget its connections,
+        and free its address.
+
+        The host's connection tracking keeps an entry per connection the environment made (an
+        established TCP one for five days): left there, a late reply would be translated back to the
+        address and forwarded, as part of an established connection, to the next environment given it."""
         delete_link(lease.link)
+        forget_connections(lease.address.split("/")[0])
         self._free.append(lease.slot)
 
 
@@ -467,6 +490,75 @@ def _rtnetlink(kind: int, flags: int, body: bytes, what: str) -> None:
     code = _netlink(socket.NETLINK_ROUTE, kind, flags, body)
     if code:
         raise NetworkUnavailable(f"{what}: {os.strerror(code)}")
+
+
+def _attrs(data: bytes) -> Iterator[tuple[int, bytes, bytes]]:
+    """(type, payload, the whole attribute) of each netlink attribute in `data`."""
+    offset = 0
+    while offset + 4 <= len(data):
+        length, kind = struct.unpack_from("=HH", data, offset)
+        if length < 4:
+            return
+        yield kind & NLA_TYPE_MASK, data[offset + 4 : offset + length], data[offset : offset + length]
+        offset += (length + 3) & ~3
+
+
+def _source_of(tuple_attr: bytes) -> bytes:
+    for kind, payload, _ in _attrs(tuple_attr):
+        if kind == CTA_TUPLE_IP:
+            for ip_kind, ip, _ in _attrs(payload):
+                if ip_kind == CTA_IP_V4_SRC:
+                    return ip
+    return b""
+
+
+def connections_from(address: str) -> list[bytes]:
+    """The conntrack entries (original tuple and id attributes) of connections started from `address`."""
+    source = socket.inet_aton(address)
+    tuple_orig = _attr(NLA_F_NESTED | CTA_TUPLE_ORIG, _attr(NLA_F_NESTED | CTA_TUPLE_IP, _attr(CTA_IP_V4_SRC, source)))
+    # The kernel filters the dump by source (5.8 and later); an older one ignores the filter, and the
+    # entries are filtered here as well.
+    flags = _attr(
+        NLA_F_NESTED | CTA_FILTER, _attr(CTA_FILTER_ORIG_FLAGS, struct.pack("=I", CTA_FILTER_FLAG_CTA_IP_SRC))
+    )
+    body = struct.pack("=BBH", socket.AF_INET, 0, 0) + tuple_orig + flags
+    kind = NFNL_SUBSYS_CTNETLINK << 8 | IPCTNL_MSG_CT_GET
+    header = struct.pack("=LHHLL", 16 + len(body), kind, NLM_F_REQUEST | NLM_F_DUMP, 1, 0)
+    found: list[bytes] = []
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER) as nl:
+        nl.send(header + body)
+        while True:
+            data = nl.recv(1 << 20)
+            offset = 0
+            while offset + 16 <= len(data):
+                length, msg_kind = struct.unpack_from("=LH", data, offset)
+                if msg_kind == NLMSG_DONE:
+                    return found
+                if msg_kind == NLMSG_ERROR:
+                    code = -int(struct.unpack_from("=i", data, offset + 16)[0])
+                    if code:
+                        raise NetworkUnavailable(f"list the connections of {address}: {os.strerror(code)}")
+                    return found
+                if msg_kind == NFNL_SUBSYS_CTNETLINK << 8 | IPCTNL_MSG_CT_NEW:
+                    entry = {k: whole for k, _, whole in _attrs(data[offset + 20 : offset + length])}
+                    orig = entry.get(CTA_TUPLE_ORIG, b"")
+                    if _source_of(orig[4:]) == source:
+                        found.append(orig + entry.get(CTA_ID, b""))
+                offset += (length + 3) & ~3
+
+
+def forget_connections(address: str) -> None:
+    """Delete the host's conntrack entries of connections started from `address` (`conntrack -D -s`)."""
+    try:
+        entries = connections_from(address)
+    except OSError as exc:
+        raise NetworkUnavailable(f"list the connections of {address}: {exc}") from exc
+    kind = NFNL_SUBSYS_CTNETLINK << 8 | IPCTNL_MSG_CT_DELETE
+    for entry in entries:
+        code = _netlink(NETLINK_NETFILTER, kind, 0, struct.pack("=BBH", socket.AF_INET, 0, 0) + entry)
+        # Gone meanwhile (it timed out) is as good as deleted.
+        if code and code != errno.ENOENT:
+            raise NetworkUnavailable(f"forget a connection of {address}: {os.strerror(code)}")
 
 
 def firewall_loaded(table: str) -> bool:

@@ -396,3 +396,33 @@ def test_outbound_environments_have_no_ipv6(client: Any, silo_server: SiloServer
     assert sh("ip", "-6", "-o", "addr", "show", "dev", link).stdout == ""
     # The check itself can fail: the world's veth, made the usual way, has a link-local address.
     assert "fe80::" in sh("ip", "-6", "-o", "addr", "show", "dev", WORLD_HOST_LINK).stdout
+
+
+def tracked_from(address: str) -> list[str]:
+    """The host's conntrack entries of connections started from `address`."""
+    return [line for line in Path("/proc/net/nf_conntrack").read_text().splitlines() if f" src={address} " in line]
+
+
+def test_a_released_address_keeps_no_tracked_connection(client: Any, silo_server: SiloServer, world: str) -> None:
+    """Late replies to a retired environment's connections must not reach the next one given its address."""
+    outbound = make_probe(client, silo_server, "outbound")
+    hold = f"""
+        import builtins, socket
+        tcp = socket.create_connection(({world!r}, 8080), timeout=5)  # the world waits for its question
+        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        udp.sendto(b"x", ({world!r}, 5353))
+        builtins.HELD = (tcp, udp)
+        result = True
+    """
+    run(client, outbound, "c", hold)
+    address = my_address(client, outbound, "c")
+    assert address is not None
+    held = tracked_from(address)
+    assert any(" tcp " in e and "ESTABLISHED" in e for e in held) and any(" udp " in e for e in held), held
+    link = host_link_of(address)
+    client.delete_function(FunctionName=outbound)
+    wait_until_gone(link)
+    deadline = time.monotonic() + 10
+    while tracked_from(address) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert tracked_from(address) == [], "the released address's connections are still tracked"
