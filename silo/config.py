@@ -32,6 +32,15 @@ class Settings:
     template_max_forks: int = 256
     async_concurrency: int = 64  # asynchronous events running at once, at most
     async_retry_base_ms: int = 60000  # wait before an async event's first retry; the second waits twice as long
+    # The HTTP front (docs/security.md, "The HTTP front"): connections open at once, in all and from one
+    # client address (an IPv6 /64; loopback counts like any other; 0: no cap per address, as behind a proxy),
+    # seconds a request's head may take, the window over which a body must keep up 512 bytes a second,
+    # and how long an idle keep-alive connection stays open.
+    http_max_connections: int = 10000
+    http_max_connections_per_address: int = 256
+    http_head_timeout_s: int = 20
+    http_body_timeout_s: int = 20
+    http_idle_s: int = 30
 
     @property
     def db_path(self) -> Path:

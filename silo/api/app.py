@@ -7,7 +7,7 @@ from typing import Protocol
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -29,6 +29,13 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     if status == 405:
         return error_response(errors.NotFoundRoute(f"{request.method} is not supported on {request.url.path}."))
     return error_response(errors.NotFoundRoute(f"No Lambda or silo operation is served at {request.url.path}."))
+
+
+async def _gone(request: Request, exc: Exception) -> Response:
+    # The client left (or the HTTP front closed it for being too slow) before its request was read:
+    # nobody is there to answer, and it is no bug of ours.
+    log.debug("client gone while serving %s %s", request.method, request.url.path)
+    return Response(status_code=400)
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:
@@ -55,6 +62,7 @@ def build_app(routes: list[BaseRoute], hot: HotEndpoint | None = None) -> ASGIAp
         exception_handlers={
             errors.LambdaError: _lambda_error,
             HTTPException: _http_error,
+            ClientDisconnect: _gone,
             Exception: _unexpected,
         },
     )
@@ -65,6 +73,8 @@ def build_app(routes: list[BaseRoute], hot: HotEndpoint | None = None) -> ASGIAp
         if scope["type"] == "http" and hot.accepts(scope):
             try:
                 await hot(scope, receive, send)
+            except ClientDisconnect:
+                return
             except Exception as exc:
                 response = await _unexpected(Request(scope, receive), exc)
                 await response(scope, receive, send)

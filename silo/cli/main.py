@@ -60,6 +60,17 @@ def _parser() -> argparse.ArgumentParser:
         help="environments one template forks before a fresh one replaces it "
         "(SILO_TEMPLATE_MAX_FORKS, default 256; 0: no templates, every environment starts from nothing)",
     )
+    serve.add_argument(
+        "--http-max-connections",
+        type=int,
+        help="HTTP connections open at once, in all (SILO_HTTP_MAX_CONNECTIONS, default 10000)",
+    )
+    serve.add_argument(
+        "--http-max-connections-per-address",
+        type=int,
+        help="HTTP connections open at once from one client address, loopback included "
+        "(SILO_HTTP_MAX_CONNECTIONS_PER_ADDRESS, default 256; 0: no cap, e.g. behind a proxy)",
+    )
 
     endpoint = argparse.ArgumentParser(add_help=False)
     endpoint.add_argument(

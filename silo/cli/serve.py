@@ -10,6 +10,7 @@ import os
 import resource
 import signal
 import sys
+from dataclasses import replace
 
 import uvicorn
 import uvloop
@@ -19,7 +20,8 @@ from silo.api import functions as function_routes
 from silo.api import invoke as invoke_routes
 from silo.api import telemetry as telemetry_routes
 from silo.api.app import build_app
-from silo.api.protocol import Protocol as JoinedWritesProtocol
+from silo.api.front import Front, FrontLimits, descriptor_room
+from silo.api.protocol import bound_to
 from silo.config import Settings, load_settings
 from silo.control.event_config import EventInvokeConfigService
 from silo.control.functions import FunctionService
@@ -200,11 +202,15 @@ async def run(settings: Settings) -> None:
         ],
         hot=invoke,
     )
+    limits = FrontLimits.from_settings(settings)
+    front = Front(replace(limits, max_connections=descriptor_room(limits.max_connections)))
+    front.start(loop)
     config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
-        http=JoinedWritesProtocol,
+        http=bound_to(front),
+        timeout_keep_alive=limits.idle_s,
         loop="none",
         log_level=settings.log_level,
         access_log=False,
@@ -224,6 +230,7 @@ async def run(settings: Settings) -> None:
     try:
         await server.serve()
     finally:
+        front.close()
         await dispatcher.stop()
         await router.close()
         await telemetry.close()
@@ -234,6 +241,7 @@ async def run(settings: Settings) -> None:
 def serve(args: argparse.Namespace) -> int:
     try:
         settings = load_settings(vars(args))
+        FrontLimits.from_settings(settings)  # refuse limits that make no sense before anything starts
     except ValueError as exc:
         print(f"silo: {exc}", file=sys.stderr)
         return 2
