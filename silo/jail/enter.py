@@ -15,7 +15,8 @@ when it fails. Nothing here imports the daemon.
        wait until it has built the host's end of the link, then address eth0 and route through it;
        create the Runtime API socket on 127.0.0.1:9001 inside the new network namespace and hand it
        to the daemon (SCM_RIGHTS)
-    5. build a read-only root: runtime, code and system binds, /proc of the new pid namespace, a
+    5. build a read-only root: system binds, the runtime and the code as overlays (their sources'
+       paths stay unseen), /proc of the new pid namespace with what it shows of the host covered, a
        minimal /dev, a private tmpfs /tmp; pivot_root into it and drop the old root
     6. drop to the environment's own uid/gid with no capabilities and no_new_privs
     7. install the seccomp filter, last, since it outlives execve
@@ -29,8 +30,10 @@ import marshal
 import os
 import signal
 import socket
+import stat
 import struct
 import sys
+import time
 from types import SimpleNamespace
 
 # Imported here, not where used: after pivot_root nothing of silo's own files is visible any more. The
@@ -55,7 +58,34 @@ NAMESPACES = (
     | syscalls.CLONE_NEWNET
     | syscalls.CLONE_NEWCGROUP
 )
-DEVICES = ("null", "zero", "random", "urandom")
+# The only devices, by their fixed numbers (linux/major.h, devices.txt: the memory devices, major 1).
+DEVICES = {"null": 3, "zero": 5, "random": 8, "urandom": 9}
+# /proc files that show the whole kernel's activity to anyone, whatever the namespaces: other tenants'
+# CPU time, interrupts, disk, memory and swap counters, scheduler and timer state, file locks with the
+# host's pids and inodes, the host's cgroup counts, the kernel's symbols. Each is covered by an empty
+# file. Left as they are: files only root may read (an environment never is), and static facts of the
+# machine (cpuinfo, partitions, modules, devices); each cover costs every environment's start tens of
+# microseconds.
+PROC_EMPTIED = (
+    "buddyinfo",
+    "cgroups",
+    "diskstats",
+    "interrupts",
+    "kallsyms",
+    "latency_stats",
+    "lock_stat",
+    "locks",
+    "mdstat",
+    "sched_debug",
+    "schedstat",
+    "softirqs",
+    "swaps",
+    "timer_list",
+    "vmstat",
+    "zoneinfo",
+)
+# Directories of the same kind (pressure stall information; per-filesystem counters), covered by an empty one.
+PROC_EMPTIED_DIRS = ("fs", "pressure")
 OPEN_FILES = 1024
 RO = syscalls.MS_RDONLY | syscalls.MS_NOSUID | syscalls.MS_NODEV
 SIOCGIFFLAGS = 0x8913
@@ -169,6 +199,108 @@ def _bind(source: str, target: str, writable: bool) -> None:
     syscalls.mount(None, target, None, flags if writable else flags | syscalls.MS_RDONLY)
 
 
+def _mount_neutral(source: str, target: str, empty: str) -> None:
+    """`source` at `target`, read-only, without telling where `source` is.
+
+    A bind mount shows, in every process's /proc/<pid>/mountinfo, the path of its source within the
+    source's filesystem: the data directory, where silo or the interpreter is installed. A read-only
+    overlay is a filesystem of its own, so its root is shown as "/", and its options name its layers
+    as they were given: here by descriptor (an overlay without an upper layer needs two lower ones,
+    the second an empty directory)."""
+    lower = os.open(source, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    blank = os.open(empty, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.makedirs(target, exist_ok=True)
+        layers = f"lowerdir=/proc/self/fd/{lower}:/proc/self/fd/{blank}"
+        syscalls.mount("overlay", target, "overlay", RO, layers)
+    finally:
+        os.close(lower)
+        os.close(blank)
+
+
+def proc_stat(cpus: int, boot_time: int) -> str:
+    """/proc/stat of an environment: no CPU time, interrupt, context switch or process of anyone.
+
+    Kept (programs need the file and its lines): one line per CPU, as many as the host has (the
+    environment may run on all of them, and /proc/cpuinfo says so anyway), and the boot time, which
+    /proc/uptime shows too."""
+    zeros = " ".join(["0"] * 10)
+    cpu_lines = "".join(f"cpu{n} {zeros}\n" for n in range(cpus))
+    return (
+        f"cpu  {zeros}\n{cpu_lines}intr 0\nctxt 0\nbtime {boot_time}\nprocesses 0\n"
+        f"procs_running 1\nprocs_blocked 0\nsoftirq {' '.join(['0'] * 11)}\n"
+    )
+
+
+def proc_meminfo(limit_kb: int) -> str:
+    """/proc/meminfo of an environment: its own memory, as on Lambda, not the host's and its use.
+
+    Runtimes size their heaps from MemTotal, and the environment's cgroup is invisible to them. The
+    figures do not follow the environment's use: they say what it may have."""
+    fields = (
+        ("MemTotal", limit_kb),
+        ("MemFree", limit_kb),
+        ("MemAvailable", limit_kb),
+        ("Buffers", 0),
+        ("Cached", 0),
+        ("SwapCached", 0),
+        ("SwapTotal", 0),
+        ("SwapFree", 0),
+    )
+    return "".join(f"{name + ':':<16}{value:>8} kB\n" for name, value in fields)
+
+
+def _memory_limit_kb(groups: dict[str, str]) -> int:
+    path = groups.get("memory", "")
+    for name in ("memory.limit_in_bytes", "memory.max"):
+        try:
+            raw = _read(f"{path}/{name}").strip()
+        except OSError:
+            continue
+        if raw.isdigit():
+            return int(raw) // 1024
+    # No limit found (an environment always has one): the host's, so programs still find a size.
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 1024
+
+
+def _cover(source: str, target: str) -> None:
+    try:
+        syscalls.mount(source, target, None, syscalls.MS_BIND)
+    except FileNotFoundError:
+        pass  # not in this kernel: nothing to cover
+
+
+def _put(path: str, content: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o444)
+    try:
+        os.write(fd, content.encode())
+    finally:
+        os.close(fd)
+
+
+def mask_proc(spec: JailSpec, proc: str, scratch: str) -> None:
+    """Cover what /proc shows of the host with empty or neutral files, written in `scratch` (a tmpfs
+    made read-only once they are bound)."""
+    empty_file, empty_dir = f"{scratch}/empty", f"{scratch}/empty.d"
+    _put(empty_file, "")
+    os.mkdir(empty_dir, 0o555)
+    for name in PROC_EMPTIED:
+        _cover(empty_file, f"{proc}/{name}")
+    for name in PROC_EMPTIED_DIRS:
+        _cover(empty_dir, f"{proc}/{name}")
+    boot_time = int(time.time() - time.clock_gettime(time.CLOCK_BOOTTIME))
+    neutral = {
+        # The load of the whole host otherwise. (sysinfo(2), behind getloadavg(3), still tells it: see
+        # the security notes.)
+        "loadavg": "0.00 0.00 0.00 1/1 1\n",
+        "stat": proc_stat(os.cpu_count() or 1, boot_time),
+        "meminfo": proc_meminfo(_memory_limit_kb(spec.cgroups)),
+    }
+    for name, content in neutral.items():
+        _put(f"{scratch}/{name}", content)
+        syscalls.mount(f"{scratch}/{name}", f"{proc}/{name}", None, syscalls.MS_BIND)
+
+
 def build_root(spec: JailSpec) -> None:
     root = spec.root_dir
     # Nothing we mount may propagate back to the host's mount namespace.
@@ -180,8 +312,21 @@ def build_root(spec: JailSpec) -> None:
             os.symlink(os.readlink(host), f"{root}/{name}")
         elif os.path.isdir(host):
             _bind(host, f"{root}/{name}", False)
+    # A small tmpfs of its own for the overlays' empty layer and the files that cover parts of /proc:
+    # detached before the tenant runs, it stays alive only under what was mounted from it. (In the
+    # root's tmpfs, such files could not be unlinked: a filesystem holding unlinked files in use cannot
+    # be made read-only.)
+    scratch = f"{root}/.silo"
+    os.mkdir(scratch, 0o700)
+    syscalls.mount("tmpfs", scratch, "tmpfs", syscalls.MS_NOSUID | syscalls.MS_NODEV | syscalls.MS_NOEXEC, "size=64k")
+    os.mkdir(f"{scratch}/blank")
     for bind in spec.binds:
-        _bind(bind.source, f"{root}/{bind.target.lstrip('/')}", bind.writable)
+        target = f"{root}/{bind.target.lstrip('/')}"
+        if bind.source == bind.target or bind.writable:
+            # Shown where it is anyway (/usr at /usr).
+            _bind(bind.source, target, bind.writable)
+        else:
+            _mount_neutral(bind.source, target, f"{scratch}/blank")
     etc = f"{root}/etc"
     os.makedirs(etc, exist_ok=True)
     for name, content in spec.etc_files.items():
@@ -190,9 +335,11 @@ def build_root(spec: JailSpec) -> None:
     dev = f"{root}/dev"
     os.makedirs(dev, exist_ok=True)
     syscalls.mount("tmpfs", dev, "tmpfs", syscalls.MS_NOSUID | syscalls.MS_NOEXEC, "size=64k,mode=0755")
-    for name in DEVICES:
-        _write(f"{dev}/{name}", "")
-        syscalls.mount(f"/dev/{name}", f"{dev}/{name}", None, syscalls.MS_BIND)
+    # Made here, not bound from the host's /dev: a bind of devtmpfs would show its options in mountinfo,
+    # whose size is half the host's memory.
+    for name, minor in DEVICES.items():
+        os.mknod(f"{dev}/{name}", 0o666 | stat.S_IFCHR, os.makedev(1, minor))
+        os.chmod(f"{dev}/{name}", 0o666)
     for name, target in (
         ("fd", "/proc/self/fd"),
         ("stdin", "/proc/self/fd/0"),
@@ -213,6 +360,11 @@ def build_root(spec: JailSpec) -> None:
         if os.path.exists(path):
             syscalls.mount(path, path, None, syscalls.MS_BIND | syscalls.MS_REC)
             syscalls.mount(None, path, None, syscalls.MS_BIND | syscalls.MS_REMOUNT | RO)
+    mask_proc(spec, proc, scratch)
+    flags = syscalls.MS_REMOUNT | syscalls.MS_NOSUID | syscalls.MS_NODEV | syscalls.MS_NOEXEC | syscalls.MS_RDONLY
+    syscalls.mount(None, scratch, None, flags)
+    syscalls.umount(scratch, syscalls.MNT_DETACH)
+    os.rmdir(scratch)
     os.chdir(root)
     os.mkdir(f"{root}/.old-root")
     syscalls.pivot_root(".", ".old-root")

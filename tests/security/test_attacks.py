@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import sys
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
@@ -462,3 +463,66 @@ def test_cpu_hog_does_not_stop_other_tenants(lambda_client: Any, attacker: str, 
         thread.join()
     assert answers == [42] * 5
     assert silo_server.alive()
+
+
+# Kernel-wide activity that /proc shows to anyone: other tenants' CPU time, interrupts, I/O, memory
+# and swap use, pressure, scheduler and timer state, kernel symbols, file locks with the host's pids.
+HOST_WIDE = (
+    "diskstats",
+    "vmstat",
+    "interrupts",
+    "softirqs",
+    "schedstat",
+    "sched_debug",
+    "timer_list",
+    "kallsyms",
+    "zoneinfo",
+    "buddyinfo",
+    "locks",
+    "swaps",
+    "cgroups",
+    "pressure/cpu",
+    "pressure/io",
+    "pressure/memory",
+    "pressure/irq",
+)
+
+
+def test_proc_shows_nothing_host_wide(lambda_client: Any, attacker: str, silo_server: SiloServer) -> None:
+    out = run(
+        lambda_client,
+        attacker,
+        "procfs",
+        f"""
+        import os, subprocess
+        def read(path):
+            try:
+                with open(path) as f:
+                    return f.read()
+            except OSError as exc:
+                return type(exc).__name__
+        result = {{name: read("/proc/" + name) for name in {HOST_WIDE!r} + ("loadavg", "stat", "meminfo")}}
+        result["mountinfo"] = read("/proc/self/mountinfo")
+        # Another process of the environment, with a /proc/<pid> of its own.
+        result["child mountinfo"] = subprocess.run(["/bin/cat", "/proc/self/mountinfo"], capture_output=True,
+                                                   text=True).stdout
+    """,
+    )
+    seen = out["result"]
+    assert seen is not None, out
+    hidden = ("", "FileNotFoundError", "PermissionError")  # empty, or not there, or only root's
+    shown = {name: seen[name][:200] for name in HOST_WIDE if seen[name] not in hidden}
+    assert shown == {}, "these show the host's activity"
+    assert seen["loadavg"] == "0.00 0.00 0.00 1/1 1\n"
+    counters = {row[0]: row[1:] for row in (line.split() for line in seen["stat"].splitlines())}
+    assert counters.pop("procs_running") == ["1"] and int(counters.pop("btime")[0]) > 0, seen["stat"]
+    assert {v for row in counters.values() for v in row} == {"0"}, "no CPU time, interrupt or process of anyone"
+    assert counters["cpu"] == ["0"] * 10 and "cpu0" in counters
+    meminfo = dict(line.split(":", 1) for line in seen["meminfo"].splitlines())
+    assert meminfo["MemTotal"].split() == [str(128 * 1024), "kB"], "the environment's own memory, as on Lambda"
+    # Mount sources: no path of the data directory, of the tests' directories, of silo or of the interpreter.
+    secrets = [str(silo_server.data_dir.parent.parent), str(Path(__file__).resolve().parents[2]), sys.prefix]
+    for name in ("mountinfo", "child mountinfo"):
+        assert seen[name].count("\n") > 5, seen[name]
+        leaked = [line for line in seen[name].splitlines() if any(s in line for s in secrets)]
+        assert leaked == [], f"{name} shows host paths"
