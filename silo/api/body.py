@@ -1,11 +1,14 @@
-"""Reading a request's body under Lambda's size limits, refused as soon as it passes the limit."""
+"""Reading a request's body under Lambda's size limits, refused as soon as it passes the limit, and its JSON."""
 
 from __future__ import annotations
+
+import json
+from typing import Any
 
 from starlette.requests import ClientDisconnect, Request
 from starlette.types import Receive
 
-from silo.errors import RequestEntityTooLargeException
+from silo.errors import InvalidRequestContentException, RequestEntityTooLargeException
 
 
 async def read_body(request: Request, limit: int, operation: str) -> bytes:
@@ -40,3 +43,20 @@ async def receive_body(receive: Receive, declared: str, limit: int, operation: s
 
 def _too_large(limit: int, operation: str) -> RequestEntityTooLargeException:
     return RequestEntityTooLargeException(f"Request must be smaller than {limit} bytes for the {operation} operation")
+
+
+def load_json(raw: bytes) -> Any:
+    """The JSON value of a body, or Lambda's InvalidRequestContentException when it is not JSON."""
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidRequestContentException(
+            f"Could not parse request body into json: Could not parse payload into json: {exc}"
+        ) from None
+    except RecursionError:
+        # Python's parser stops at arrays or objects nested about a thousand deep: a client's mistake
+        # (or an attack on the parser), not an error of silo's.
+        raise InvalidRequestContentException(
+            "Could not parse request body into json: it nests arrays or objects deeper than this server "
+            "parses (about a thousand levels); send it less deeply nested."
+        ) from None

@@ -25,6 +25,7 @@ from starlette.routing import Route
 
 from silo.api import render
 from silo.api.functions import no_content, parse_max_items, read_json_body
+from silo.api.query import position
 from silo.control.event_config import EventInvokeConfigService
 from silo.control.names import parse_function_name
 from silo.errors import InvalidParameterValueException
@@ -96,9 +97,10 @@ def _states(raw: str | None) -> tuple[EventState, ...]:
 def _marker(raw: str | None) -> int | None:
     if raw is None:
         return None
-    if not raw.isdigit():
+    marker = position(raw)
+    if marker is None:
         raise InvalidParameterValueException(f"Marker {raw!r} is not one this API returned (NextMarker).")
-    return int(raw)
+    return marker
 
 
 class EventRoutes:
@@ -140,7 +142,8 @@ class EventRoutes:
 
     def _page(self, request: Request) -> tuple[str, int | None, int]:
         name = parse_function_name(request.path_params["function_name"], namespaced=True).name
-        limit = parse_max_items(request.query_params.get("MaxItems")) or PAGE_MAX
+        asked = parse_max_items(request.query_params.get("MaxItems"))
+        limit = PAGE_MAX if asked is None else asked
         if not 1 <= limit <= PAGE_MAX:
             raise InvalidParameterValueException(f"MaxItems must be between 1 and {PAGE_MAX}; got {limit}.")
         return name, _marker(request.query_params.get("Marker")), limit

@@ -8,7 +8,6 @@ the event loop that also serves invocations.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
@@ -20,7 +19,7 @@ from starlette.routing import Route
 
 from silo import ids
 from silo.api import render
-from silo.api.body import read_body
+from silo.api.body import load_json, read_body
 from silo.control.functions import FunctionService
 from silo.control.violations import Violations
 from silo.errors import InvalidRequestContentException
@@ -39,12 +38,7 @@ async def read_json_body(request: Request, operation: str) -> dict[str, Any]:
     raw = await read_body(request, MAX_REQUEST_BYTES, operation)
     if not raw.strip():
         return {}
-    try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidRequestContentException(
-            f"Could not parse request body into json: Could not parse payload into json: {exc}"
-        ) from None
+    body = load_json(raw)
     if not isinstance(body, dict):
         raise InvalidRequestContentException(
             "Could not parse request body into json: the request body must be a JSON object"

@@ -28,6 +28,7 @@ from starlette.routing import Route
 
 from silo import errors
 from silo.api import render
+from silo.api.query import SQL_INT_MAX, position, whole_number
 from silo.telemetry.events import EventStore, LogQuery, MeteringQuery
 from silo.telemetry.metrics import CONTENT_TYPE
 from silo.telemetry.platform import iso_time
@@ -45,16 +46,21 @@ class FunctionResolver(Protocol):
 
 
 def parse_time(raw: str | None, name: str, now_ms: int | None = None) -> int | None:
-    """Epoch ms from `1700000000000`, `10m` (ago) or `2025-01-31T12:00:00Z`."""
+    """Epoch ms from `1700000000000`, `10m` (ago) or `2025-01-31T12:00:00Z`.
+
+    A time past what the store can hold is brought to its edge: every stored time lies inside, so
+    `since` a thousand centuries ago still means everything, and `until` then means nothing.
+    """
     if raw is None or raw == "":
         return None
     raw = raw.strip()
-    if raw.isdigit():
-        return int(raw)
+    epoch_ms = whole_number(raw)
+    if epoch_ms is not None:
+        return _stored_time(epoch_ms)
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
     match = _DURATION.fullmatch(raw)
     if match:
-        return now_ms - int(match[1]) * _UNIT_MS[match[2]]
+        return _stored_time(now_ms - int(match[1]) * _UNIT_MS[match[2]])
     try:
         when = datetime.fromisoformat(raw)
     except ValueError:
@@ -67,22 +73,28 @@ def parse_time(raw: str | None, name: str, now_ms: int | None = None) -> int | N
     return int(when.timestamp() * 1000)
 
 
+def _stored_time(ms: int) -> int:
+    return max(-SQL_INT_MAX, min(ms, SQL_INT_MAX))
+
+
 def parse_limit(raw: str | None, default: int) -> int:
     if raw is None:
         return default
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
+    limit = whole_number(raw)
+    if limit is None or not 1 <= limit <= MAX_LIMIT:
         raise errors.InvalidParameterValueException(f"limit must be a whole number from 1 to {MAX_LIMIT}; got {raw!r}")
-    return int(raw)
+    return limit
 
 
 def parse_cursor(raw: str | None) -> int | None:
     if raw is None or raw == "":
         return None
-    if not raw.isdigit():
+    cursor = position(raw)
+    if cursor is None:
         raise errors.InvalidParameterValueException(
             f"cursor must be a NextToken returned by an earlier call; got {raw!r}"
         )
-    return int(raw)
+    return cursor
 
 
 def _encode_token(tenant_id: str) -> str:

@@ -15,13 +15,11 @@ from dataclasses import replace
 import uvicorn
 import uvloop
 
-from silo.api import events as event_routes
-from silo.api import functions as function_routes
 from silo.api import invoke as invoke_routes
-from silo.api import telemetry as telemetry_routes
 from silo.api.app import build_app
 from silo.api.front import Front, FrontLimits, descriptor_room
 from silo.api.protocol import bound_to
+from silo.api.routes import api_routes
 from silo.config import Settings, load_settings
 from silo.control.event_config import EventInvokeConfigService
 from silo.control.functions import FunctionService
@@ -193,15 +191,7 @@ async def run(settings: Settings) -> None:
     )
     dispatcher.start()
     invoke = invoke_routes.InvokeEndpoint(service, router, dispatcher)
-    app = build_app(
-        [
-            *function_routes.routes(service),
-            invoke_routes.route(invoke),
-            *event_routes.routes(event_configs, dispatcher),
-            *telemetry_routes.routes(service, telemetry),
-        ],
-        hot=invoke,
-    )
+    app = build_app(api_routes(service, event_configs, dispatcher, telemetry, invoke), hot=invoke)
     limits = FrontLimits.from_settings(settings)
     front = Front(replace(limits, max_connections=descriptor_room(limits.max_connections)))
     front.start(loop)

@@ -1,0 +1,31 @@
+"""Every route the server answers, in one table: `silo serve` builds its app from it, and
+docs/openapi.yaml describes it (a unit test holds the two to each other)."""
+
+from __future__ import annotations
+
+from starlette.routing import BaseRoute
+
+from silo.api import events as event_routes
+from silo.api import functions as function_routes
+from silo.api import invoke as invoke_routes
+from silo.api import telemetry as telemetry_routes
+from silo.control.event_config import EventInvokeConfigService
+from silo.control.functions import FunctionService
+from silo.events.dispatcher import Dispatcher
+from silo.telemetry.recorder import Telemetry
+
+
+def api_routes(
+    functions: FunctionService,
+    event_configs: EventInvokeConfigService,
+    dispatcher: Dispatcher,
+    telemetry: Telemetry,
+    invoke: invoke_routes.InvokeEndpoint,
+) -> list[BaseRoute]:
+    """Lambda's REST-JSON routes and silo's own (`/silo/v1/...`, `/metrics`)."""
+    return [
+        *function_routes.routes(functions),
+        invoke_routes.route(invoke),
+        *event_routes.routes(event_configs, dispatcher),
+        *telemetry_routes.routes(functions, telemetry),
+    ]
