@@ -58,6 +58,14 @@ def check_tenant(spec: FunctionSpec, tenant_id: str | None) -> None:
                 f"1 validation error detected: Value '{tenant_id}' at 'tenantId' failed to satisfy constraint: "
                 f"Member must satisfy regular expression pattern: {TENANT_ID_PATTERN}"
             )
+        if tenant_id[0] == " " or tenant_id[-1] == " ":
+            # The pattern allows it, but the id would not survive its trip: HTTP parsers drop the spaces at
+            # the start of a header value and runtimes strip both ends, so silo would route on 'a ' while
+            # the function is told 'a' and keys that tenant's data with another's name.
+            raise errors.InvalidParameterValueException(
+                f"Tenant id '{tenant_id}' begins or ends with a space, which headers do not carry intact: "
+                f"the function would be told '{tenant_id.strip(' ')}'. Remove the spaces at its ends."
+            )
     if spec.per_tenant and tenant_id is None:
         raise errors.InvalidParameterValueException(
             f"Function {spec.function_arn} has tenant isolation mode PER_TENANT: every invocation must name "

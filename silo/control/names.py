@@ -32,9 +32,12 @@ _PARTS = (
     r"(?:(?P<region>(?:eusc-)?[a-z]{{2}}(?:-gov|-iso[a-z]?)?-[a-z]+-\d):)?"
     r"(?:(?P<account>\d{{12}}):)?(?:function:)?(?P<name>{name})(?::(?P<qualifier>{qualifier}))?"
 )
-_FUNCTION_NAME = re.compile(_PARTS.format(name=r"[a-zA-Z0-9-_]+", qualifier=r"\$LATEST|[a-zA-Z0-9-_]+"))
-_NAMESPACED = re.compile(_PARTS.format(name=r"[a-zA-Z0-9-_.]+", qualifier=r"\$LATEST(?:\.PUBLISHED)?|[a-zA-Z0-9-_]+"))
-_QUALIFIER = re.compile(QUALIFIER_PATTERN)
+# ASCII: the model's `\d` is Java's, 0-9 only; Python's would take the digits of any script.
+_FUNCTION_NAME = re.compile(_PARTS.format(name=r"[a-zA-Z0-9-_]+", qualifier=r"\$LATEST|[a-zA-Z0-9-_]+"), re.ASCII)
+_NAMESPACED = re.compile(
+    _PARTS.format(name=r"[a-zA-Z0-9-_.]+", qualifier=r"\$LATEST(?:\.PUBLISHED)?|[a-zA-Z0-9-_]+"), re.ASCII
+)
+_QUALIFIER = re.compile(QUALIFIER_PATTERN, re.ASCII)
 
 NAME_ONLY_MAX = 64
 

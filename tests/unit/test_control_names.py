@@ -34,6 +34,13 @@ def test_dots_only_in_namespaced_names() -> None:
         parse_function_name("a.b", namespaced=False)
 
 
+@pytest.mark.parametrize("value", ["00000000000\u0660:0", "arn:aws:lambda:us-east-\u0661:123456789012:function:f"])
+def test_digits_of_other_scripts_are_not_digits(value: str) -> None:
+    # Found by tests/fuzz/test_fuzz_names.py: Python's \d took an Arabic-Indic zero for an account digit.
+    with pytest.raises(ValidationException):
+        parse_function_name(value, namespaced=True)
+
+
 def test_length_limits() -> None:
     with pytest.raises(ValidationException) as info:
         parse_function_name("arn:aws:lambda:us-east-1:123456789012:function:" + "f" * 100, namespaced=False)

@@ -175,6 +175,16 @@ def test_name_used_as_file_and_directory_is_refused(store: CodeStore) -> None:
     assert refused(store, make_zip(("a", b"file"), ("a/b", b"below a file"))).message == CORRUPT
 
 
+def test_corrupt_bzip2_stream_is_refused(store: CodeStore) -> None:
+    # Found by tests/fuzz/test_fuzz_unzip.py: bz2 raises OSError for a broken stream, which went up as a 500.
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_BZIP2) as zf:
+        zf.writestr("a.txt", b"hello world" * 100)
+    data = bytearray(buf.getvalue())
+    data[data.index(b"BZh") + 5] ^= 0xFF  # inside the block header of the bzip2 stream
+    assert refused(store, bytes(data)).message == CORRUPT
+
+
 def test_encrypted_member_is_refused(store: CodeStore) -> None:
     data = bytearray(make_zip(("a.txt", b"secret")))
     # Set the "encrypted" flag bit in both the local and the central header.

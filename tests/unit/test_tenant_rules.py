@@ -23,6 +23,13 @@ def test_invalid_tenant_ids_are_refused(tenant: str) -> None:
         check_tenant(spec(True), tenant)
 
 
+@pytest.mark.parametrize("tenant", ["+ ", "a ", " a", " "])
+def test_tenant_ids_with_a_space_at_an_end_are_refused(tenant: str) -> None:
+    # Found by tests/fuzz/test_fuzz_names.py: '+ ' was routed as '+ ' while the runtime was told '+'.
+    with pytest.raises(errors.InvalidParameterValueException, match="begins or ends with a space"):
+        check_tenant(spec(True), tenant)
+
+
 def test_isolated_function_needs_a_tenant() -> None:
     with pytest.raises(errors.InvalidParameterValueException, match="PER_TENANT"):
         check_tenant(spec(True), None)
