@@ -113,6 +113,19 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX metering_events_time ON metering_events(ts_ms);
     CREATE INDEX metering_events_tenant ON metering_events(function, tenant_id, ts_ms);
     """,
+    # 4: each tenant's stored log size per function (silo.store.logs), so that retention takes from the
+    # tenants that store the most and one tenant's flood cannot trim another's logs. '' stands for the lines
+    # of no tenant (a stem's init, a function without tenant isolation).
+    """
+    CREATE TABLE log_usage_tenants (
+        function    TEXT NOT NULL,
+        tenant      TEXT NOT NULL,
+        bytes       INTEGER NOT NULL,
+        PRIMARY KEY (function, tenant)
+    );
+    INSERT INTO log_usage_tenants (function, tenant, bytes)
+        SELECT function, COALESCE(tenant_id, ''), SUM(size) FROM log_events GROUP BY function, COALESCE(tenant_id, '');
+    """,
 )
 
 # SQLite's page cache per connection (its default is 2 MiB). Log lines of many tenants land all over the

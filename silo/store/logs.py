@@ -1,14 +1,20 @@
-"""Durable log and metering events, with a bounded size of logs per function (oldest dropped first).
+"""Durable log and metering events, with a bounded size of logs per function, shared fairly by its tenants.
 
-Tables `log_events`, `log_usage` and `metering_events` (migration in silo.store.db). Writes come in
-batches from the telemetry spool's worker thread, one transaction per batch; `log_usage` keeps each
-function's stored size so retention needs no scan. The size of an event is its message's UTF-8
-bytes plus `EVENT_OVERHEAD_BYTES` for its other columns and indexes: an estimate of what it costs
-on disk, not an exact count. When a function passes its budget, its oldest events are deleted until
-it is back under `TRIM_TO` of it, so trimming happens once in a while, not on every batch.
+Tables `log_events`, `log_usage`, `log_usage_tenants` and `metering_events` (migrations in
+silo.store.db). Writes come in batches from the telemetry spool's worker thread, in transactions of at
+most `TRANSACTION_ROWS` events; `log_usage` and `log_usage_tenants` keep each function's and each of its
+tenants' stored size so retention needs no scan. The size of an event is its message's UTF-8 bytes
+plus `EVENT_OVERHEAD_BYTES` for its other columns and indexes: an estimate of what it costs on disk,
+not an exact count.
+
+When a function passes its budget, events are deleted until it is back under `TRIM_TO` of it, so
+trimming happens once in a while, not on every batch; they are taken from the tenants that store the
+most, oldest first, down to a common level (water-filling): a tenant that floods the log trims its
+own lines, and another tenant's lines go only once it stores as much as the flooding one.
 
 The store has its own connection (its own `Database`), so log writes never wait on the control
-plane's lock, and SQLite's WAL lets both write one after the other without blocking readers.
+plane's lock in the daemon. SQLite still has one writer at a time per file: the control plane's
+writes wait for a log transaction to end, which is why a transaction holds a bounded number of rows.
 """
 
 from __future__ import annotations
@@ -30,11 +36,32 @@ from silo.telemetry.events import (
 
 EVENT_OVERHEAD_BYTES = 100
 INSERT_SLICE = 500
+# Rows per write transaction: a few milliseconds of SQLite's one write lock, which the control plane's
+# writes (CreateFunction, the async queue) wait for.
+TRANSACTION_ROWS = 2_000
 TRIM_TO = 0.9
 
 
 def event_size(message: str) -> int:
     return len(message.encode("utf-8", "replace")) + EVENT_OVERHEAD_BYTES
+
+
+def fair_cuts(stored: list[tuple[str, int]], excess: int) -> dict[str, int]:
+    """How much to take from each tenant (tenant, bytes stored) to free `excess` bytes: the biggest are cut
+    down to one level, so nobody loses lines while another stores more than it (water-filling)."""
+    if excess <= 0:
+        return {}
+    ordered = sorted(stored, key=lambda t: t[1], reverse=True)
+    # Find the level: with the k biggest cut to `level`, they give up sum(their bytes) - k * level.
+    total = 0
+    level = 0
+    for k, (_, size) in enumerate(ordered, start=1):
+        total += size
+        following = ordered[k][1] if k < len(ordered) else 0
+        if total - k * following >= excess:
+            level = max(following, (total - excess) // k)
+            break
+    return {tenant: size - level for tenant, size in ordered if size > level}
 
 
 class LogStore:
@@ -46,17 +73,25 @@ class LogStore:
 
     # Writing.
     def write(self, logs: list[LogEvent], metering: list[MeteringEvent]) -> None:
-        added: dict[str, int] = {}
+        for start in range(0, max(1, len(logs)), TRANSACTION_ROWS):
+            self._write(logs[start : start + TRANSACTION_ROWS], metering if start == 0 else [])
+
+    def _write(self, logs: list[LogEvent], metering: list[MeteringEvent]) -> None:
+        added: dict[tuple[str, str], int] = {}
         rows = []
         for e in logs:
             size = event_size(e.message)
-            added[e.function] = added.get(e.function, 0) + size
+            key = (e.function, e.tenant_id or "")
+            added[key] = added.get(key, 0) + size
             rows.append((e.function, e.stream, e.tenant_id, e.request_id, e.timestamp_ms, e.message, size))
+        functions: dict[str, int] = {}
+        for (function, _), size in added.items():
+            functions[function] = functions.get(function, 0) + size
         with self.db.transaction() as conn:
             # A statement per slice of rows, each over one JSON document: the insert runs in SQLite without
             # the GIL from start to end, where a statement per row would take it back for every row, each
             # time waiting on the event loop's thread. Slices, because encoding a document holds the GIL
-            # throughout (C code never offers it to the event loop), and a batch may hold 10,000 rows.
+            # throughout (C code never offers it to the event loop).
             for start in range(0, len(rows), INSERT_SLICE):
                 conn.execute(
                     "INSERT INTO log_events (function, stream, tenant_id, request_id, ts_ms, message, size) "
@@ -71,7 +106,12 @@ class LogStore:
                 "VALUES (?, ?, ?, ?, ?, ?)",
                 [(m.function, m.version, m.tenant_id, m.environment_id, m.memory_mb, m.timestamp_ms) for m in metering],
             )
-            for function, size in added.items():
+            conn.executemany(
+                "INSERT INTO log_usage_tenants (function, tenant, bytes) VALUES (?, ?, ?) "
+                "ON CONFLICT(function, tenant) DO UPDATE SET bytes = bytes + excluded.bytes",
+                [(function, tenant, size) for (function, tenant), size in added.items()],
+            )
+            for function, size in functions.items():
                 conn.execute(
                     "INSERT INTO log_usage (function, bytes) VALUES (?, ?) "
                     "ON CONFLICT(function) DO UPDATE SET bytes = bytes + excluded.bytes",
@@ -80,25 +120,42 @@ class LogStore:
                 self._trim(conn, function)
 
     def _trim(self, conn: sqlite3.Connection, function: str) -> None:
-        """Drop the function's oldest events while it stores more than its budget."""
+        """Back under TRIM_TO of the budget when the function stores more than it, from its biggest tenants."""
         row = conn.execute("SELECT bytes FROM log_usage WHERE function = ?", (function,)).fetchone()
         used = int(row[0]) if row else 0
         if used <= self.retention_bytes:
             return
-        excess = used - int(self.retention_bytes * TRIM_TO)
+        tenants = [
+            (str(r[0]), int(r[1]))
+            for r in conn.execute("SELECT tenant, bytes FROM log_usage_tenants WHERE function = ?", (function,))
+        ]
+        freed = 0
+        for tenant, excess in fair_cuts(tenants, used - int(self.retention_bytes * TRIM_TO)).items():
+            freed += self._trim_tenant(conn, function, tenant, excess)
+        conn.execute("UPDATE log_usage SET bytes = MAX(0, bytes - ?) WHERE function = ?", (freed, function))
+
+    def _trim_tenant(self, conn: sqlite3.Connection, function: str, tenant: str, excess: int) -> int:
+        """Drop at least `excess` bytes of one tenant's oldest events of the function; return what was freed."""
         freed = 0
         last_id = None
         for event_id, size in conn.execute(
-            "SELECT id, size FROM log_events WHERE function = ? ORDER BY id", (function,)
+            "SELECT id, size FROM log_events WHERE function = ? AND tenant_id IS ? ORDER BY id",
+            (function, tenant or None),
         ):
             freed += int(size)
             last_id = int(event_id)
             if freed >= excess:
                 break
-        if last_id is None:
-            return
-        conn.execute("DELETE FROM log_events WHERE function = ? AND id <= ?", (function, last_id))
-        conn.execute("UPDATE log_usage SET bytes = MAX(0, bytes - ?) WHERE function = ?", (freed, function))
+        if last_id is not None:
+            conn.execute(
+                "DELETE FROM log_events WHERE function = ? AND tenant_id IS ? AND id <= ?",
+                (function, tenant or None, last_id),
+            )
+        conn.execute(
+            "UPDATE log_usage_tenants SET bytes = MAX(0, bytes - ?) WHERE function = ? AND tenant = ?",
+            (freed, function, tenant),
+        )
+        return freed
 
     # Reading.
     def stored_bytes(self, function: str) -> int:

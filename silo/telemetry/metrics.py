@@ -112,6 +112,12 @@ class Metrics:
         self.log_events_dropped = Counter(
             "silo_log_events_dropped", "Log lines dropped because the log store fell behind.", registry=r
         )
+        self._throttled_lines = Counter(
+            "silo_log_lines_throttled",
+            "Log lines dropped because an environment or a tenant wrote more than its log allowance.",
+            ["function"],
+            registry=r,
+        )
         self._environments = _EnvironmentGauge(tenant_labels)
         r.register(self._environments)
         self._children: dict[tuple[str, str | None], _Children] = {}
@@ -155,6 +161,9 @@ class Metrics:
 
     def throttled(self, function: str, reason: str, tenant_id: str | None = None) -> None:
         self.throttles.labels(*self._labels(function, tenant_id), reason).inc()
+
+    def log_lines_throttled(self, function: str, lines: int) -> None:
+        self._throttled_lines.labels(function).inc(lines)
 
     def evicted(self, function: str, reason: str) -> None:
         self.evictions.labels(function, reason).inc()

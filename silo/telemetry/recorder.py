@@ -16,6 +16,7 @@ from silo.telemetry.events import EventStore, MeteringEvent
 from silo.telemetry.metrics import EnvironmentView, Metrics
 from silo.telemetry.spool import Spool
 from silo.telemetry.tenants import TenantBook, TenantStats
+from silo.telemetry.throttle import LogRates, TenantAllowances
 from silo.types import FunctionSpec, InvocationResult
 
 
@@ -29,11 +30,14 @@ class TenantSummary:
 class Telemetry:
     """Logs, metrics, the per-tenant summary and metering of one server."""
 
-    def __init__(self, store: EventStore | None = None, *, tenant_labels: bool = False) -> None:
+    def __init__(
+        self, store: EventStore | None = None, *, tenant_labels: bool = False, log_rates: LogRates = logs.DEFAULT_RATES
+    ) -> None:
         self.store = store
         self.metrics = Metrics(tenant_labels)
         self.tenants = TenantBook()
         self.spool = Spool(store, on_drop=self.metrics.log_events_dropped.inc)
+        self.log_allowances = TenantAllowances(log_rates)
         self.started_at = time.time()
         self._environments: Callable[[], Iterable[EnvironmentView]] = lambda: ()
 
@@ -54,7 +58,9 @@ class Telemetry:
 
     # Hooks of an environment.
     def log_stream(self, name: str, fd: int, spec: FunctionSpec, tenant_id: str | None) -> logs.LogStream:
-        return logs.open_stream(name, fd, spec, tenant_id, self.spool)
+        return logs.open_stream(
+            name, fd, spec, tenant_id, self.spool, self.log_allowances, self.metrics.log_lines_throttled
+        )
 
     def environment_created(self, environment_id: str, spec: FunctionSpec, tenant_id: str | None) -> None:
         self.metrics.environment_created(spec.function_name, tenant_id)

@@ -19,7 +19,7 @@ from silo.telemetry.events import LogEvent, LogQuery, MeteringEvent, MeteringQue
 from silo.telemetry.logs import LogStream, tail
 from silo.telemetry.metrics import EnvironmentView, Metrics
 from silo.telemetry.platform import PlatformRecords, Report, status_of
-from silo.telemetry.spool import Spool
+from silo.telemetry.spool import EVENT_MEMORY_BYTES, Spool
 from silo.telemetry.tenants import QUANTILE_RELATIVE_ERROR, DurationHistogram, TenantBook
 from silo.types import ColdStart, FunctionError
 
@@ -132,13 +132,14 @@ class MemoryStore:
 def test_spool_writes_in_batches_and_drops_past_its_cap() -> None:
     store = MemoryStore()
     dropped: list[int] = []
-    spool = Spool(store, max_pending_bytes=10, on_drop=dropped.append)
+    # Each event costs its text and EVENT_MEMORY_BYTES more: room for two of these five-byte ones.
+    spool = Spool(store, max_pending_bytes=2 * (5 + EVENT_MEMORY_BYTES), on_drop=dropped.append)
 
     async def scenario() -> None:
         spool.start()
         spool.add(event("f", "12345"))
         spool.add(event("f", "67890"))
-        spool.add(event("f", "x"))  # past 10 bytes waiting: dropped
+        spool.add(event("f", "x"))  # past the cap: dropped
         spool.meter(MeteringEvent("f", "$LATEST", "t", "env", 128, 1))
         await spool.flush()
         spool.add(event("f", "later"))
