@@ -93,6 +93,9 @@ class RuntimeChannel:
         self._current: _InFlight | None = None
         self._last_answered = b""
         self._closed = False
+        # The one connection whose posted body is being buffered: one body per environment at a time, so
+        # that eight connections posting 6 MB each cannot make the daemon hold eight of them.
+        self._body_conn: RuntimeConnection | None = None
 
     async def start(self, listen_sock: socket.socket, connection: socket.socket | None = None) -> None:
         """Serve `listen_sock` (bound and listening), and `connection` when the runtime is already
@@ -167,24 +170,31 @@ class RuntimeChannel:
 
     def release(self, conn: RuntimeConnection) -> None:
         self._connections.discard(conn)
+        if self._body_conn is conn:
+            self._body_conn = None
         if any(polling is conn for polling, _ in self._pollers):
             self._pollers = deque(p for p in self._pollers if p[0] is not conn)
 
-    def wants_body(self, method: bytes, path: bytes) -> bool:
-        """Buffer a body only where it can be used, so a runtime cannot make the daemon hoard bytes."""
+    def wants_body(self, conn: RuntimeConnection, method: bytes, path: bytes) -> bool:
+        """Buffer a body only where it can be used, and one at a time, so a runtime cannot make the daemon
+        hoard bytes."""
         if method != b"POST":
             return False
-        if path == _INIT_ERROR:
-            return True
         current = self._current
-        return (
+        usable = path == _INIT_ERROR or (
             current is not None
             and current.delivered
             and path.startswith(_PREFIX)
             and path[len(_PREFIX) :].partition(b"/")[0] == current.rid
         )
+        if not usable or (self._body_conn is not None and self._body_conn is not conn and self._body_conn.is_open):
+            return False
+        self._body_conn = conn
+        return True
 
     def handle(self, conn: RuntimeConnection, answer: Answer, request: Request) -> bytes | None:
+        if self._body_conn is conn:
+            self._body_conn = None
         path = request.path
         method = request.method
         if path == _NEXT:
@@ -231,6 +241,8 @@ class RuntimeChannel:
             doc = wire.response_too_large_doc(self.max_body_bytes)
             self._finish(current, RuntimeReply("error", doc, _JSON, "Function.ResponseSizeTooLarge"))
             return wire.too_large(self.max_body_bytes, close=not request.keep_alive)
+        if not request.body_kept:
+            return wire.invalid_state_transition("another connection is posting this invocation's answer")
         if is_error:
             body, error_type = wire.normalise_error(request.body, request.error_type)
             self._finish(current, RuntimeReply("error", body, _JSON, error_type))
@@ -239,6 +251,8 @@ class RuntimeChannel:
         return wire.ACCEPTED
 
     def _init_error(self, request: Request) -> bytes:
+        if not request.body_kept and not request.too_large:
+            return wire.invalid_state_transition("another connection is posting an error")
         if request.too_large:
             body, error_type = wire.response_too_large_doc(self.max_body_bytes), "Function.ResponseSizeTooLarge"
             out = wire.too_large(self.max_body_bytes)
