@@ -13,6 +13,9 @@ import math
 from dataclasses import dataclass
 
 TENANT_ENVIRONMENTS_PER_CONCURRENCY = 2.5
+# Of the host's memory budget, what one tenant's busy environments of a function may hold when the
+# function sets no TenantMaxConcurrency: sleeping calls of one tenant cannot hold the whole budget.
+TENANT_MEMORY_SHARE = 0.25
 
 
 class Reason(enum.Enum):
@@ -29,7 +32,8 @@ MESSAGES = {
     Reason.ACCOUNT: "Rate Exceeded.",
     Reason.RESERVED: "Rate Exceeded.",
     Reason.TENANT_CONCURRENCY: "Rate Exceeded: this tenant already runs as many invocations of the function as "
-    "its TenantMaxConcurrency allows. Retry with backoff, or raise the limit in the function's silo settings.",
+    "its TenantMaxConcurrency allows (unset, as many as a quarter of the host's memory budget holds at the "
+    "function's MemorySize). Retry with backoff, or set the limit in the function's silo settings.",
     Reason.TENANT_ENVIRONMENTS: "Rate exceeded: this tenant has as many environments of the function as its "
     "TenantMaxEnvironments allows and all are busy. Retry with backoff, or raise the limit.",
     Reason.MEMORY: "Rate exceeded: the host's memory budget for environments is used by busy environments. "
@@ -46,6 +50,19 @@ ENVIRONMENT_CAP_MESSAGE = (
 class AccountLimits:
     concurrency: int = 1000
     memory_budget_mb: int = 16384
+    tenant_memory_share: float = TENANT_MEMORY_SHARE
+
+    def default_tenant_concurrency(self, memory_mb: int) -> int:
+        """A tenant's concurrency when its function sets none: its share of the memory budget, in environments."""
+        return max(1, math.floor(self.memory_budget_mb * self.tenant_memory_share / memory_mb))
+
+
+def cpu_divisor(running: int) -> int:
+    """By how much each busy environment of a tenant divides its CPU weight when the tenant runs `running`
+    calls of the function at once: the environments share one tenant's weight, so scaling out does not
+    buy a tenant more of a contended CPU. Rounded up to a power of two, so that the weights are rewritten
+    only when the count crosses one (1, 2, 4, 8, ...), not on every call that starts or ends."""
+    return 1 if running <= 1 else 1 << (running - 1).bit_length()
 
 
 @dataclass(frozen=True, slots=True)

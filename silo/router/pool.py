@@ -75,6 +75,7 @@ class Router:
         self._running_fn: Counter[str] = Counter()
         self._running_tenant: Counter[TenantKey] = Counter()
         self._running_unreserved = 0
+        self._cpu_divisors: dict[EnvKey, int] = {}  # only those not 1 (see _share_cpu)
         self._envs_fn: Counter[str] = Counter()
         self._envs_tenant: Counter[TenantKey] = Counter()
         self._live_memory_mb = 0.0
@@ -196,15 +197,18 @@ class Router:
             self._charge_in_full(chosen, key)
             self._idle.pop(chosen, None)
             chosen.state = EnvState.BUSY
+            chosen.divide_cpu(self._cpu_divisors.get(key, 1))
             return chosen, False
         if spec.per_tenant:
             self.stems.new_tenant(key.function_arn)
             stem = self._bind_stem(key, spec, fl)
             if stem is not None:
+                stem.divide_cpu(self._cpu_divisors.get(key, 1))
                 return stem, False
         self._make_room(key, spec, fl)
         env = Environment(key, spec, self.telemetry, on_exit=self._ended)
         env.state = EnvState.BUSY
+        env.divide_cpu(self._cpu_divisors.get(key, 1))
         self._track(env)
         return env, True
 
@@ -250,7 +254,7 @@ class Router:
             if self._live_memory_mb + spec.memory_mb > self.account.memory_budget_mb:
                 return
             if spec.per_tenant and self._envs_fn[spec.function_arn] >= limits.environment_cap(
-                function_limits(spec), self.account, self._reserved_total()
+                function_limits(spec, self.account), self.account, self._reserved_total()
             ):
                 return
             stem = Environment(
@@ -303,13 +307,29 @@ class Router:
         self._running_tenant[(key.function_arn, key.tenant_id)] += 1
         if fl.reserved is None:
             self._running_unreserved += 1
+        if spec.per_tenant:
+            self._share_cpu(key)
 
-    def _finish(self, key: EnvKey, fl: limits.FunctionLimits) -> None:
+    def _finish(self, key: EnvKey, spec: FunctionSpec, fl: limits.FunctionLimits) -> None:
         self._running_fn[key.function_arn] -= 1
         self._running_tenant[(key.function_arn, key.tenant_id)] -= 1
         if fl.reserved is None:
             self._running_unreserved -= 1
             self._hand_over_slot()
+        if spec.per_tenant:
+            self._share_cpu(key)
+
+    def _share_cpu(self, key: EnvKey) -> None:
+        """A tenant's environments share one weight: each divides its own by the tenant's calls running."""
+        divisor = limits.cpu_divisor(self._running_tenant[(key.function_arn, key.tenant_id)])
+        if self._cpu_divisors.get(key, 1) == divisor:
+            return
+        if divisor == 1:
+            self._cpu_divisors.pop(key, None)
+        else:
+            self._cpu_divisors[key] = divisor
+        for env in self._pools.get(key, ()):
+            env.divide_cpu(divisor)
 
     def _hand_over_slot(self) -> None:
         """A slot of the shared pool is free: give it to the next waiting tenant, in turn."""
@@ -361,7 +381,7 @@ class Router:
     async def invoke(self, key: EnvKey, spec: FunctionSpec, inv: Invocation) -> InvocationResult:
         """Run `inv` in an environment of `key`: a warm one of that key if idle, else a new one."""
         backend = self._backend(spec)
-        fl = function_limits(spec)
+        fl = function_limits(spec, self.account)
         try:
             await self._admit(key, spec, fl)
         except errors.TooManyRequestsException as exc:
@@ -390,7 +410,7 @@ class Router:
                     # environment forks the daemon and takes a core, which this call would pay for.
                     asyncio.get_running_loop().call_soon(self._grow_stems, spec)
         finally:
-            self._finish(key, fl)
+            self._finish(key, spec, fl)
 
     def _throttled(self, spec: FunctionSpec, key: EnvKey, exc: errors.TooManyRequestsException) -> None:
         if self.telemetry is not None:
@@ -455,5 +475,8 @@ class Router:
             await backend.close()
 
 
-def function_limits(spec: FunctionSpec) -> limits.FunctionLimits:
-    return limits.FunctionLimits(spec.reserved_concurrency, spec.tenant_max_concurrency, spec.tenant_max_environments)
+def function_limits(spec: FunctionSpec, account: limits.AccountLimits) -> limits.FunctionLimits:
+    tenant_concurrency = spec.tenant_max_concurrency
+    if tenant_concurrency is None and spec.per_tenant:
+        tenant_concurrency = account.default_tenant_concurrency(spec.memory_mb)
+    return limits.FunctionLimits(spec.reserved_concurrency, tenant_concurrency, spec.tenant_max_environments)

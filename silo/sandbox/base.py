@@ -79,6 +79,20 @@ class SandboxProcess(Protocol):
         """Raise OSError if the environment, started earlier, may no longer be handed to a call."""
         ...
 
+    def freeze(self) -> None:
+        """Stop every process of the environment until `thaw`: between calls nothing of it may run, as on
+        Lambda. A backend that cannot freeze (the development one) does nothing."""
+        ...
+
+    def thaw(self) -> None:
+        """Let a frozen environment run again, before its next call."""
+        ...
+
+    def divide_cpu(self, divisor: int) -> None:
+        """Give the environment 1/`divisor` of the CPU weight its MemorySize gives: its tenant runs that many
+        environments at once, which share one tenant's weight. Backends without weights do nothing."""
+        ...
+
     async def wait(self) -> int:
         """Wait until the runtime process has exited; return its exit status (negative: killed by signal)."""
         ...

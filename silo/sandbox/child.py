@@ -116,6 +116,15 @@ class RunningEnvironment:
     async def wait(self) -> int:
         return await self._child.wait()
 
+    def freeze(self) -> None:
+        """Nothing to freeze with: only environments in cgroups of their own can be (CgroupedEnvironment)."""
+
+    def thaw(self) -> None:
+        """See `freeze`."""
+
+    def divide_cpu(self, divisor: int) -> None:
+        """No weights without a cpu cgroup of its own."""
+
     def _close_handles(self) -> None:
         self._sock.close()
         if self.runtime_api_connection is not None:
@@ -136,9 +145,23 @@ class CgroupedEnvironment(RunningEnvironment):
         # Usage is read every few seconds at most, the peak on every call.
         self._usage = cgroups.MemoryGauge(groups["memory"], "memory.usage_in_bytes", keep_open=False)
         self._peak = cgroups.MemoryGauge(groups["memory"], "memory.max_usage_in_bytes")
+        self._freezer = cgroups.Freezer(groups["freezer"])
+        self._cpu_shares: int | None = None  # the weight its MemorySize gives, read when first divided
+
+    def freeze(self) -> None:
+        self._freezer.freeze()
+
+    def thaw(self) -> None:
+        self._freezer.thaw()
+
+    def divide_cpu(self, divisor: int) -> None:
+        if self._cpu_shares is None:
+            self._cpu_shares = int((self.cgroups["cpu"] / "cpu.shares").read_text())
+        cgroups.set_cpu_shares(self.cgroups, self._cpu_shares // divisor)
 
     def kill(self) -> None:
         cgroups.kill_all(self.cgroups)
+        self._freezer.forget()
         self._child.kill()
 
     def memory_mb(self) -> float | None:
@@ -152,6 +175,7 @@ class CgroupedEnvironment(RunningEnvironment):
         super()._close_handles()
         self._usage.close()
         self._peak.close()
+        self._freezer.close()
 
     def oom_killed(self) -> bool:
         return cgroups.oom_killed(self.cgroups)

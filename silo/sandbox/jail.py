@@ -180,6 +180,7 @@ class JailSandbox:
         self._templates = Templates(template_command, template_max_forks) if template_max_forks > 0 else None
         self._spares = SpareGroups(self._cgroup_parent)
         self._sweep()
+        self._anchor = cgroups.FreezerAnchor(self._cgroup_parent)
 
     def _sweep(self) -> None:
         """Remove what a previous run of the daemon left: its environments died with it, their groups did not."""
@@ -315,6 +316,7 @@ class JailSandbox:
         if self._templates is not None:
             await self._templates.close()
         await self._spares.close()
+        self._anchor.close()
         try:
             await asyncio.get_running_loop().run_in_executor(None, self._network.close)
         except NetworkUnavailable as exc:

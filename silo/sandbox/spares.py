@@ -66,7 +66,7 @@ class SpareGroups:
         # size keeps are reset and renamed, and the rest removed, not renamed to spares and dropped later.
         self._incoming[memory_mb] += 1
         try:
-            emptied, spare = await loop.run_in_executor(None, _reuse_or_remove, groups)
+            emptied, spare = await loop.run_in_executor(None, _reuse_or_remove, groups, memory_mb)
         finally:
             self._incoming[memory_mb] -= 1
         if spare is not None:
@@ -138,9 +138,9 @@ def _renamed(spare: dict[str, Path], name: str) -> dict[str, Path] | None:
     return renamed
 
 
-def _reuse_or_remove(groups: dict[str, Path]) -> tuple[bool, dict[str, Path] | None]:
+def _reuse_or_remove(groups: dict[str, Path], memory_mb: int) -> tuple[bool, dict[str, Path] | None]:
     """(whether the groups are empty now, the groups renamed as a spare when they are fit to be one)."""
-    if cgroups.reset_for_reuse(groups):
+    if cgroups.reset_for_reuse(groups, cgroups.Limits(memory_mb)):
         return True, _renamed(groups, PREFIX + uuid.uuid4().hex[:16])
     return cgroups.remove(groups), None
 

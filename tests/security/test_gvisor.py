@@ -9,6 +9,7 @@ with evidence that this backend can fail.
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import os
 import shutil
@@ -20,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from silo.sandbox.gvisor import CGROUP_PARENT
 from tests.compat.test_custom_runtimes import _zip_tree, awslambdaric_dir  # noqa: F401 (a fixture)
 from tests.compat.test_invoke import COUNTER
 from tests.security.test_attacks import (  # noqa: F401 (collected here, against this module's attacker)
@@ -189,29 +191,55 @@ def test_identity_is_unprivileged_and_unique(lambda_client: Any, attacker: str) 
     assert a["uid"] != b["uid"], "two live environments never share a uid"
 
 
+def frozen(container: str) -> bool:
+    state = Path("/sys/fs/cgroup/freezer") / CGROUP_PARENT / container / "freezer.state"
+    return state.read_text().strip() != "THAWED"
+
+
+def processes_of(server: SiloServer, container: str) -> str:
+    """runsc ps of a sandbox, or "" when it does not answer (it was frozen meanwhile: a stem that grew)."""
+    state = server.data_dir / "gvisor" / "state"
+    try:
+        out = subprocess.run(["runsc", f"--root={state}", "ps", container], capture_output=True, text=True, timeout=5)
+    except subprocess.TimeoutExpired:
+        return ""
+    return out.stdout
+
+
 def test_background_process_dies_with_its_environment(
     lambda_client: Any, attacker: str, silo_server: SiloServer
 ) -> None:
     marker = f"{1000 + int.from_bytes(os.urandom(2), 'big') % 1000}.123"
-    run(
+    # The call stays busy for a while: between calls an environment is frozen, its Sentry with it, and a
+    # frozen sandbox cannot answer runsc ps.
+    call = concurrent.futures.ThreadPoolExecutor(1).submit(
+        run,
         lambda_client,
         attacker,
         "lingerer",
         f"""
-        import subprocess
+        import subprocess, time
         subprocess.Popen(["/usr/bin/sleep", "{marker}"], start_new_session=True)
+        time.sleep(6)
         result = 1
     """,
     )
     # Its processes live in gVisor's kernel, not the host's: ask runsc which new sandbox runs a sleep
     # (runsc ps shows command names only; nothing else in an environment runs sleep).
-    lingering = [
-        c
-        for c in containers(silo_server)
-        if any(line.split()[-1:] == ["sleep"] for line in runsc(silo_server, "ps", c).splitlines())
-    ]
+    lingering: list[str] = []
+    deadline = time.monotonic() + 5
+    while not lingering and time.monotonic() < deadline:
+        time.sleep(0.5)
+        lingering = [
+            c
+            for c in containers(silo_server)
+            if not frozen(c)
+            and any(line.split()[-1:] == ["sleep"] for line in processes_of(silo_server, c).splitlines())
+        ]
     assert len(lingering) == 1, "the background process runs while its environment lives"
     container = lingering[0]
+    assert call.result(timeout=30)["result"] == 1
+    assert frozen(container), "between calls the environment, its Sentry with it, is frozen"
     lambda_client.update_function_configuration(FunctionName=attacker, Description=os.urandom(4).hex())
     lambda_client.get_waiter("function_updated_v2").wait(FunctionName=attacker)
 
