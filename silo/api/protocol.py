@@ -95,6 +95,8 @@ class Protocol(HttpToolsProtocol):
     _since = 0  # the sweep's tick when it first saw it, or when the body's window began
     _linger_of: object = None
     _linger_since = 0
+    _unsent = 0  # answer bytes not taken by the client when the sweep's current window began (0: none)
+    _unsent_since = 0  # the sweep's tick when that window began
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         raw = cast(asyncio.Transport, transport)
@@ -181,9 +183,24 @@ class Protocol(HttpToolsProtocol):
 
     def sweep(self, tick: int) -> None:
         """Once a second: close this connection if what it is waiting for from the client is late."""
+        limits = self.front.limits
+        # A client that stops taking its answers would keep one (up to 6 MB) in the daemon for as long as
+        # the connection lives, closing or not: what it leaves unsent must go down at the bodies' minimum
+        # rate over each window of the body timeout, or the connection is aborted (the answer's bytes
+        # already in the kernel's socket buffer still reach the client, then its end).
+        unsent = self._raw.get_write_buffer_size()
+        if not unsent:
+            self._unsent = 0
+        elif not self._unsent:
+            self._unsent, self._unsent_since = unsent, tick
+        elif tick - self._unsent_since >= limits.body_timeout_s:
+            if self._unsent - unsent < fr.BODY_MIN_RATE * (tick - self._unsent_since):
+                self.front.note("aborted: answers not read", self._key)
+                self._raw.abort()
+                return
+            self._unsent, self._unsent_since = unsent, tick
         if self._raw.is_closing():
             return
-        limits = self.front.limits
         cycle = self.cycle
         scope = self.scope
         if cycle is None or cycle.scope is not scope:  # waiting for a head, or reading one

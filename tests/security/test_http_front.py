@@ -325,3 +325,48 @@ def test_body_after_an_early_answer_is_not_read_forever(silo_server: SiloServer,
         except ConnectionError:
             pass
         assert sent < 512 << 20, f"the server read and dropped {sent >> 20} MiB after answering 413"
+
+
+def test_answers_a_client_never_reads_are_not_kept(silo_server: SiloServer, echo: str) -> None:
+    # Each connection asks for a 5 MB answer and never reads it: the daemon held every answer for as long
+    # as the connection lived. Now a connection whose unsent answer does not go down is aborted: what the
+    # kernel already holds of the answer still arrives, then the end, and the daemon lets go of the rest.
+    assert silo_server.proc is not None
+    pid = silo_server.proc.pid
+    before = vm_kib(pid, "VmRSS")
+    payload = json.dumps({"x": "a" * (5 << 20)}).encode()
+    request = (
+        b"POST /2015-03-31/functions/echo/invocations HTTP/1.1\r\nHost: silo\r\n"
+        b"Content-Length: %d\r\n\r\n" % len(payload) + payload
+    )
+    socks = []
+    for i in range(30):
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # the answer waits in the daemon, not here
+        sock.bind((f"127.0.0.{30 + i % 10}", 0))
+        sock.connect(("127.0.0.1", silo_server.port))
+        sock.sendall(request)
+        socks.append(sock)
+    try:
+        time.sleep(1)
+        held_mib = (vm_kib(pid, "VmRSS") - before) / 1024
+        time.sleep(BODY_TIMEOUT_S + 2)
+        deadline = time.monotonic() + SLACK_S
+        received = []
+        for sock in socks:
+            got = 0
+            with contextlib.suppress(ConnectionError, TimeoutError):
+                while True:
+                    sock.settimeout(max(0.1, deadline - time.monotonic()))
+                    data = sock.recv(1 << 16)
+                    if not data:
+                        received.append(got)
+                        break
+                    got += len(data)
+    finally:
+        for sock in socks:
+            sock.close()
+    # (What the daemon let go of is not seen in its resident size: the allocator keeps freed memory for reuse.)
+    assert held_mib > 30, f"the answers waited in the daemon ({held_mib:.0f} MiB): the attack took place"
+    assert len(received) == len(socks), f"{len(received)} of {len(socks)} connections were ended"
+    assert all(got < len(payload) for got in received), "each answer was cut short"
