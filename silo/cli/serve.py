@@ -96,8 +96,8 @@ def memory_budget_mb(settings: Settings) -> int:
     return int(total * 0.75) // (1024 * 1024)
 
 
-# Each live environment holds four descriptors in the daemon (its Runtime API socket and connection, its
-# output, its peak-memory counter); thousands of environments need more than a shell's default. Only
+# Each live environment holds five descriptors in the daemon (its Runtime API socket and connection, its
+# output, its peak-memory counter, its freezer); thousands of environments need more than a shell's default. Only
 # the hard limit's owner (CAP_SYS_RESOURCE) may go past it: without, the soft limit rises to the hard.
 WANTED_OPEN_FILES = 1 << 20
 
@@ -117,7 +117,7 @@ def raise_open_files_limit() -> None:
         log.info(
             "silo may open %d files, enough for about %d environments; raise the hard limit (ulimit -Hn) for more",
             soft,
-            soft // 4,
+            soft // 5,
         )
 
 

@@ -161,7 +161,9 @@ class Environment:
         now = time.monotonic()
         if self._measured is None or now - self._measured[0] > 5.0:
             used = self._process.memory_mb() if self._process is not None else None
-            held = self.spec.memory_mb if used is None else min(used + UNCHARGED_MB + DAEMON_IDLE_MB, self.spec.memory_mb)
+            held = (
+                self.spec.memory_mb if used is None else min(used + UNCHARGED_MB + DAEMON_IDLE_MB, self.spec.memory_mb)
+            )
             # In 1/64 MiB: binary fractions add and subtract exactly, so the router's running total of
             # charges never drifts away from the sum of what it charged.
             self._measured = (now, math.ceil(held * 64) / 64)

@@ -38,7 +38,19 @@ from tests.security.test_attacks import (  # noqa: F401 (collected here, against
     test_setuid_binaries_give_nothing,
     test_tmp_is_capped,
 )
-from tests.support import ROLE, SiloServer, make_client, payload_of, python_runtime, zip_files
+from tests.security.test_availability import (  # noqa: F401 (collected here, against this module's attacker)
+    test_flooding_its_own_runtime_api_does_not_stall_others_or_grow_the_daemon,
+    test_printing_in_a_tight_loop_does_not_stall_the_daemon,
+)
+from tests.support import (
+    ROLE,
+    SiloServer,
+    create_python_function,
+    make_client,
+    payload_of,
+    python_runtime,
+    zip_files,
+)
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="gVisor needs root; CI runs these as root"),
@@ -69,6 +81,20 @@ def runsc(server: SiloServer, *args: str) -> str:
 
 def containers(server: SiloServer) -> set[str]:
     return set(runsc(server, "list", "--quiet").split())
+
+
+@pytest.fixture(scope="module")
+def client(silo_server: SiloServer) -> Any:
+    return make_client(silo_server.endpoint, read_timeout=60)
+
+
+@pytest.fixture(scope="module")
+def polite(client: Any) -> str:
+    """A neighbour in the default backend, for the availability attacks."""
+    name = f"polite-gv-{os.urandom(3).hex()}"
+    create_python_function(client, name, "def handler(event, context):\n    return {'ok': True}\n", per_tenant=True)
+    client.invoke(FunctionName=name, TenantId="polite")
+    return name
 
 
 @pytest.fixture(scope="module")
