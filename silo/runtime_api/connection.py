@@ -109,6 +109,7 @@ class RuntimeConnection(asyncio.Protocol):
         self._turn_scheduled = False
         self._write_paused = False
         self._read_paused = False
+        self._held: asyncio.TimerHandle | None = None  # not read until then (see hold_off)
 
     # asyncio.Protocol
 
@@ -143,7 +144,7 @@ class RuntimeConnection(asyncio.Protocol):
         self._feeding = True
         try:
             while at < len(inbox) and not self._closing:
-                if self._turn_requests >= REQUESTS_PER_TURN or self._write_paused:
+                if self._turn_requests >= REQUESTS_PER_TURN or self._write_paused or self._held is not None:
                     break
                 # Within a body of known length, the rest of it at once (a 6 MB response is not cut in
                 # thousands of slices); elsewhere a slice, whose bytes count towards the head's bound.
@@ -165,7 +166,7 @@ class RuntimeConnection(asyncio.Protocol):
         if at < len(inbox) and not self._closing:
             self._inbox_at = at
             self._set_reading()
-            if not self._write_paused:  # else resume_writing goes on with it
+            if not self._write_paused and self._held is None:  # else resume_writing or the hold's end goes on
                 self._next_turn()
         else:
             self._inbox = memoryview(b"")
@@ -189,13 +190,25 @@ class RuntimeConnection(asyncio.Protocol):
         transport = self._transport
         if transport is None or self._closing or transport.is_closing():
             return
-        paused = self._write_paused or self._inbox_at < len(self._inbox)
+        paused = self._write_paused or self._held is not None or self._inbox_at < len(self._inbox)
         if paused != self._read_paused:
             self._read_paused = paused
             if paused:
                 transport.pause_reading()
             else:
                 transport.resume_reading()
+
+    def hold_off(self, seconds: float) -> None:
+        """Neither read nor parse anything of this connection for `seconds` (it has been flooding)."""
+        if self._held is None and not self._closing:
+            self._held = asyncio.get_running_loop().call_later(seconds, self._hold_ends)
+            self._set_reading()
+
+    def _hold_ends(self) -> None:
+        self._held = None
+        self._set_reading()
+        if self._inbox_at < len(self._inbox) and not self._closing:
+            self._next_turn()
 
     def pause_writing(self) -> None:
         self._write_paused = True
@@ -212,6 +225,9 @@ class RuntimeConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closing = True
+        if self._held is not None:
+            self._held.cancel()
+            self._held = None
         self._answers.clear()
         self._inbox = memoryview(b"")
         self._inbox_at = 0

@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -38,6 +39,11 @@ from silo.types import Invocation
 DEFAULT_MAX_RESPONSE_BYTES = 6 * 1024 * 1024 + 100
 # A runtime needs one or two connections; the cap bounds what hostile code can make the daemon hold.
 MAX_CONNECTIONS = 8
+# Error answers (and new connections) an environment may have a second, after a burst: a runtime that
+# works makes next to none; past it, the connection that asked is not read for a while.
+ERRORS_PER_S = 20
+ERRORS_BURST = 100
+ERRORS_HOLD_OFF_S = 0.25
 # Below this the head and the payload go out in one write (one segment); above, copying costs more.
 _JOIN_BELOW = 64 * 1024
 
@@ -59,6 +65,26 @@ class RuntimeReply:
     body: bytes  # what the runtime posted; for error kinds always a JSON error document
     content_type: str | None
     error_type: str | None  # from Lambda-Runtime-Function-Error-Type, or errorType from the body
+
+
+class Budget:
+    """A token bucket: `take` is True while tokens are left, refilled at `rate` a second up to `burst`."""
+
+    __slots__ = ("_stamp", "_tokens", "burst", "rate")
+
+    def __init__(self, rate: float, burst: float) -> None:
+        self.rate = rate
+        self.burst = burst
+        self._tokens = burst
+        self._stamp = time.monotonic()
+
+    def take(self, now: float) -> bool:
+        self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
+        self._stamp = now
+        if self._tokens < 1:
+            return False
+        self._tokens -= 1
+        return True
 
 
 class ChannelClosed(ConnectionError):
@@ -96,6 +122,7 @@ class RuntimeChannel:
         # The one connection whose posted body is being buffered: one body per environment at a time, so
         # that eight connections posting 6 MB each cannot make the daemon hold eight of them.
         self._body_conn: RuntimeConnection | None = None
+        self._errors = Budget(ERRORS_PER_S, ERRORS_BURST)
 
     async def start(self, listen_sock: socket.socket, connection: socket.socket | None = None) -> None:
         """Serve `listen_sock` (bound and listening), and `connection` when the runtime is already
@@ -165,6 +192,8 @@ class RuntimeChannel:
     def admit(self, conn: RuntimeConnection) -> bool:
         if self._closed or len(self._connections) >= MAX_CONNECTIONS:
             return False
+        if not self._errors.take(time.monotonic()):
+            return False  # connections made and dropped without end cost the daemon as errors do
         self._connections.add(conn)
         return True
 
@@ -195,6 +224,14 @@ class RuntimeChannel:
     def handle(self, conn: RuntimeConnection, answer: Answer, request: Request) -> bytes | None:
         if self._body_conn is conn:
             self._body_conn = None
+        out = self._route(conn, answer, request)
+        if out is not None and out is not wire.ACCEPTED and not self._errors.take(time.monotonic()):
+            # A runtime makes an error now and then; one that makes them without end is flooding the
+            # daemon, whose every answer costs the loop: its connection is not read for a while.
+            conn.hold_off(ERRORS_HOLD_OFF_S)
+        return out
+
+    def _route(self, conn: RuntimeConnection, answer: Answer, request: Request) -> bytes | None:
         path = request.path
         method = request.method
         if path == _NEXT:

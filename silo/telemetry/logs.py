@@ -156,11 +156,18 @@ class LogStream:
         """Whether this read is within the allowances (which it then spends); counted as dropped if not."""
         now = time.monotonic()
         shared = self._shared
-        if self._own.has_room(now) and (shared is None or shared.has_room(now)):
+        host = self._tenants.host if self._tenants is not None else None
+        if (
+            self._own.has_room(now)
+            and (shared is None or shared.has_room(now))
+            and (host is None or host.has_room(now))
+        ):
             lines = data.count(b"\n")
             self._own.spend(len(data), lines)
             if shared is not None:
                 shared.spend(len(data), lines)
+            if host is not None:
+                host.spend(len(data), lines)
             if self._dropping:
                 self._dropping = False
                 self._report_dropped()
@@ -171,12 +178,11 @@ class LogStream:
         if not self._warned:
             self._warned = True
             log.warning(
-                "an environment of %s (tenant %s) writes output faster than silo keeps (%s per environment, "
-                "%s per tenant of a function); what passes it is dropped and counted in its log stream %s",
+                "an environment of %s (tenant %s) writes output faster than silo keeps (%s); what passes it is "
+                "dropped and counted in its log stream %s",
                 self._function,
                 self._tenant_id,
-                self._own.rates.describe(),
-                shared.rates.describe() if shared is not None else "no limit",
+                self._limits(),
                 self.name,
             )
         return False
@@ -217,13 +223,18 @@ class LogStream:
         self.dropped_lines = self.dropped_bytes = 0
         if self._on_dropped is not None:
             self._on_dropped(self._function, lines)
-        shared = self._shared
         self.platform(
             f"[silo] {lines} lines ({size} bytes) of output dropped: this environment wrote more than silo keeps "
-            f"({self._own.rates.describe()} per environment"
-            + (f", {shared.rates.describe()} per tenant of the function" if shared is not None else "")
-            + "). Log less, or at a coarser level.\n"
+            f"({self._limits()}). Log less, or at a coarser level.\n"
         )
+
+    def _limits(self) -> str:
+        parts = [f"{self._own.rates.describe()} per environment"]
+        if self._shared is not None:
+            parts.append(f"{self._shared.rates.describe()} per tenant of the function")
+        if self._tenants is not None:
+            parts.append(f"{self._tenants.host.rates.describe()} for the whole host")
+        return ", ".join(parts)
 
     def _read_once(self) -> bool:
         """One read of the pipe; False when it holds nothing now (or has ended)."""

@@ -7,10 +7,15 @@ dropped, and counted; the stream says so in the log itself with one marker line 
 as Lambda's log throttling does. A bucket may go below zero by one read's worth: a read is taken or
 dropped whole, and what was taken beyond the allowance is paid back before the next one is taken.
 
-The defaults are far above what a function logs to be read by a person (a megabyte and 5,000 lines a
-second, sustained, per environment, after a burst of 8 MiB or 50,000 lines), and far below what a
-tight loop of `print` writes (hundreds of megabytes a second), which would otherwise fill the store
-and take the writer thread from every other tenant.
+All the environments of the host together have an allowance too, `host_factor` times one's: every
+line kept costs the store's writer thread about 15 µs, and the thread shares the interpreter with the
+event loop, so the sum of many tenants' allowances must not take the daemon from everyone.
+
+The defaults are far above what a function logs to be read by a person (256 KiB and 1,000 lines a
+second, sustained, per environment, after a burst of 2 MiB or 10,000 lines; 20,000 lines a second for
+the host), and far below what a tight loop of `print` writes (hundreds of megabytes a second), which
+would otherwise fill the store and take the writer thread from every other tenant. (At 5,000 lines a
+second per environment, four flooding tenants halved the throughput of a thousand polite ones.)
 """
 
 from __future__ import annotations
@@ -22,11 +27,12 @@ from dataclasses import dataclass
 class LogRates:
     """The allowance of one environment; a tenant of a function gets `tenant_factor` times it in all."""
 
-    bytes_per_s: float = 1024 * 1024
-    burst_bytes: float = 8 * 1024 * 1024
-    lines_per_s: float = 5_000
-    burst_lines: float = 50_000
+    bytes_per_s: float = 256 * 1024
+    burst_bytes: float = 2 * 1024 * 1024
+    lines_per_s: float = 1_000
+    burst_lines: float = 10_000
     tenant_factor: float = 4
+    host_factor: float = 20
 
     def scaled(self, factor: float) -> LogRates:
         return LogRates(
@@ -34,6 +40,7 @@ class LogRates:
             self.burst_bytes * factor,
             self.lines_per_s * factor,
             self.burst_lines * factor,
+            1,
             1,
         )
 
@@ -74,10 +81,12 @@ class Allowance:
 
 
 class TenantAllowances:
-    """The shared allowance of each tenant of each function, kept while one of its streams is open."""
+    """The shared allowance of each tenant of each function, kept while one of its streams is open, and the
+    host's, shared by every stream."""
 
-    def __init__(self, rates: LogRates) -> None:
+    def __init__(self, rates: LogRates, now: float = 0.0) -> None:
         self.rates = rates
+        self.host = Allowance(rates.scaled(rates.host_factor), now)
         self._shared: dict[tuple[str, str | None], tuple[Allowance, int]] = {}
 
     def acquire(self, function: str, tenant_id: str | None, now: float) -> Allowance:

@@ -7,7 +7,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from silo.runtime_api import RuntimeChannel
+from silo.runtime_api import RuntimeChannel, wire
+from silo.runtime_api.server import ERRORS_BURST, MAX_CONNECTIONS
 from silo.runtime_api.connection import MAX_HEAD_BYTES, REQUESTS_PER_TURN, SLICE_BYTES, RuntimeConnection
 from silo.types import Invocation
 
@@ -53,8 +54,26 @@ class Transport:
         return b"".join(self.written).count(b"HTTP/1.1 404")
 
 
-def connected() -> tuple[RuntimeConnection, Transport]:
-    conn = RuntimeConnection(RuntimeChannel())
+class NotFound:
+    """A channel that answers every request 404 and never runs out of patience (RuntimeChannel does)."""
+
+    max_body_bytes = 1024
+
+    def admit(self, conn: RuntimeConnection) -> bool:
+        return True
+
+    def release(self, conn: RuntimeConnection) -> None:
+        pass
+
+    def wants_body(self, conn: RuntimeConnection, method: bytes, path: bytes) -> bool:
+        return False
+
+    def handle(self, conn: RuntimeConnection, answer: Any, request: Any) -> bytes:
+        return wire.not_found(request.method, request.path)
+
+
+def connected(channel: Any = None) -> tuple[RuntimeConnection, Transport]:
+    conn = RuntimeConnection(channel if channel is not None else NotFound())
     transport = Transport()
     conn.connection_made(transport)  # type: ignore[arg-type]
     return conn, transport
@@ -143,5 +162,25 @@ def test_one_body_at_a_time_is_buffered_for_an_environment() -> None:
         second.data_received(b"a" * 500)
         answer = await asyncio.wait_for(reply, 5)
         assert answer.body == b"a" * 1000
+
+    asyncio.run(main())
+
+
+def test_a_runtime_that_makes_errors_without_end_is_held_off() -> None:
+    async def main() -> None:
+        channel = RuntimeChannel()
+        conn, transport = connected(channel)
+        for _ in range(ERRORS_BURST // REQUESTS_PER_TURN + 5):
+            if transport.reading:
+                conn.data_received(NOTHING * REQUESTS_PER_TURN)
+            await asyncio.sleep(0)
+        # Past its burst of errors the connection is not read for a while; what it sent waits, unanswered.
+        assert not transport.reading
+        assert ERRORS_BURST <= transport.answers() < ERRORS_BURST + 2 * REQUESTS_PER_TURN
+        # New connections cost the same budget: while it is spent, none is admitted.
+        refused = sum(connected(channel)[1].closed for _ in range(MAX_CONNECTIONS - 1))
+        assert refused == MAX_CONNECTIONS - 1
+        await asyncio.sleep(0.6)  # the hold ends, the budget refills a little: it is served again, slowly
+        assert transport.reading or transport.answers() > ERRORS_BURST + 2
 
     asyncio.run(main())
