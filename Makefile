@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test check bench install clean
+.PHONY: run test check bench soak install clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,10 @@ test: $(STAMP)
 bench: $(STAMP)
 	./scripts/system-packages bench
 	$(BIN)/python bench/run.py
+
+soak: $(STAMP)
+	./scripts/system-packages bench
+	$(BIN)/python bench/soak.py
 
 check: $(STAMP)
 	$(BIN)/ruff check silo tests bench

@@ -124,10 +124,27 @@ class Client:
 
 
 def code_zip() -> str:
+    return code_zip_of(HANDLER)
+
+
+def code_zip_of(source: str) -> str:
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:
-        zf.writestr("app.py", HANDLER)
+        zf.writestr("app.py", source)
     return base64.b64encode(buf.getvalue()).decode()
+
+
+# bench/soak.py writes its section of RESULTS.md between these; a run of this benchmark keeps it.
+SOAK_BEGIN = "<!-- soak: written by bench/soak.py -->"
+SOAK_END = "<!-- end of soak -->"
+
+
+def with_soak_section(text: str, previous: str) -> str:
+    """`text` with the soak section of `previous`, if it has one, at its end."""
+    if SOAK_BEGIN in previous and SOAK_END in previous:
+        start = previous.index(SOAK_BEGIN)
+        text = text.rstrip("\n") + "\n\n" + previous[start : previous.index(SOAK_END) + len(SOAK_END)] + "\n"
+    return text
 
 
 def create_function(client: Client, name: str, per_tenant: bool = True, memory: int = 128) -> None:
@@ -277,19 +294,9 @@ class CpuMeter:
         return CpuSplit(daemon * per, damon * per, max(busy - daemon - damon, 0.0) * per)
 
 
-def sustained_wrk(
-    port: int, function: str, tenants: int, connections: int, seconds: float, daemon_pid: int
-) -> tuple[Figure, float, str]:
-    """`wrk` (C, keep-alive) calls round the tenants from `connections` connections for `seconds`: the load
-    generator itself costs little of the two cores the server shares with it. Tenants are warmed first
-    by 4 parallel clients; those that do not fit (memory budget) are started again when called. The
-    calls start once the host has settled after warming."""
-    t0 = time.perf_counter()
-    warm_tenants(port, function, [f"tp{tenants}-{i}" for i in range(tenants)])
-    warm_s = time.perf_counter() - t0
-    wait_quiet()
+def run_wrk(port: int, function: str, tenants: int, connections: int, seconds: float) -> dict[str, Any]:
+    """One run of `wrk` calling round the tenants `tp<tenants>-0...`; what tenants.lua reports."""
     env = dict(os.environ, SILO_FUNCTION=function, SILO_TENANTS=str(tenants), SILO_PREFIX=f"tp{tenants}")
-    meter = CpuMeter(daemon_pid)
     out = subprocess.run(
         [
             "wrk",
@@ -305,7 +312,23 @@ def sustained_wrk(
         text=True,
         check=True,
     ).stdout
-    result = json.loads(next(line for line in out.splitlines() if line.startswith("RESULT "))[7:])
+    result: dict[str, Any] = json.loads(next(line for line in out.splitlines() if line.startswith("RESULT "))[7:])
+    return result
+
+
+def sustained_wrk(
+    port: int, function: str, tenants: int, connections: int, seconds: float, daemon_pid: int
+) -> tuple[Figure, float, str]:
+    """`wrk` (C, keep-alive) calls round the tenants from `connections` connections for `seconds`: the load
+    generator itself costs little of the two cores the server shares with it. Tenants are warmed first
+    by 4 parallel clients; those that do not fit (memory budget) are started again when called. The
+    calls start once the host has settled after warming."""
+    t0 = time.perf_counter()
+    warm_tenants(port, function, [f"tp{tenants}-{i}" for i in range(tenants)])
+    warm_s = time.perf_counter() - t0
+    wait_quiet()
+    meter = CpuMeter(daemon_pid)
+    result = run_wrk(port, function, tenants, connections, seconds)
     cpu = meter.split(result["requests"])
     rate = result["requests"] / result["seconds"]
     errors = sum(v for k, v in result.items() if k.endswith(("_errors", "timeouts")))
@@ -583,7 +606,8 @@ def main() -> int:
         *notes,
         "",
     ]
-    args.out.write_text("\n".join(lines))
+    previous = args.out.read_text() if args.out.exists() else ""
+    args.out.write_text(with_soak_section("\n".join(lines), previous))
     print("\n".join(lines))
     return 0
 

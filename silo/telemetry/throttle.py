@@ -11,8 +11,8 @@ All the environments of the host together have an allowance too, `host_factor` t
 line kept costs the store's writer thread about 15 µs, and the thread shares the interpreter with the
 event loop, so the sum of many tenants' allowances must not take the daemon from everyone.
 
-The defaults are far above what a function logs to be read by a person (256 KiB and 1,000 lines a
-second, sustained, per environment, after a burst of 2 MiB or 10,000 lines; 20,000 lines a second for
+The defaults are far above what a function logs to be read by a person (1 MiB and 1,000 lines a
+second, sustained, per environment, after a burst of 8 MiB or 10,000 lines; 20,000 lines a second for
 the host), and far below what a tight loop of `print` writes (hundreds of megabytes a second), which
 would otherwise fill the store and take the writer thread from every other tenant. (At 5,000 lines a
 second per environment, four flooding tenants halved the throughput of a thousand polite ones.)
@@ -27,8 +27,8 @@ from dataclasses import dataclass
 class LogRates:
     """The allowance of one environment; a tenant of a function gets `tenant_factor` times it in all."""
 
-    bytes_per_s: float = 256 * 1024
-    burst_bytes: float = 2 * 1024 * 1024
+    bytes_per_s: float = 1024 * 1024
+    burst_bytes: float = 8 * 1024 * 1024
     lines_per_s: float = 1_000
     burst_lines: float = 10_000
     tenant_factor: float = 4
