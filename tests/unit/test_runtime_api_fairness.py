@@ -8,8 +8,8 @@ import asyncio
 from typing import Any
 
 from silo.runtime_api import RuntimeChannel, wire
-from silo.runtime_api.server import ERRORS_BURST, MAX_CONNECTIONS
 from silo.runtime_api.connection import MAX_HEAD_BYTES, REQUESTS_PER_TURN, SLICE_BYTES, RuntimeConnection
+from silo.runtime_api.server import ERRORS_BURST, MAX_CONNECTIONS
 from silo.types import Invocation
 
 NOTHING = b"GET /2018-06-01/runtime/invocation/nothing HTTP/1.1\r\nHost: x\r\n\r\n"
