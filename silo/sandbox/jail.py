@@ -20,7 +20,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from silo.jail import cgroups
-from silo.jail.network import Lease, NetworkUnavailable, OutboundNetwork, resolv_conf
+from silo.jail.netlink import NetworkUnavailable
+from silo.jail.network import Lease, OutboundNetwork, resolv_conf
 from silo.jail.spec import JailSpec
 from silo.jail.template import HONOURED_PYTHON_VARIABLES
 from silo.runtimes import catalog
