@@ -315,7 +315,9 @@ def test_output_of_many_environments_is_not_kept_by_the_daemon(
     for i in range(12):
         assert attack(client, attacker, f"writer-{i}", code)["result"] == 1
     time.sleep(1.5)  # the spool's batch is written and let go
-    assert daemon_rss_mb(silo_server) - before < DAEMON_GROWTH_MB
+    # What is kept of their output fills the log store's page caches (64 MiB each, two connections); the
+    # history alone was 192 MiB more than that.
+    assert daemon_rss_mb(silo_server) - before < 160
 
 
 def test_socket_buffers_count_against_the_environment(client: Any, attacker: str) -> None:
