@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import textwrap
 import threading
 import time
 import urllib.request
@@ -19,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from tests.security.test_attacks import run as attack
 from tests.support import ROLE, SiloServer, create_python_function, make_client, payload_of, python_runtime, zip_files
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the jail needs root; CI runs these as root")
@@ -79,15 +79,6 @@ def polite(client: Any) -> str:
     create_python_function(client, name, POLITE, per_tenant=True)
     client.invoke(FunctionName=name, TenantId="polite")
     return name
-
-
-def attack(client: Any, function: str, tenant: str, code: str) -> dict[str, Any]:
-    response = client.invoke(
-        FunctionName=function, TenantId=tenant, Payload=json.dumps({"code": textwrap.dedent(code)}).encode()
-    )
-    out: dict[str, Any] = payload_of(response)
-    out["_function_error"] = response.get("FunctionError")
-    return out
 
 
 def daemon_rss_mb(server: SiloServer) -> float:
