@@ -25,15 +25,10 @@ from silo.control.event_config import EventInvokeConfigService
 from silo.control.functions import FunctionService
 from silo.errors import ResourceNotFoundException
 from silo.events.dispatcher import Dispatcher, DispatchSettings
-from silo.jail import seccomp
 from silo.router.limits import AccountLimits
 from silo.router.pool import Router
 from silo.router.stems import StemPolicy
-from silo.sandbox.base import Sandbox
-from silo.sandbox.gvisor import GvisorSandbox
-from silo.sandbox.identity import IdentityUnavailable
-from silo.sandbox.jail import JailSandbox, SandboxUnavailable
-from silo.sandbox.process import ProcessSandbox
+from silo.sandbox.choice import make_sandbox, other_sandboxes
 from silo.store.code import CodeStore
 from silo.store.db import open_db
 from silo.store.events import EventInvokeConfigRepository, EventQueue
@@ -44,48 +39,7 @@ from silo.telemetry.recorder import Telemetry
 log = logging.getLogger("silo")
 
 
-SANDBOXES = ("auto", "jail", "gvisor", "process")
 SWITCH_INTERVAL_S = 0.0005
-
-
-def make_sandbox(settings: Settings) -> Sandbox:
-    """The environment backend: the jail when this machine can run it, else only if asked, the process one."""
-    choice = settings.sandbox
-    if choice not in SANDBOXES:
-        raise SystemExit(f"silo: unknown sandbox backend {choice!r}; choose one of: {', '.join(SANDBOXES)}")
-    if choice == "gvisor":
-        try:
-            return GvisorSandbox(settings.data_dir / "gvisor", seccomp.compile_filter(seccomp.load_policy()))
-        except (SandboxUnavailable, IdentityUnavailable) as exc:
-            raise SystemExit(f"silo: {exc}") from None
-    if choice in ("auto", "jail"):
-        try:
-            return JailSandbox(
-                settings.env_dir,
-                seccomp.compile_filter(seccomp.load_policy()),
-                template_max_forks=settings.template_max_forks,
-            )
-        except IdentityUnavailable as exc:
-            # The jail could run here, so falling back to a backend without isolation would be wrong.
-            raise SystemExit(f"silo: {exc}") from None
-        except SandboxUnavailable as exc:
-            if choice == "jail":
-                raise SystemExit(f"silo: {exc}") from None
-            log.warning("the jail is not available (%s); falling back to the development backend", exc)
-    return ProcessSandbox(settings.env_dir)
-
-
-def other_sandboxes(settings: Settings, default: Sandbox) -> dict[str, Sandbox]:
-    """Backends a function may ask for with its Sandbox setting, besides the default one."""
-    if default.name != "jail":
-        return {}
-    try:
-        gvisor = GvisorSandbox(settings.data_dir / "gvisor", seccomp.compile_filter(seccomp.load_policy()))
-    except (SandboxUnavailable, IdentityUnavailable) as exc:
-        log.warning("functions whose Sandbox setting is gvisor cannot run on this server: %s", exc)
-        return {}
-    log.info("functions whose Sandbox setting is gvisor run in gVisor sandboxes")
-    return {gvisor.name: gvisor}
 
 
 def memory_budget_mb(settings: Settings) -> int:
@@ -132,11 +86,6 @@ async def run(settings: Settings) -> None:
     )
     telemetry.start()
     sandbox = make_sandbox(settings)
-    log.info(
-        "environments run in the %s backend%s",
-        sandbox.name,
-        "" if sandbox.isolates else " (no isolation between tenants: development only)",
-    )
     router = Router(
         sandbox,
         others=other_sandboxes(settings, sandbox),
