@@ -396,6 +396,9 @@ def drop_identity(uid: int, gid: int) -> None:
 
 
 def install_seccomp(filter_hex: str) -> None:
+    # An environment never runs unfiltered: a daemon that sent no filter is refused here, not skipped.
+    if not filter_hex:
+        raise ValueError("the environment's seccomp filter is empty; an environment never runs without one")
     syscalls.seccomp_install(bytes.fromhex(filter_hex))
 
 
@@ -460,8 +463,7 @@ def environment_main(
         step("wait for the launcher to leave", control, wait_for_eof, launcher_gone)
     step("drop privileges", control, drop_identity, spec.uid, spec.gid)
     step("enter the code directory", control, os.chdir, spec.cwd)
-    if spec.seccomp_filter:
-        step("install the seccomp filter", control, install_seccomp, spec.seccomp_filter)
+    step("install the seccomp filter", control, install_seccomp, spec.seccomp_filter)
     # The daemon serves the Runtime API on this socket; the environment keeps no copy of it.
     fds = [api.fileno()]
     if preconnect:

@@ -29,7 +29,7 @@ class JailSpec:
     cwd: str = "/var/task"
     hostname: str = "silo"
     runtime_api_port: int = 9001
-    seccomp_filter: str = ""  # hex of the compiled BPF program; empty only in tests of earlier steps
+    seccomp_filter: str = ""  # hex of the compiled BPF program; the jail refuses to finish without one
     etc_files: dict[str, str] = field(default_factory=dict)
     # Outbound network: the environment's address with its prefix on eth0, and its default route.
     # Empty: loopback only. The daemon creates eth0 once the jail hands it the namespace (see enter.py).

@@ -128,9 +128,13 @@ def main() -> None:
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.bind(("127.0.0.1", int(doc["port"])))
     listener.listen(16)
-    if doc.get("seccomp_filter"):
-        # Before the fork, so the runtime and everything it starts inherit it; the relay needs nothing it denies.
-        install_seccomp(bytes.fromhex(doc["seccomp_filter"]))
+    # Before the fork, so the runtime and everything it starts inherit it; the relay needs nothing it denies.
+    # Never skipped: a daemon that sent no filter gets no runtime.
+    program = bytes.fromhex(doc.get("seccomp_filter") or "")
+    if not program:
+        sys.stderr.write("silo: the environment's seccomp filter is empty; an environment never runs without one\n")
+        os._exit(126)
+    install_seccomp(program)
     argv = [str(a) for a in doc["argv"]]
     runtime = os.fork()
     if runtime == 0:

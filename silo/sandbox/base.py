@@ -13,6 +13,20 @@ from pathlib import Path
 from typing import Protocol
 
 
+class SandboxUnavailable(Exception):
+    """This machine cannot run the backend; the message says why and what to do."""
+
+
+class LaunchFailed(OSError):
+    """The platform could not build an environment (a cgroup, a namespace, a mount, the seccomp filter, a
+    template): silo's failure, never the function's. The message names the step that failed."""
+
+
+class RuntimeUnstartable(Exception):
+    """The function's own runtime could not be started (its bootstrap cannot be executed): the function's
+    fault, which its caller sees as `Runtime.InvalidEntrypoint`."""
+
+
 @dataclass(frozen=True, slots=True)
 class LaunchSpec:
     """Everything a backend needs to start one environment.
@@ -112,7 +126,10 @@ class Sandbox(Protocol):
     name: str
     isolates: bool
 
-    async def launch(self, spec: LaunchSpec) -> SandboxProcess: ...
+    async def launch(self, spec: LaunchSpec) -> SandboxProcess:
+        """Start an environment. Raises `RuntimeUnstartable` when the function's runtime cannot be started;
+        anything else it raises (`LaunchFailed`, OSError, ...) is a failure of the platform."""
+        ...
 
     async def close(self) -> None:
         """Once every environment is gone: stop what the backend runs besides them (templates)."""

@@ -32,10 +32,9 @@ from typing import Any
 from silo.jail import cgroups
 from silo.runtimes import catalog
 from silo.sandbox import identity
-from silo.sandbox.base import LaunchSpec
+from silo.sandbox.base import LaunchFailed, LaunchSpec, SandboxUnavailable
 from silo.sandbox.child import CgroupedEnvironment, ChildWatch
 from silo.sandbox.identity import UidPool
-from silo.sandbox.jail import LaunchFailed, SandboxUnavailable
 from silo.sandbox.layout import RUNTIME_API_PORT, TASK_ROOT, USR_LINKS, RuntimeLayout, etc_files, runtime_layout
 
 log = logging.getLogger(__name__)
@@ -160,6 +159,12 @@ class GvisorSandbox:
 
     def __init__(self, root: Path, seccomp_filter: bytes = b"", runsc: str | None = None) -> None:
         """`root` holds runsc's state and the environments' bundles; it belongs to this server alone."""
+        if not seccomp_filter:
+            # Never a step to skip: the relay installs it before the runtime starts, inside gVisor's kernel.
+            raise SandboxUnavailable(
+                "the gvisor backend was given an empty seccomp filter, and environments never run without one; "
+                "the policy (silo/jail/seccomp_policy.json) must compile to a filter"
+            )
         runsc = runsc or runsc_binary()
         if runsc is None:
             raise SandboxUnavailable("the gvisor backend needs runsc on PATH (Debian: apt-get install runsc)")

@@ -26,7 +26,7 @@ from silo.jail.spec import JailSpec
 from silo.jail.template import HONOURED_PYTHON_VARIABLES
 from silo.runtimes import catalog
 from silo.sandbox import identity
-from silo.sandbox.base import LaunchSpec
+from silo.sandbox.base import LaunchFailed, LaunchSpec, SandboxUnavailable
 from silo.sandbox.child import CgroupedEnvironment, ChildWatch, ProcessWatch
 from silo.sandbox.identity import UidPool
 from silo.sandbox.layout import RUNTIME_API_PORT, TASK_ROOT, etc_files, lang_prefix, runtime_layout
@@ -86,14 +86,6 @@ def _host_resolv() -> str:
         return resolv_conf(Path("/etc/resolv.conf").read_text())
     except OSError:
         return ""
-
-
-class SandboxUnavailable(Exception):
-    """This machine cannot run the backend; the message says why and what to do."""
-
-
-class LaunchFailed(OSError):
-    """The jail refused to build an environment: one of its steps failed."""
 
 
 class JailedProcess(CgroupedEnvironment):
@@ -159,6 +151,12 @@ class JailSandbox:
         template_max_forks: int = DEFAULT_MAX_FORKS,
     ) -> None:
         """`template_max_forks`: environments one template forks before it is replaced; 0: no templates."""
+        if not seccomp_filter:
+            # Never a step to skip: without it, tenant code reaches the whole kernel surface.
+            raise SandboxUnavailable(
+                "the jail backend was given an empty seccomp filter, and environments never run without one; "
+                "the policy (silo/jail/seccomp_policy.json) must compile to a filter"
+            )
         if os.geteuid() != 0:
             raise SandboxUnavailable(
                 "the jail backend needs root (namespaces, cgroups, mounts); run silo as root, or choose "

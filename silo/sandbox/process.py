@@ -18,19 +18,14 @@ import socket
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from silo.jail import syscalls
 from silo.runtimes import catalog
-from silo.sandbox.base import LaunchSpec
+from silo.sandbox.base import LaunchSpec, RuntimeUnstartable
 from silo.sandbox.child import ChildWatch, RunningEnvironment
 
 log = logging.getLogger(__name__)
-
-WARNING = (
-    "the 'process' sandbox backend does NOT isolate tenants: environments are plain processes that "
-    "share the host's processes, network and files (each has only a private /tmp). Use it for "
-    "development only; run silo as root with the default 'jail' backend for real isolation."
-)
 
 
 def _private_tmp_setup(tmp_dir: str, keep: list[str], as_root: bool, uid: int, gid: int) -> Callable[[], None]:
@@ -71,6 +66,18 @@ def _needed_paths(spec: LaunchSpec, runtime_dir: str) -> list[str]:
     if not catalog.is_custom(spec.runtime):
         paths.append(str(catalog.python_interpreters()[spec.runtime].prefix))
     return paths
+
+
+def _start(argv: list[str], custom: bool, **kwargs: Any) -> subprocess.Popen[bytes]:
+    """Popen, telling the function's fault from the platform's: a custom runtime's bootstrap that cannot
+    be executed (no interpreter for its #! line, not an executable format) is the function's."""
+    try:
+        return subprocess.Popen(argv, **kwargs)
+    except OSError as exc:
+        # Popen names the program when exec itself failed (a failure before it, such as chdir, names another).
+        if custom and exc.filename == argv[0]:
+            raise RuntimeUnstartable(f"could not start the runtime {argv[0]}: {exc.strerror}") from exc
+        raise
 
 
 class PlainProcess(RunningEnvironment):
@@ -118,7 +125,6 @@ class ProcessSandbox:
         self._env_root = env_root
         self._env_root.mkdir(parents=True, exist_ok=True)
         self._as_root = os.geteuid() == 0
-        log.warning(WARNING)
 
     async def close(self) -> None:
         """Nothing runs besides the environments."""
@@ -143,8 +149,10 @@ class ProcessSandbox:
                 LAMBDA_RUNTIME_DIR=runtime_dir,
                 PATH="/usr/local/bin:/usr/bin:/bin",
             )
-            popen = subprocess.Popen(
-                catalog.launch_command(spec.runtime, str(spec.code_dir), runtime_dir),
+            argv = catalog.launch_command(spec.runtime, str(spec.code_dir), runtime_dir)
+            popen = _start(
+                argv,
+                catalog.is_custom(spec.runtime),
                 env=environ,
                 cwd=spec.code_dir,
                 stdin=subprocess.DEVNULL,

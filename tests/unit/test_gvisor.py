@@ -10,12 +10,16 @@ import sys
 import threading
 from pathlib import Path
 
+import pytest
+
+from silo.jail import seccomp
 from silo.sandbox import gvisor
-from silo.sandbox.base import LaunchSpec
+from silo.sandbox.base import LaunchSpec, SandboxUnavailable
 from silo.sandbox.layout import runtime_layout
 from tests.support import free_port
 
 RELAY = Path(gvisor.RELAY_SOURCE)
+FILTER = seccomp.compile_filter(seccomp.load_policy())
 
 
 def test_exit_status_of_runsc_run() -> None:
@@ -45,14 +49,16 @@ def test_bundle_is_locked_down(tmp_path: Path) -> None:
     assert "--network=none" in gvisor.RUNSC_FLAGS and "--platform=ptrace" in gvisor.RUNSC_FLAGS
 
 
-def _start_relay(tmp_path: Path, runtime: str, port: int) -> subprocess.Popen[bytes]:
+def _start_relay(
+    tmp_path: Path, runtime: str, port: int, seccomp_filter: str = FILTER.hex()
+) -> subprocess.Popen[bytes]:
     doc = {
         "argv": [sys.executable, "-c", runtime],
         "environ": {"RUNTIME_VAR": "1"},
         "cwd": str(tmp_path),
         "port": port,
         "upstream": str(tmp_path / "api.sock"),
-        "seccomp_filter": "",
+        "seccomp_filter": seccomp_filter,
     }
     relay = subprocess.Popen(
         [sys.executable, "-s", "-S", "-B", str(RELAY)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env={}
@@ -104,3 +110,19 @@ def test_relay_dies_of_the_signal_that_killed_the_runtime(tmp_path: Path) -> Non
         relay.stdout.read()
     relay.wait(timeout=30)
     assert relay.returncode == -signal.SIGTERM
+
+
+def test_relay_refuses_to_start_the_runtime_without_a_seccomp_filter(tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    relay = _start_relay(tmp_path, f"open({str(marker)!r}, 'w')", free_port(), seccomp_filter="")
+    assert relay.stdout is not None
+    with relay.stdout:
+        relay.stdout.read()
+    relay.wait(timeout=30)
+    assert relay.returncode == 126
+    assert not marker.exists(), "the runtime never started unfiltered"
+
+
+def test_the_backend_refuses_an_empty_seccomp_filter(tmp_path: Path) -> None:
+    with pytest.raises(SandboxUnavailable, match="empty seccomp filter"):
+        gvisor.GvisorSandbox(tmp_path / "gvisor", b"", runsc="/bin/true")
