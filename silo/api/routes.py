@@ -7,6 +7,7 @@ from starlette.routing import BaseRoute
 
 from silo.api import events as event_routes
 from silo.api import functions as function_routes
+from silo.api import health
 from silo.api import invoke as invoke_routes
 from silo.api import telemetry as telemetry_routes
 from silo.control.event_config import EventInvokeConfigService
@@ -21,9 +22,11 @@ def api_routes(
     dispatcher: Dispatcher,
     telemetry: Telemetry,
     invoke: invoke_routes.InvokeEndpoint,
+    readiness: health.Readiness,
 ) -> list[BaseRoute]:
-    """Lambda's REST-JSON routes and silo's own (`/silo/v1/...`, `/metrics`)."""
+    """Lambda's REST-JSON routes and silo's own (`/silo/v1/...`, `/metrics`, `/healthz`, `/readyz`)."""
     return [
+        *health.routes(readiness),
         *function_routes.routes(functions),
         invoke_routes.route(invoke),
         *event_routes.routes(event_configs, dispatcher),

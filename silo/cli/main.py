@@ -5,9 +5,12 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from dataclasses import fields
 from pathlib import Path
+from typing import Any
 
 from silo.cli.client import ApiError, Client, Unreachable
+from silo.config import DEFAULTS, GROUPS, Settings, environment_name, flag_name
 
 DEFAULT_ENDPOINT = "http://127.0.0.1:9700"
 
@@ -18,59 +21,19 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    serve = sub.add_parser("serve", help="start the platform (API, router, environments)")
-    serve.add_argument("--host", help="address to listen on (SILO_HOST, default 127.0.0.1)")
-    serve.add_argument("--port", type=int, help="port to listen on (SILO_PORT, default 9700)")
-    serve.add_argument("--data-dir", type=Path, help="where state lives (SILO_DATA_DIR, default ./.silo)")
-    serve.add_argument(
-        "--sandbox",
-        help="environment backend: auto (default: jail when run as root), jail, gvisor (a gVisor "
-        "sandbox per environment, needs runsc), or process (development only, no isolation) (SILO_SANDBOX)",
-    )
-
-    serve.add_argument(
-        "--account-concurrency",
-        type=int,
-        help="concurrent invocations of all functions together (SILO_ACCOUNT_CONCURRENCY, default 1000)",
+    serve = sub.add_parser(
+        "serve",
+        help="start the platform (API, router, environments)",
+        description="Start the platform. Each setting below is a flag, an environment variable and a key of the "
+        "config file; a flag wins over the variable, which wins over the file, which wins over the default.",
     )
     serve.add_argument(
-        "--memory-budget-mb",
-        type=int,
-        help="memory all live environments may use together (SILO_MEMORY_BUDGET_MB, "
-        "default: three quarters of the host's)",
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help="a TOML file of settings, keyed by the names below (e.g. keep_alive_s = 600); see deploy/silo.toml",
     )
-    serve.add_argument(
-        "--keep-alive-s", type=int, help="seconds an idle environment lives (SILO_KEEP_ALIVE_S, default 600)"
-    )
-    serve.add_argument(
-        "--queue-wait-ms",
-        type=int,
-        help="how long a call waits its turn when all concurrency is in use, before it is "
-        "throttled (SILO_QUEUE_WAIT_MS, default 2000)",
-    )
-    serve.add_argument(
-        "--stems-per-function",
-        type=int,
-        help="environments each tenant-isolated function keeps initialised ahead for new tenants "
-        "(SILO_STEMS_PER_FUNCTION, default 8; 0: none)",
-    )
-    serve.add_argument(
-        "--template-max-forks",
-        type=int,
-        help="environments one template forks before a fresh one replaces it "
-        "(SILO_TEMPLATE_MAX_FORKS, default 256; 0: no templates, every environment starts from nothing)",
-    )
-    serve.add_argument(
-        "--http-max-connections",
-        type=int,
-        help="HTTP connections open at once, in all (SILO_HTTP_MAX_CONNECTIONS, default 10000)",
-    )
-    serve.add_argument(
-        "--http-max-connections-per-address",
-        type=int,
-        help="HTTP connections open at once from one client address, loopback included "
-        "(SILO_HTTP_MAX_CONNECTIONS_PER_ADDRESS, default 256; 0: no cap, e.g. behind a proxy)",
-    )
+    add_setting_flags(serve)
 
     endpoint = argparse.ArgumentParser(add_help=False)
     endpoint.add_argument(
@@ -120,6 +83,28 @@ def _parser() -> argparse.ArgumentParser:
         "--tenant-max-environments", type=_cap, metavar="N|none", help="environments one tenant may have"
     )
     return parser
+
+
+def add_setting_flags(serve: argparse.ArgumentParser) -> None:
+    """A flag for every field of `Settings`, grouped as in silo.config, each saying its variable and key."""
+    groups = {name: serve.add_argument_group(f"settings: {name}") for name in GROUPS}
+    for f in fields(Settings):
+        default = getattr(DEFAULTS, f.name)
+        choices: tuple[str, ...] = f.metadata.get("choices", ())
+        shown = "true" if default is True else "false" if default is False else str(default)
+        # argparse formats help with %: a literal one must be doubled.
+        described = f"{f.metadata.get('help', f.name)} (default {shown}; {environment_name(f.name)}; key {f.name})"
+        text = described.replace("%", "%%")
+        kwargs: dict[str, Any] = {"dest": f.name, "default": None, "help": text}
+        if isinstance(default, bool):
+            kwargs["action"] = argparse.BooleanOptionalAction
+        elif isinstance(default, int):
+            kwargs.update(type=int, metavar="N")
+        elif isinstance(default, Path):
+            kwargs.update(type=Path, metavar="DIR")
+        elif choices:
+            kwargs.update(type=str.lower, choices=choices)
+        groups[f.metadata.get("group", GROUPS[0])].add_argument(flag_name(f.name), **kwargs)
 
 
 def _cap(raw: str) -> int | None:

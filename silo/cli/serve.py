@@ -18,9 +18,11 @@ import uvloop
 from silo.api import invoke as invoke_routes
 from silo.api.app import build_app
 from silo.api.front import Front, FrontLimits, descriptor_room
+from silo.api.health import Readiness
 from silo.api.protocol import bound_to
 from silo.api.routes import api_routes
-from silo.config import Settings, load_settings
+from silo.cli import log_format, systemd
+from silo.config import Settings, load_settings, read_config
 from silo.control.event_config import EventInvokeConfigService
 from silo.control.functions import FunctionService
 from silo.errors import ResourceNotFoundException
@@ -76,9 +78,11 @@ def raise_open_files_limit() -> None:
 
 
 async def run(settings: Settings) -> None:
+    readiness = Readiness()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     raise_open_files_limit()
     db = open_db(settings.db_path)
+    readiness.up("store")
     # Logs and metering have their own connection, so their batched writes never wait on the control plane.
     telemetry_db = open_db(settings.db_path)
     telemetry = Telemetry(
@@ -86,6 +90,7 @@ async def run(settings: Settings) -> None:
     )
     telemetry.start()
     sandbox = make_sandbox(settings)
+    readiness.watch("sandbox", sandbox.ready)
     router = Router(
         sandbox,
         others=other_sandboxes(settings, sandbox),
@@ -130,6 +135,8 @@ async def run(settings: Settings) -> None:
     service = FunctionService(
         settings, db, CodeStore(settings.code_dir), on_change=retire, concurrency_limit=settings.account_concurrency
     )
+    # The templates the deployed functions fork from start now; /readyz waits for them.
+    sandbox.warm({spec.runtime for spec in service.functions()})
     event_configs = EventInvokeConfigService(service, EventInvokeConfigRepository(db))
     dispatcher = Dispatcher(
         EventQueue(db),
@@ -140,7 +147,7 @@ async def run(settings: Settings) -> None:
     )
     dispatcher.start()
     invoke = invoke_routes.InvokeEndpoint(service, router, dispatcher)
-    app = build_app(api_routes(service, event_configs, dispatcher, telemetry, invoke), hot=invoke)
+    app = build_app(api_routes(service, event_configs, dispatcher, telemetry, invoke, readiness), hot=invoke)
     limits = FrontLimits.from_settings(settings)
     front = Front(replace(limits, max_connections=descriptor_room(limits.max_connections)))
     front.start(loop)
@@ -152,6 +159,7 @@ async def run(settings: Settings) -> None:
         timeout_keep_alive=limits.idle_s,
         loop="none",
         log_level=settings.log_level,
+        log_config=None,  # uvicorn's records go to the daemon's log, in its format (silo.cli.log_format)
         access_log=False,
         server_header=False,
         date_header=False,
@@ -166,9 +174,13 @@ async def run(settings: Settings) -> None:
     # these handlers catch that second delivery, so the environments below are cleaned up, not orphaned.
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda signum, frame: log.info("stopping: cleaning up environments"))
+    announcer = loop.create_task(systemd.announce(readiness, lambda: server.started, lambda: server.should_exit))
     try:
         await server.serve()
     finally:
+        if not announcer.done():
+            announcer.cancel()
+            systemd.notify("STOPPING=1")
         front.close()
         await dispatcher.stop()
         await router.close()
@@ -179,11 +191,22 @@ async def run(settings: Settings) -> None:
 
 def serve(args: argparse.Namespace) -> int:
     try:
-        settings = load_settings(vars(args))
+        settings = load_settings(vars(args), file=read_config(args.config) if args.config else None)
         FrontLimits.from_settings(settings)  # refuse limits that make no sense before anything starts
     except ValueError as exc:
         print(f"silo: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    uvloop.run(run(settings))
+    log_format.configure(settings.log_level, settings.log_format)
+    try:
+        uvloop.run(run(settings))
+    except SystemExit as exc:
+        # A refusal to start (the sandbox cannot isolate, ...) is a line of the log like any other, so a
+        # collector reading JSON lines gets it whole.
+        if settings.log_format != "json" or not isinstance(exc.code, str):
+            raise
+        log.critical("%s", exc.code.removeprefix("silo: "))
+        return 1
+    except Exception:
+        log.critical("silo stopped on an internal error", exc_info=True)
+        return 1
     return 0

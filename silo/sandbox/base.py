@@ -131,6 +131,15 @@ class Sandbox(Protocol):
         anything else it raises (`LaunchFailed`, OSError, ...) is a failure of the platform."""
         ...
 
+    def warm(self, runtimes: set[str]) -> None:
+        """Start ahead, off any call's path, what environments of these runtimes start from (templates)."""
+        ...
+
+    def ready(self) -> str | None:
+        """None once the backend starts environments as it will from now on (what `warm` asked for is up);
+        else why not yet, for an operator. Answered from memory: the readiness probe asks it."""
+        ...
+
     async def close(self) -> None:
         """Once every environment is gone: stop what the backend runs besides them (templates)."""
         ...

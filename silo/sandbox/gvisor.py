@@ -330,6 +330,12 @@ class GvisorSandbox:
             raise
         return sock
 
+    def warm(self, runtimes: set[str]) -> None:
+        """No templates: nothing to start ahead."""
+
+    def ready(self) -> str | None:
+        return None
+
     async def close(self) -> None:
         """Nothing runs besides the environments."""
 

@@ -309,6 +309,13 @@ class JailSandbox:
             child.launcher_gone()
         return process
 
+    def warm(self, runtimes: set[str]) -> None:
+        if self._templates is not None:
+            self._templates.warm({EXEC_TEMPLATE if catalog.is_custom(r) else r for r in runtimes})
+
+    def ready(self) -> str | None:
+        return self._templates.unready() if self._templates is not None else None
+
     async def close(self) -> None:
         """After every environment is gone: end the templates, remove the spare cgroups, then the daemon's own
         parent groups (left in place if anything still lives in them)."""

@@ -126,6 +126,12 @@ class ProcessSandbox:
         self._env_root.mkdir(parents=True, exist_ok=True)
         self._as_root = os.geteuid() == 0
 
+    def warm(self, runtimes: set[str]) -> None:
+        """No templates: nothing to start ahead."""
+
+    def ready(self) -> str | None:
+        return None
+
     async def close(self) -> None:
         """Nothing runs besides the environments."""
 

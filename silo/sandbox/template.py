@@ -1,10 +1,11 @@
 """The daemon's side of templates: start them, ask them to fork, learn how their children end, replace them.
 
 A template (silo/jail/template.py) is started per runtime the first time an environment of that runtime
-is launched, off that launch's path; until it is ready, environments start from nothing. Each template
-forks at most `max_forks` environments: the hash seed and the address-space layout are fixed when it
-starts and shared by everything it forks, so a replacement is started once that many are out, and the
-old template, drained, ends once the last of its environments has.
+is launched, off that launch's path, or at start for the runtimes the deployed functions use (`warm`);
+until it is ready, environments start from nothing. Each template forks at most `max_forks` environments:
+the hash seed and the address-space layout are fixed when it starts and shared by everything it forks, so
+a replacement is started once that many are out, and the old template, drained, ends once the last of its
+environments has.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import os
 import signal
 import socket
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from silo.sandbox.child import ExitWatch
@@ -240,6 +241,7 @@ class Templates:
         self._retired: set[Template] = set()
         self._failures: dict[str, int] = {}
         self._without: set[str] = set()  # kinds that have no template (asked once, not at every launch)
+        self._warming: set[str] = set()  # kinds asked for ahead whose first template is not up yet
 
     def ready(self, key: str) -> Template | None:
         """The template to fork from now, or None (one is then started, when it can be, for next time)."""
@@ -253,12 +255,29 @@ class Templates:
             return template
         return None
 
+    def warm(self, keys: Iterable[str]) -> None:
+        """Start the templates of these kinds now, ahead of their first launch; `unready` says until when."""
+        for key in keys:
+            current = self._current.get(key)
+            if (current is not None and current.alive) or key in self._without or self._failures.get(key, 0) >= 3:
+                continue
+            self._warming.add(key)
+            self._start_soon(key)
+
+    def unready(self) -> str | None:
+        """Which kinds `warm` asked for still wait for their first template; None when none does. A kind whose
+        template failed three times is not waited for: its environments start from nothing (logged)."""
+        if not self._warming:
+            return None
+        return f"the templates of {', '.join(sorted(self._warming))} are starting"
+
     def _start_soon(self, key: str) -> None:
         if key in self._starting or key in self._without or self._failures.get(key, 0) >= 3:
             return
         command = self._command_for(key)
         if command is None:
             self._without.add(key)
+            self._warming.discard(key)
             return
         self._starting[key] = asyncio.get_running_loop().create_task(self._start(key, command))
 
@@ -268,13 +287,18 @@ class Templates:
         except OSError as exc:
             failures = self._failures[key] = self._failures.get(key, 0) + 1
             if failures >= 3:
+                self._warming.discard(key)
                 log.error("%s; environments of %s start from nothing from now on", exc, key)
+            elif key in self._warming:
+                log.warning("%s; retrying", exc)
+                asyncio.get_running_loop().call_soon(self._start_soon, key)
             else:
                 log.warning("%s; retrying at the next launch", exc)
             return
         finally:
             self._starting.pop(key, None)
         self._failures.pop(key, None)
+        self._warming.discard(key)
         old = self._current.get(key)
         self._current[key] = template
         if old is not None:

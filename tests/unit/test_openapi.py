@@ -13,6 +13,7 @@ from starlette.routing import Route
 
 from silo import errors
 from silo.api import front
+from silo.api.health import Readiness
 from silo.api.invoke import InvokeEndpoint
 from silo.api.routes import api_routes
 from silo.router.limits import Reason
@@ -35,7 +36,7 @@ def shape(path: str) -> str:
 def served() -> set[tuple[str, str]]:
     # The handlers only keep the services they are given, so the table can be built without them.
     nothing = cast(Any, None)
-    routes = api_routes(nothing, nothing, nothing, nothing, InvokeEndpoint(nothing, nothing, nothing))
+    routes = api_routes(nothing, nothing, nothing, nothing, InvokeEndpoint(nothing, nothing, nothing), Readiness())
     out: set[tuple[str, str]] = set()
     for route in routes:
         assert isinstance(route, Route), route
