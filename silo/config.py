@@ -67,6 +67,13 @@ class Settings:
         "starts from nothing",
         SANDBOX,
     )
+    cgroup_base: str = setting(
+        "",
+        "on a cgroup-v2 host, the cgroup (relative to /sys/fs/cgroup) to make the environments' cgroups under, "
+        "with the memory, pids and cpu controllers available to it; empty: the daemon's own cgroup when systemd "
+        "delegated it (Delegate=yes), else the root",
+        SANDBOX,
+    )
     keep_alive_s: int = setting(600, "seconds an idle environment lives", SANDBOX)
     account_concurrency: int = setting(1000, "concurrent invocations of all functions together", LIMITS)
     memory_budget_mb: int = setting(

@@ -1,27 +1,41 @@
-"""cgroup v1 groups of one environment: memory (swap counted), pids and cpu, plus freezer to kill all at once.
+"""The cgroups of environments, on either hierarchy the host runs: one interface, two implementations.
 
-The daemon creates the groups and writes their limits before the environment starts; the jail's
-first step moves the environment into them, so everything it ever forks is counted. Removing them
-after the environment is gone is the daemon's job again.
+Every environment lives in cgroups of its own: its memory (MemorySize, swap counted), its processes
+(1,024) and its CPU weight (in proportion to memory), with a way to freeze it between calls and to kill
+everything in it at once, however it detached. Hosts run cgroup v1 (a hierarchy per controller, older
+distributions and these development machines) or v2 (one unified hierarchy: Debian 12, Ubuntu 22.04 and
+later, Fedora, RHEL 9). `open_hierarchy` detects which and returns a `Hierarchy`; what uses it (the jail,
+gVisor, the spare groups) never knows which one it has. `silo.jail.cgroup_v1` and `silo.jail.cgroup_v2`
+say which file does what on each.
+
+The daemon creates the groups and writes their limits before the environment starts; the jail's first
+step moves the environment into them (`Group.join`), so everything it ever forks is counted. Removing
+them after the environment is gone is the daemon's job again.
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
-import signal
-import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 ROOT = Path("/sys/fs/cgroup")
-CONTROLLERS = ("memory", "pids", "cpu", "freezer")
+# Every daemon's groups live under this name, each under its own instance (silo.sandbox.identity).
 PARENT = "silo"
 # Lambda allows 1,024 processes and threads per environment.
 PIDS_MAX = 1024
 # Lambda gives one full vCPU at 1,769 MB and CPU in proportion to memory below and above it.
 MB_PER_VCPU = 1769
+# What may stay charged to an emptied memory group for it to be used again: kernel objects its environment
+# made that outlive it until the kernel frees them (its network namespace goes in the background). Seen:
+# 8 to 250 KiB. The next environment's peak (REPORT's Max Memory Used) may count it until then.
+REUSE_MAX_LEFT_BYTES = 1 << 20
+
+
+class CgroupUnavailable(Exception):
+    """The host's cgroups cannot hold environments as silo needs; the message says why and what to do."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,82 +48,151 @@ class Limits:
 
     @property
     def cpu_shares(self) -> int:
-        # Weight under contention is proportional to memory, as Lambda's CPU allocation is.
+        """v1's weight (`cpu.shares`, 2 to 262,144, 1,024 a vCPU): under contention, CPU in proportion to
+        memory, as Lambda allocates it."""
         return max(2, self.memory_mb * 1024 // MB_PER_VCPU)
+
+    @property
+    def cpu_weight(self) -> int:
+        """v2's weight (`cpu.weight`, 1 to 10,000), the same proportion: 1,000 a vCPU, so that 10 GB (5.8
+        vCPUs) still fits and a divided 128 MB function keeps a weight above 1."""
+        return min(10_000, max(1, self.memory_mb * 1000 // MB_PER_VCPU))
 
     @property
     def tcp_bytes(self) -> int:
         """What the environment's TCP socket buffers may pin of kernel memory. On cgroup v1 they are not
         charged to the memory limit, only to this one, once it is set (else to nobody, up to the host's
-        tcp_mem for all): a quarter of MemorySize, and 16 MiB at least, as hundreds of connections need."""
+        tcp_mem for all): a quarter of MemorySize, and 16 MiB at least, as hundreds of connections need.
+        On v2 they are part of `memory.max`."""
         return max(16 * 1024 * 1024, self.memory_bytes // 4)
 
-    # No hard cap (CFS bandwidth control): shares divide the CPU under contention, and idle CPU is
+    # No hard cap (CFS bandwidth control): weights divide the CPU under contention, and idle CPU is
     # better spent than wasted. A quota per environment also cost a fifth of the throughput with a
     # thousand environments (bandwidth accounting on every wake-up; see docs/design-notes.md).
 
 
-def group_paths(env_id: str, parent: str = PARENT) -> dict[str, Path]:
-    return {ctrl: ROOT / ctrl / parent / env_id for ctrl in CONTROLLERS}
+class Switch(Protocol):
+    """Freezes and thaws one environment (`Group.freezer`)."""
+
+    frozen: bool
+
+    def freeze(self) -> None: ...
+
+    def thaw(self) -> None: ...
+
+    def forget(self) -> None:
+        """The group was thawed behind its back (killing everything in it thaws it so the kills land)."""
+        ...
+
+    def close(self) -> None: ...
 
 
-def available() -> bool:
-    return all((ROOT / ctrl / "cgroup.procs").exists() for ctrl in CONTROLLERS)
+class Gauge(Protocol):
+    def mib(self) -> float | None: ...
+
+    def mb(self) -> int | None: ...
+
+    def close(self) -> None: ...
 
 
-def _write(path: Path, value: str | int) -> None:
+class Group(Protocol):
+    """The cgroups of one environment."""
+
+    name: str
+    limits: Limits
+
+    def join_paths(self) -> dict[str, str]:
+        """The directories whose `cgroup.procs` the jail writes itself into (one per v1 controller; one on v2)."""
+        ...
+
+    def runsc_path(self) -> str:
+        """The group as runsc's `cgroupsPath` names it."""
+        ...
+
+    def pids(self) -> list[int]: ...
+
+    def kill_all(self) -> None:
+        """Kill every process in the group at once, frozen or not; nothing can fork away meanwhile."""
+        ...
+
+    def freezer(self) -> Switch: ...
+
+    def usage_gauge(self) -> Gauge:
+        """Memory the group holds now (read every few seconds at most)."""
+        ...
+
+    def peak_gauge(self) -> Gauge:
+        """Peak memory of the group (read on every call, for REPORT's Max Memory Used)."""
+        ...
+
+    def oom_killed(self) -> bool:
+        """Whether the kernel killed something of the group for running out of its memory."""
+        ...
+
+    def divide_cpu(self, divisor: int) -> None:
+        """1/`divisor` of the weight its MemorySize gives (silo.router.limits.cpu_divisor)."""
+        ...
+
+    def reset_for_reuse(self, timeout_s: float = 5.0) -> bool:
+        """Make the group of an environment that is gone fit for another of the same limits: True when it
+        is empty, thawed, with no OOM kill on record and next to nothing still charged, and its peak and
+        weight start again; False when it should be removed instead."""
+        ...
+
+    def renamed(self, name: str) -> Group:
+        """The group under `name` where the hierarchy allows renaming (v1), else itself; raises OSError."""
+        ...
+
+    def remove(self, timeout_s: float = 5.0) -> bool:
+        """Remove the group once empty (killing what is left); True when it is gone."""
+        ...
+
+
+class Hierarchy(Protocol):
+    """Where one daemon's groups live, on the host's hierarchy."""
+
+    version: int
+    # Whether a group given back can serve another environment (`Group.reset_for_reuse` can succeed).
+    reuses: bool
+
+    def describe(self) -> str:
+        """Where the groups are, for a person."""
+        ...
+
+    def create(self, name: str, limits: Limits, pids_max: int = PIDS_MAX) -> Group:
+        """A new group with `limits`, made now (blocking: a few filesystem writes)."""
+        ...
+
+    def group(self, name: str) -> Group:
+        """The group of that name under this daemon's parent, made or not (to remove what a run left)."""
+        ...
+
+    def leftovers(self) -> list[Group]:
+        """Groups found under this daemon's parent: what a run of it that died left."""
+        ...
+
+    def anchor(self) -> None:
+        """What freezing cheaply needs for the daemon's life (v1: one group kept frozen)."""
+        ...
+
+    def close(self) -> None:
+        """Remove the daemon's own parent groups, once empty."""
+        ...
+
+
+def write(path: Path | str, value: str | int) -> None:
     with open(path, "w") as f:
         f.write(str(value))
 
 
-def create(env_id: str, limits: Limits, parent: str = PARENT) -> dict[str, Path]:
-    """Make the environment's groups under `parent` with their limits; return their paths."""
-    paths = group_paths(env_id, parent)
-    for path in paths.values():
-        path.mkdir(parents=True, exist_ok=True)
-    mem = paths["memory"]
-    _write(mem / "memory.limit_in_bytes", limits.memory_bytes)
-    memsw = mem / "memory.memsw.limit_in_bytes"
-    if memsw.exists():
-        # Swap counts against the same limit, so swapping out cannot stretch MemorySize.
-        _write(memsw, limits.memory_bytes)
-    _write(mem / "memory.swappiness", 0)
-    _write(mem / "memory.kmem.tcp.limit_in_bytes", limits.tcp_bytes)
-    _write(paths["pids"] / "pids.max", PIDS_MAX)
-    _write(paths["cpu"] / "cpu.shares", limits.cpu_shares)
-    return paths
+class FdSwitch:
+    """Freezes and thaws one group through a descriptor kept open: a write costs about 4 µs that way, where
+    opening the file each time cost 20 more."""
 
-
-def pids_of(paths: dict[str, Path]) -> list[int]:
-    with contextlib.suppress(OSError):
-        return [int(p) for p in (paths["pids"] / "cgroup.procs").read_text().split()]
-    return []
-
-
-def kill_all(paths: dict[str, Path]) -> None:
-    """Freeze the group so nothing can fork away, kill every member, thaw so the kills land."""
-    freezer = paths["freezer"] / "freezer.state"
-    with contextlib.suppress(OSError):
-        _write(freezer, "FROZEN")
-    for pid in pids_of(paths):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    with contextlib.suppress(OSError):
-        _write(freezer, "THAWED")
-
-
-def set_cpu_shares(paths: dict[str, Path], shares: int) -> None:
-    _write(paths["cpu"] / "cpu.shares", max(2, shares))
-
-
-class Freezer:
-    """Freezes and thaws one environment's group between its calls, through a descriptor kept open: a write
-    costs about 4 µs that way, where opening the file each time cost 20 more. (It costs 100 µs, code
-    patched on every CPU, whenever the host goes from no frozen group to one and back: `FreezerAnchor`
-    keeps one frozen for the daemon's life so that never happens.)"""
-
-    def __init__(self, group: Path) -> None:
-        self._path = group / "freezer.state"
+    def __init__(self, path: Path, frozen: bytes, thawed: bytes) -> None:
+        self._path = path
+        self._frozen = frozen
+        self._thawed = thawed
         self._fd = -1
         self.frozen = False
 
@@ -120,16 +203,15 @@ class Freezer:
 
     def freeze(self) -> None:
         if not self.frozen:
-            self._write(b"FROZEN")
+            self._write(self._frozen)
             self.frozen = True
 
     def thaw(self) -> None:
         if self.frozen:
-            self._write(b"THAWED")
+            self._write(self._thawed)
             self.frozen = False
 
     def forget(self) -> None:
-        """The group was thawed behind its back (`kill_all` thaws so that its kills land)."""
         self.frozen = False
 
     def close(self) -> None:
@@ -138,42 +220,24 @@ class Freezer:
             self._fd = -1
 
 
-ANCHOR = "frozen-anchor"
-
-
-class FreezerAnchor:
-    """An empty freezer group kept frozen while the daemon runs. The kernel switches its freezer code on
-    when the first group of the host freezes and off when the last thaws, patching code on every CPU each
-    time (100 µs of the caller's CPU); with this one always frozen, freezing an idle environment and
-    thawing it for its next call cost about 4 µs each."""
-
-    def __init__(self, parent: str) -> None:
-        self.path = ROOT / "freezer" / parent / ANCHOR
-        self.path.mkdir(parents=True, exist_ok=True)
-        _write(self.path / "freezer.state", "FROZEN")
-
-    def close(self) -> None:
-        with contextlib.suppress(OSError):
-            _write(self.path / "freezer.state", "THAWED")
-        with contextlib.suppress(OSError):
-            self.path.rmdir()
-
-
 class MemoryGauge:
     """Reads one memory counter of a group. `keep_open`: through a descriptor kept open, for a counter
     read on every call (REPORT's Max Memory Used), where opening the file each time cost more than the
     rest of the read; each descriptor kept counts against the daemon's open-files limit, though."""
 
-    def __init__(self, group: Path, name: str, keep_open: bool = True) -> None:
-        self._path = group / name
+    def __init__(self, path: Path, keep_open: bool = True) -> None:
+        self._path = path
         self._fd = -1
         self._keep_open = keep_open
 
+    def _bytes(self) -> int:
+        if self._fd < 0:
+            self._fd = os.open(self._path, os.O_RDONLY | os.O_CLOEXEC)
+        return int(os.pread(self._fd, 32, 0))
+
     def mib(self) -> float | None:
         try:
-            if self._fd < 0:
-                self._fd = os.open(self._path, os.O_RDONLY | os.O_CLOEXEC)
-            return int(os.pread(self._fd, 32, 0)) / (1024 * 1024)
+            return self._bytes() / (1024 * 1024)
         except (OSError, ValueError):
             return None
         finally:
@@ -191,89 +255,33 @@ class MemoryGauge:
             self._fd = -1
 
 
-def oom_killed(paths: dict[str, Path]) -> bool:
-    with contextlib.suppress(OSError):
-        for line in (paths["memory"] / "memory.oom_control").read_text().splitlines():
-            name, _, value = line.partition(" ")
-            if name == "oom_kill":
-                return int(value) > 0
-    return False
+def version(root: Path = ROOT) -> int | None:
+    """2 on a unified hierarchy, 1 when v1's controllers are mounted, None when neither is usable."""
+    if (root / "cgroup.controllers").exists():
+        return 2
+    from silo.jail import cgroup_v1
+
+    return 1 if cgroup_v1.available(root) else None
 
 
-# What may stay charged to an emptied memory group for it to be used again: kernel objects its environment
-# made that outlive it until the kernel frees them (its network namespace goes in the background). Seen:
-# 8 to 250 KiB. The next environment's peak (REPORT's Max Memory Used) may count it until then.
-REUSE_MAX_LEFT_BYTES = 1 << 20
-# Counters of the memory group that start again from zero for its next environment.
-_RESET_COUNTERS = (
-    "memory.max_usage_in_bytes",
-    "memory.memsw.max_usage_in_bytes",
-    "memory.failcnt",
-    "memory.memsw.failcnt",
-    "memory.kmem.tcp.max_usage_in_bytes",
-    "memory.kmem.tcp.failcnt",
-)
+def open_hierarchy(parent: str, root: Path = ROOT, base: str = "") -> Hierarchy:
+    """The daemon's groups under `parent` (`silo/<instance>`) on the host's hierarchy; `base`: on v2, the
+    group to make them under instead of the one found (see `silo.jail.cgroup_v2.base_group`). Raises
+    CgroupUnavailable, saying why, when neither hierarchy can hold environments."""
+    found = version(root)
+    if found == 2:
+        from silo.jail import cgroup_v2
 
+        return cgroup_v2.V2Hierarchy(parent, root, base)
+    if base:
+        raise CgroupUnavailable(
+            f"a cgroup base ({base}) was given, but {root} is not a cgroup v2 hierarchy; it is only for v2 hosts"
+        )
+    if found == 1:
+        from silo.jail import cgroup_v1
 
-def _empty(paths: dict[str, Path]) -> bool:
-    for path in paths.values():
-        try:
-            if (path / "cgroup.procs").read_text().strip():
-                return False
-        except FileNotFoundError:
-            continue
-    return True
-
-
-def reset_for_reuse(paths: dict[str, Path], limits: Limits, timeout_s: float = 5.0) -> bool:
-    """Make the groups of an environment that is gone fit for another environment of the same limits, so
-    they need not be removed: removing a memory group costs the kernel a walk over every memory-aware
-    cache list on the host (one per mounted filesystem, and each environment mounts four), so with
-    thousands of environments each removal took milliseconds of CPU. True when the groups are empty,
-    thawed, with no OOM kill on record (that counter cannot be reset) and next to nothing still charged,
-    and their peak and failure counters are back at zero and their CPU weight at that of `limits`; False
-    when they should be removed instead. (`memory.force_empty` would not lower what stays: it is kernel
-    objects not yet freed, and its walk over every filesystem's caches cost as much as the removal.)"""
-    deadline = time.monotonic() + timeout_s
-    while not _empty(paths):
-        if time.monotonic() > deadline:
-            return False
-        kill_all(paths)
-        time.sleep(0.01)
-    if oom_killed(paths):
-        return False
-    mem = paths["memory"]
-    try:
-        if (paths["freezer"] / "freezer.state").read_text().strip() != "THAWED":
-            return False
-        for name in _RESET_COUNTERS:
-            counter = mem / name
-            if counter.exists():
-                _write(counter, 0)
-        # Its environment's tenant may have had its CPU weight divided (silo.router.limits.cpu_divisor).
-        _write(paths["cpu"] / "cpu.shares", limits.cpu_shares)
-        return int((mem / "memory.usage_in_bytes").read_text()) <= REUSE_MAX_LEFT_BYTES
-    except (OSError, ValueError):
-        return False
-
-
-def remove(paths: dict[str, Path], timeout_s: float = 5.0) -> bool:
-    """Remove the groups once empty; True when all are gone."""
-    deadline = time.monotonic() + timeout_s
-    remaining = dict(paths)
-    while remaining:
-        for ctrl, path in list(remaining.items()):
-            try:
-                path.rmdir()
-                del remaining[ctrl]
-            except FileNotFoundError:
-                del remaining[ctrl]
-            except OSError:
-                pass
-        if not remaining:
-            return True
-        if time.monotonic() > deadline:
-            return False
-        kill_all(paths)
-        time.sleep(0.01)
-    return True
+        return cgroup_v1.V1Hierarchy(parent, root)
+    raise CgroupUnavailable(
+        f"no usable cgroups under {root}: neither cgroup v2 (cgroup.controllers) nor the v1 controllers "
+        "memory, pids, cpu and freezer are mounted there; mount them, or run silo on a host that has them"
+    )

@@ -251,7 +251,8 @@ def proc_meminfo(limit_kb: int) -> str:
 
 
 def _memory_limit_kb(groups: dict[str, str]) -> int:
-    path = groups.get("memory", "")
+    # v1's memory group, or v2's one group.
+    path = groups.get("memory") or groups.get("unified", "")
     for name in ("memory.limit_in_bytes", "memory.max"):
         try:
             raw = _read(f"{path}/{name}").strip()
@@ -407,10 +408,11 @@ def join_cgroups(groups: dict[str, str]) -> None:
 
     A single-threaded process moves itself by writing 0 to `tasks`: moving only the calling thread
     skips the hierarchy-wide lock (and its RCU grace period) that moving a whole process takes, which
-    costs 1-2 ms per controller on cgroup v1. With one thread, moving the thread moves the process."""
+    costs 1-2 ms per controller on cgroup v1. With one thread, moving the thread moves the process.
+    cgroup v2 moves only whole processes (`unified`: its one group)."""
     single = len(os.listdir("/proc/self/task")) == 1
-    name, value = ("tasks", "0") if single else ("cgroup.procs", str(os.getpid()))
-    for path in groups.values():
+    for ctrl, path in groups.items():
+        name, value = ("tasks", "0") if single and ctrl != "unified" else ("cgroup.procs", str(os.getpid()))
         _write(f"{path}/{name}", value)
 
 

@@ -8,10 +8,9 @@ import os
 import signal
 import socket
 import subprocess
-from pathlib import Path
 from typing import Protocol
 
-from silo.jail import cgroups
+from silo.jail.cgroups import Group
 
 
 class ProcessWatch(Protocol):
@@ -138,15 +137,14 @@ class CgroupedEnvironment(RunningEnvironment):
     and measured through them, so nothing it forked, however it detached, escapes either."""
 
     def __init__(
-        self, env_id: str, child: ProcessWatch, listen_sock: socket.socket, output_fd: int, groups: dict[str, Path]
+        self, env_id: str, child: ProcessWatch, listen_sock: socket.socket, output_fd: int, groups: Group
     ) -> None:
         super().__init__(env_id, child, listen_sock, output_fd)
         self.cgroups = groups
         # Usage is read every few seconds at most, the peak on every call.
-        self._usage = cgroups.MemoryGauge(groups["memory"], "memory.usage_in_bytes", keep_open=False)
-        self._peak = cgroups.MemoryGauge(groups["memory"], "memory.max_usage_in_bytes")
-        self._freezer = cgroups.Freezer(groups["freezer"])
-        self._cpu_shares: int | None = None  # the weight its MemorySize gives, read when first divided
+        self._usage = groups.usage_gauge()
+        self._peak = groups.peak_gauge()
+        self._freezer = groups.freezer()
 
     def freeze(self) -> None:
         self._freezer.freeze()
@@ -155,12 +153,10 @@ class CgroupedEnvironment(RunningEnvironment):
         self._freezer.thaw()
 
     def divide_cpu(self, divisor: int) -> None:
-        if self._cpu_shares is None:
-            self._cpu_shares = int((self.cgroups["cpu"] / "cpu.shares").read_text())
-        cgroups.set_cpu_shares(self.cgroups, self._cpu_shares // divisor)
+        self.cgroups.divide_cpu(divisor)
 
     def kill(self) -> None:
-        cgroups.kill_all(self.cgroups)
+        self.cgroups.kill_all()
         self._freezer.forget()
         self._child.kill()
 
@@ -178,4 +174,4 @@ class CgroupedEnvironment(RunningEnvironment):
         self._freezer.close()
 
     def oom_killed(self) -> bool:
-        return cgroups.oom_killed(self.cgroups)
+        return self.cgroups.oom_killed()

@@ -64,8 +64,13 @@ def make_sandbox(settings: Settings, policy: Path = seccomp.DEFAULT_POLICY) -> S
 def isolating_backends(settings: Settings, program: bytes) -> dict[str, Factory]:
     """How to build each backend that isolates tenants, with the compiled seccomp filter."""
     return {
-        "jail": lambda: JailSandbox(settings.env_dir, program, template_max_forks=settings.template_max_forks),
-        "gvisor": lambda: GvisorSandbox(settings.data_dir / "gvisor", program),
+        "jail": lambda: JailSandbox(
+            settings.env_dir,
+            program,
+            template_max_forks=settings.template_max_forks,
+            cgroup_base=settings.cgroup_base,
+        ),
+        "gvisor": lambda: GvisorSandbox(settings.data_dir / "gvisor", program, cgroup_base=settings.cgroup_base),
     }
 
 

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from silo.jail import cgroups
+from silo.jail.cgroups import CgroupUnavailable, Group, Limits
 from silo.runtimes import catalog
 from silo.sandbox import identity
 from silo.sandbox.base import LaunchFailed, LaunchSpec, SandboxUnavailable
@@ -78,32 +79,6 @@ def runsc_binary() -> str | None:
     return shutil.which("runsc")
 
 
-def group_paths(env_id: str) -> dict[str, Path]:
-    """The environment's cgroup in each controller silo uses (the same set as the jail's)."""
-    return {ctrl: cgroups.ROOT / ctrl / CGROUP_PARENT / env_id for ctrl in cgroups.CONTROLLERS}
-
-
-def create_groups(env_id: str, limits: cgroups.Limits) -> dict[str, Path]:
-    """Make the groups with the jail's limits before runsc starts. runsc joins groups it finds and,
-    not having made them, neither changes their limits nor removes them when the sandbox ends, so the
-    sandbox's peak memory and OOM count can still be read after it died."""
-    paths = group_paths(env_id)
-    for path in paths.values():
-        path.mkdir(parents=True, exist_ok=True)
-    values = {
-        paths["memory"] / "memory.limit_in_bytes": limits.memory_bytes,
-        # Swap counts against the same limit, so swapping out cannot stretch MemorySize.
-        paths["memory"] / "memory.memsw.limit_in_bytes": limits.memory_bytes,
-        paths["memory"] / "memory.swappiness": 0,
-        paths["pids"] / "pids.max": HOST_PIDS_MAX,
-        paths["cpu"] / "cpu.shares": limits.cpu_shares,
-    }
-    for path, value in values.items():
-        if path.exists():
-            path.write_text(str(value))
-    return paths
-
-
 def _exit_status(code: int) -> int:
     # `runsc run` exits with 128+N when the sandbox's init died of signal N, as a shell reports it.
     return -(code - 128) if 128 < code < 128 + 65 else code
@@ -117,10 +92,10 @@ class GvisorProcess(CgroupedEnvironment):
         env_id: str,
         child: ChildWatch,
         bundle: Path,
-        groups: dict[str, Path],
+        groups: Group,
         listen_sock: socket.socket,
         output_fd: int,
-        teardown: Callable[[str, dict[str, Path], Path], bool],
+        teardown: Callable[[str, Group, Path], bool],
         release_uid: Callable[[], None],
     ) -> None:
         super().__init__(env_id, child, listen_sock, output_fd, groups)
@@ -152,12 +127,14 @@ class GvisorProcess(CgroupedEnvironment):
 
 
 class GvisorSandbox:
-    """Stronger backend: a gVisor sandbox (separate kernel) per environment. Needs root, runsc and cgroup v1."""
+    """Stronger backend: a gVisor sandbox (separate kernel) per environment. Needs root, runsc, cgroups."""
 
     name = "gvisor"
     isolates = True
 
-    def __init__(self, root: Path, seccomp_filter: bytes = b"", runsc: str | None = None) -> None:
+    def __init__(
+        self, root: Path, seccomp_filter: bytes = b"", runsc: str | None = None, cgroup_base: str = ""
+    ) -> None:
         """`root` holds runsc's state and the environments' bundles; it belongs to this server alone."""
         if not seccomp_filter:
             # Never a step to skip: the relay installs it before the runtime starts, inside gVisor's kernel.
@@ -170,10 +147,12 @@ class GvisorSandbox:
             raise SandboxUnavailable("the gvisor backend needs runsc on PATH (Debian: apt-get install runsc)")
         if os.geteuid() != 0:
             raise SandboxUnavailable("the gvisor backend needs root (runsc creates namespaces and cgroups)")
-        if not cgroups.available():
-            raise SandboxUnavailable(
-                f"the gvisor backend needs cgroup v1 controllers {', '.join(cgroups.CONTROLLERS)} under {cgroups.ROOT}"
-            )
+        try:
+            # runsc joins the groups the daemon made and, not having made them, neither changes their limits
+            # nor removes them when the sandbox ends, so its peak memory and OOM count can still be read.
+            self._hierarchy = cgroups.open_hierarchy(CGROUP_PARENT, base=cgroup_base)
+        except (CgroupUnavailable, OSError) as exc:
+            raise SandboxUnavailable(f"the gvisor backend cannot use this host's cgroups: {exc}") from exc
         self._runsc = runsc
         self._root = root.resolve()
         self._state = self._root / "state"
@@ -203,17 +182,17 @@ class GvisorSandbox:
             )
             for container in listed.stdout.split():
                 log.info("removing gVisor sandbox %s left by a previous run", container)
-                self._teardown(container, group_paths(container), self._envs / container)
+                self._teardown(container, self._hierarchy.group(container), self._envs / container)
         if self._envs.is_dir():
             for bundle in self._envs.iterdir():
-                self._teardown(bundle.name, group_paths(bundle.name), bundle)
+                self._teardown(bundle.name, self._hierarchy.group(bundle.name), bundle)
         shutil.rmtree(self._root, ignore_errors=True)
         self._state.mkdir(parents=True, mode=0o700)
         self._envs.mkdir(mode=0o700)
 
-    def _teardown(self, container: str, groups: dict[str, Path], bundle: Path) -> bool:
+    def _teardown(self, container: str, groups: Group, bundle: Path) -> bool:
         """Blocking: delete the sandbox, its cgroups and its bundle; True when nothing of it is left."""
-        cgroups.kill_all(groups)
+        groups.kill_all()
         try:
             # Kills what still runs and removes runsc's own record; fails harmlessly when `runsc run` did it.
             subprocess.run(
@@ -224,7 +203,7 @@ class GvisorSandbox:
             )
         except subprocess.TimeoutExpired:
             log.error("runsc delete of %s did not finish within %.0f s", container, RUNSC_TIMEOUT_S)
-        removed = cgroups.remove(groups)
+        removed = groups.remove()
         shutil.rmtree(bundle, ignore_errors=True)
         return removed
 
@@ -259,9 +238,9 @@ class GvisorSandbox:
         for name, content in etc_files(uid, uid).items():
             (etc / name).write_text(content)
 
-    def _config(self, spec: LaunchSpec, layout: RuntimeLayout, uid: int, bundle: Path) -> dict[str, Any]:
+    def _config(self, spec: LaunchSpec, layout: RuntimeLayout, uid: int, bundle: Path, groups: Group) -> dict[str, Any]:
         """The OCI runtime configuration of one environment."""
-        limits = cgroups.Limits(spec.memory_mb)
+        limits = groups.limits
         ro = ["rbind", "ro", "nosuid", "nodev"]
         mounts: list[dict[str, Any]] = [
             {"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]},
@@ -304,10 +283,10 @@ class GvisorSandbox:
             "mounts": mounts,
             "linux": {
                 "namespaces": [{"type": t} for t in ("pid", "network", "ipc", "uts", "mount")],
-                # The groups the daemon made (create_groups): runsc joins them and leaves them to us.
-                "cgroupsPath": f"/{CGROUP_PARENT}/{spec.env_id}",
+                # The groups the daemon made: runsc joins them and leaves them to us.
+                "cgroupsPath": groups.runsc_path(),
                 "resources": {
-                    # Already in the groups (create_groups); runsc reads the memory limit to size the
+                    # Already in the groups; runsc reads the memory limit to size the
                     # sandbox's kernel, which reports it as its total memory.
                     "memory": {"limit": limits.memory_bytes, "swap": limits.memory_bytes},
                     "pids": {"limit": HOST_PIDS_MAX},
@@ -350,7 +329,7 @@ class GvisorSandbox:
         layout = runtime_layout(spec)
         uid = self._uids.take()
         bundle = self._envs / spec.env_id
-        groups: dict[str, Path] = {}
+        groups: Group | None = None
         opened: list[int] = []
         sock: socket.socket | None = None
         child: ChildWatch | None = None
@@ -360,8 +339,8 @@ class GvisorSandbox:
             # The gofer (root) opens the socket's directory; the environment's uid connects to it.
             os.chown(bundle / "uds", uid, uid)
             self._rootfs(bundle / "rootfs", layout, uid)
-            (bundle / "config.json").write_text(json.dumps(self._config(spec, layout, uid, bundle)))
-            groups = create_groups(spec.env_id, cgroups.Limits(spec.memory_mb))
+            groups = self._hierarchy.create(spec.env_id, Limits(spec.memory_mb), pids_max=HOST_PIDS_MAX)
+            (bundle / "config.json").write_text(json.dumps(self._config(spec, layout, uid, bundle, groups)))
             sock = self._api_socket(self._socket_path(spec.env_id), uid)
             doc = json.dumps(
                 {
@@ -407,8 +386,8 @@ class GvisorSandbox:
                     os.close(fd)
             loop = asyncio.get_running_loop()
             # Whatever got made so far: runsc's record, the cgroups (made or not), the bundle.
-            paths = groups or group_paths(spec.env_id)
-            if await loop.run_in_executor(None, self._teardown, spec.env_id, paths, bundle):
+            made = groups or self._hierarchy.group(spec.env_id)
+            if await loop.run_in_executor(None, self._teardown, spec.env_id, made, bundle):
                 self._uids.give_back(uid)
             raise
         os.set_blocking(out_r, False)

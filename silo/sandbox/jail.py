@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from silo.jail import cgroups
+from silo.jail.cgroups import CgroupUnavailable, Group
 from silo.jail.netlink import NetworkUnavailable
 from silo.jail.network import Lease, OutboundNetwork, resolv_conf
 from silo.jail.spec import JailSpec
@@ -96,11 +97,11 @@ class JailedProcess(CgroupedEnvironment):
         env_id: str,
         child: ProcessWatch,
         env_dir: Path,
-        groups: dict[str, Path],
+        groups: Group,
         listen_sock: socket.socket,
         output_fd: int,
         release_uid: Callable[[], None],
-        give_back_groups: Callable[[dict[str, Path]], Awaitable[bool]],
+        give_back_groups: Callable[[Group], Awaitable[bool]],
         release_network: Callable[[], None] = lambda: None,
         check_network: Callable[[], None] = lambda: None,
     ) -> None:
@@ -138,7 +139,7 @@ class JailedProcess(CgroupedEnvironment):
 
 
 class JailSandbox:
-    """Default backend: real kernel isolation for every environment. Needs root and cgroup v1."""
+    """Default backend: real kernel isolation for every environment. Needs root and cgroups (v1 or v2)."""
 
     name = "jail"
     isolates = True
@@ -149,8 +150,10 @@ class JailSandbox:
         seccomp_filter: bytes = b"",
         network_pool: str | None = None,
         template_max_forks: int = DEFAULT_MAX_FORKS,
+        cgroup_base: str = "",
     ) -> None:
-        """`template_max_forks`: environments one template forks before it is replaced; 0: no templates."""
+        """`template_max_forks`: environments one template forks before it is replaced; 0: no templates.
+        `cgroup_base`: on cgroup v2, the group to make the environments' groups under (see cgroup_v2)."""
         if not seccomp_filter:
             # Never a step to skip: without it, tenant code reaches the whole kernel surface.
             raise SandboxUnavailable(
@@ -162,33 +165,29 @@ class JailSandbox:
                 "the jail backend needs root (namespaces, cgroups, mounts); run silo as root, or choose "
                 "--sandbox process for development without isolation"
             )
-        if not cgroups.available():
-            raise SandboxUnavailable(
-                f"the jail backend needs cgroup v1 controllers {', '.join(cgroups.CONTROLLERS)} under "
-                f"{cgroups.ROOT}; none usable here"
-            )
         self._env_root = env_root
         self._filter_hex = seccomp_filter.hex()
         # Everything host-wide this daemon makes is named for its slot on the host, so that daemons sharing
         # a host (several data directories, tests) never sweep or reuse each other's cgroups, uids or links.
         self._identity = identity.claim(env_root)
         instance = self._identity.instance
-        self._cgroup_parent = f"{cgroups.PARENT}/{instance}"
+        try:
+            self._hierarchy = cgroups.open_hierarchy(f"{cgroups.PARENT}/{instance}", base=cgroup_base)
+        except (CgroupUnavailable, OSError) as exc:
+            identity.release(self._identity)
+            raise SandboxUnavailable(f"the jail backend cannot use this host's cgroups: {exc}") from exc
         self._uids = UidPool(base=self._identity.uid_base)
         self._network = OutboundNetwork(network_pool, instance, locks=identity.REGISTRY_DIR / "network")
         self._templates = Templates(template_command, template_max_forks) if template_max_forks > 0 else None
-        self._spares = SpareGroups(self._cgroup_parent)
+        self._spares = SpareGroups(self._hierarchy)
         self._sweep()
-        self._anchor = cgroups.FreezerAnchor(self._cgroup_parent)
+        self._hierarchy.anchor()
+        log.info("environments' cgroups: %s", self._hierarchy.describe())
 
     def _sweep(self) -> None:
         """Remove what a previous run of the daemon left: its environments died with it, their groups did not."""
-        for ctrl in cgroups.CONTROLLERS:
-            parent = cgroups.ROOT / ctrl / self._cgroup_parent
-            if parent.is_dir():
-                for group in parent.iterdir():
-                    if group.is_dir():
-                        cgroups.remove(cgroups.group_paths(group.name, self._cgroup_parent), timeout_s=2)
+        for group in self._hierarchy.leftovers():
+            group.remove(timeout_s=2)
         shutil.rmtree(self._env_root, ignore_errors=True)
         self._env_root.mkdir(parents=True, exist_ok=True)
         try:
@@ -201,7 +200,7 @@ class JailSandbox:
         uid = self._uids.take()
         env_dir = self._env_root / spec.env_id
         root_dir = env_dir / "root"
-        groups: dict[str, Path] = {}
+        groups: Group | None = None
         child: ProcessWatch | None = None
         key = template_key(spec) if self._templates is not None else None
         template = self._templates.ready(key) if self._templates is not None and key is not None else None
@@ -223,7 +222,7 @@ class JailSandbox:
                 root_dir=str(root_dir),
                 binds=layout.binds,
                 tmp_mb=spec.ephemeral_mb,
-                cgroups={k: str(v) for k, v in groups.items()},
+                cgroups=groups.join_paths(),
                 cwd=TASK_ROOT,
                 runtime_api_port=RUNTIME_API_PORT,
                 seccomp_filter=self._filter_hex,
@@ -270,13 +269,13 @@ class JailSandbox:
             listen_sock, connection = await self._await_ready(control, child, spec.env_id)
         except BaseException:
             # Its groups first: a forked environment's pid 1 outlives the process it was forked for.
-            if groups:
-                cgroups.kill_all(groups)
+            if groups is not None:
+                groups.kill_all()
             if child is not None and not child.exited.done():
                 child.kill()
                 await child.wait()
-            if groups:
-                await loop.run_in_executor(None, cgroups.remove, groups)
+            if groups is not None:
+                await loop.run_in_executor(None, groups.remove)
             if lease is not None:
                 with contextlib.suppress(NetworkUnavailable):
                     await loop.run_in_executor(None, self._network.release, lease)
@@ -322,15 +321,12 @@ class JailSandbox:
         if self._templates is not None:
             await self._templates.close()
         await self._spares.close()
-        self._anchor.close()
         try:
             await asyncio.get_running_loop().run_in_executor(None, self._network.close)
         except NetworkUnavailable as exc:
             log.error("could not remove this daemon's network: %s", exc)
+        self._hierarchy.close()
         identity.release(self._identity)
-        for ctrl in cgroups.CONTROLLERS:
-            with contextlib.suppress(OSError):
-                (cgroups.ROOT / ctrl / self._cgroup_parent).rmdir()
 
     async def _lease_network(self, env_id: str) -> Lease:
         try:

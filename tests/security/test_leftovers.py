@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from silo.jail import cgroups
 from silo.sandbox.identity import INSTANCE_SLOTS, UID_BASE, UID_COUNT, instance_of
 from silo.sandbox.spares import PREFIX
 from tests.support import SiloServer, create_python_function, make_client, payload_of
@@ -41,23 +42,37 @@ def jail_processes(uids: set[int] | None = None) -> list[int]:
     return found
 
 
+# The daemon's parent groups: one per v1 controller, one on v2 (its base is the root in these tests).
+CONTROLLERS = ("memory", "pids", "cpu", "freezer") if cgroups.version() == 1 else ("",)
+
+
+def daemon_parents(server: SiloServer) -> list[Path]:
+    instance = instance_of(server.data_dir / "environments")
+    return [cgroups.ROOT / ctrl / "silo" / instance for ctrl in CONTROLLERS]
+
+
+def unused_spare(group: Path) -> bool:
+    """A spare made ahead for environments to come: renamed for its environment when taken on v1; on v2
+    (no renaming) it keeps its name, but an environment's group holds its processes."""
+    if not group.name.startswith(PREFIX):
+        return False
+    events = group / "cgroup.events"
+    return not events.exists() or "populated 0" in events.read_text()
+
+
 def silo_cgroups(server: SiloServer) -> set[Path]:
     """The environments' cgroups of the server under test (silo/<daemon instance>/<environment>), but the
-    spares it makes ahead for environments to come (renamed for their environment when taken)."""
-    instance = instance_of(server.data_dir / "environments")
+    spares it makes ahead for environments to come."""
     out: set[Path] = set()
-    for ctrl in ("memory", "pids", "cpu", "freezer"):
-        parent = Path("/sys/fs/cgroup") / ctrl / "silo" / instance
+    for parent in daemon_parents(server):
         if parent.is_dir():
-            groups = [p for p in parent.iterdir() if p.is_dir()]
-            out.update(p for p in groups if not p.name.startswith(PREFIX))
+            out.update(p for p in parent.iterdir() if p.is_dir() and not unused_spare(p))
     return out
 
 
 def spare_cgroups(server: SiloServer) -> int:
-    instance = instance_of(server.data_dir / "environments")
-    parent = Path("/sys/fs/cgroup/memory/silo") / instance
-    return sum(1 for p in parent.iterdir() if p.name.startswith(PREFIX)) if parent.is_dir() else 0
+    parent = daemon_parents(server)[0]
+    return sum(1 for p in parent.iterdir() if unused_spare(p)) if parent.is_dir() else 0
 
 
 def test_hundreds_of_environments_leave_nothing(lambda_client: Any, unique_name: str, silo_server: SiloServer) -> None:
@@ -144,5 +159,5 @@ def test_a_stopped_server_leaves_nothing(tmp_path: Path) -> None:
     while jail_processes(uids) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert jail_processes(uids) == [], "no environment outlives its daemon's shutdown"
-    for ctrl in ("memory", "pids", "cpu", "freezer"):
-        assert not (Path("/sys/fs/cgroup") / ctrl / "silo" / instance).exists(), f"{ctrl} groups of the daemon remain"
+    for ctrl in CONTROLLERS:
+        assert not (cgroups.ROOT / ctrl / "silo" / instance).exists(), f"{ctrl or 'the'} groups of the daemon remain"

@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 
 from silo.jail import seccomp
+from silo.jail.cgroup_v1 import V1Group
+from silo.jail.cgroups import Limits
 from silo.sandbox import gvisor
 from silo.sandbox.base import LaunchSpec, SandboxUnavailable
 from silo.sandbox.layout import runtime_layout
@@ -33,7 +35,8 @@ def test_exit_status_of_runsc_run() -> None:
 def test_bundle_is_locked_down(tmp_path: Path) -> None:
     sandbox = gvisor.GvisorSandbox.__new__(gvisor.GvisorSandbox)  # no runsc needed to build a bundle
     spec = LaunchSpec("e1", "provided.al2023", {"SECRET": "s"}, tmp_path, memory_mb=256, ephemeral_mb=600)
-    config = sandbox._config(spec, runtime_layout(spec), 300_123, tmp_path)
+    groups = V1Group(Path("/sys/fs/cgroup"), gvisor.CGROUP_PARENT, "e1", Limits(256))  # a handle, not made
+    config = sandbox._config(spec, runtime_layout(spec), 300_123, tmp_path, groups)
     process = config["process"]
     assert process["user"] == {"uid": 300_123, "gid": 300_123}
     assert all(caps == [] for caps in process["capabilities"].values())
@@ -46,6 +49,7 @@ def test_bundle_is_locked_down(tmp_path: Path) -> None:
     assert all("ro" in m["options"] for m in config["mounts"] if m["type"] == "bind")
     assert {"type": "network"} in config["linux"]["namespaces"]
     assert config["linux"]["resources"]["memory"]["limit"] == 256 << 20
+    assert config["linux"]["cgroupsPath"] == "/silo-gvisor/e1", "the groups the daemon made"
     assert "--network=none" in gvisor.RUNSC_FLAGS and "--platform=ptrace" in gvisor.RUNSC_FLAGS
 
 

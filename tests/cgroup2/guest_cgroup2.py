@@ -1,0 +1,229 @@
+"""What only a cgroup-v2 host shows: the files silo writes for an environment, the kernel's answers to
+them, and where silo puts its subtree. Run inside the cgroup-v2 VM by test_cgroup2_vm.py (the file name
+keeps it out of the host's collection, where v1 would make every check here meaningless)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from silo.jail import cgroups, seccomp
+from silo.jail.cgroup_v2 import DAEMON_LEAF, V2Group, V2Hierarchy, own_group
+from silo.jail.cgroups import CgroupUnavailable, Limits
+from silo.sandbox.base import SandboxUnavailable
+from silo.sandbox.jail import JailSandbox
+
+ROOT = cgroups.ROOT
+
+
+@pytest.fixture
+def hierarchy() -> Iterator[V2Hierarchy]:
+    made = cgroups.open_hierarchy(f"{cgroups.PARENT}/test-{uuid.uuid4().hex[:8]}")
+    assert isinstance(made, V2Hierarchy)
+    yield made
+    for group in made.leftovers():
+        group.remove(timeout_s=2)
+    made.close()
+
+
+def start_in(group: V2Group, code: str) -> subprocess.Popen[bytes]:
+    """A Python process that joins `group` before it starts."""
+
+    def join() -> None:
+        (group.path / "cgroup.procs").write_text(str(os.getpid()))
+
+    return subprocess.Popen([sys.executable, "-S", "-c", code], preexec_fn=join)
+
+
+def read(group: V2Group, name: str) -> str:
+    return (group.path / name).read_text().strip()
+
+
+def events(group: V2Group, name: str) -> dict[str, int]:
+    return {k: int(v) for k, v in (line.split() for line in read(group, name).splitlines())}
+
+
+def wait_for(condition: object, seconds: float = 30) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if callable(condition) and condition():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_the_host_is_cgroup_v2_only() -> None:
+    assert cgroups.version() == 2
+    mounts = [line.split()[2] for line in Path("/proc/mounts").read_text().splitlines()]
+    assert "cgroup2" in mounts and "cgroup" not in mounts, "no v1 hierarchy to fall back on"
+
+
+def test_an_environments_group_has_every_limit(hierarchy: V2Hierarchy) -> None:
+    group = hierarchy.create("env", Limits(256))
+    assert isinstance(group, V2Group)
+    assert read(group, "memory.max") == str(256 << 20)
+    assert read(group, "memory.swap.max") == "0"
+    assert read(group, "memory.oom.group") == "1"
+    assert read(group, "pids.max") == "1024"
+    assert read(group, "cpu.weight") == str(Limits(256).cpu_weight) == "144"
+    group.divide_cpu(4)
+    assert read(group, "cpu.weight") == "36", "a tenant's four busy environments share one weight"
+    for name in ("memory", "pids", "cpu"):
+        assert name in read(group, "cgroup.controllers").split()
+    assert hierarchy.describe().startswith("cgroup v2")
+
+
+def test_freeze_stops_every_process_and_kill_ends_them_frozen(hierarchy: V2Hierarchy) -> None:
+    group = hierarchy.create("env", Limits(128))
+    assert isinstance(group, V2Group)
+    marker = Path(f"/tmp/ticks-{uuid.uuid4().hex[:8]}")
+    code = f"""
+import os, time
+if os.fork() == 0:
+    os.setsid()  # detached, as a tenant's background process would be
+while True:
+    with open({str(marker)!r}, "a") as f:
+        f.write("x")
+    time.sleep(0.01)
+"""
+    proc = start_in(group, code)
+    assert wait_for(lambda: len(group.pids()) == 2 and marker.exists() and marker.stat().st_size > 10)
+    freezer = group.freezer()
+    freezer.freeze()
+    assert wait_for(lambda: events(group, "cgroup.events")["frozen"] == 1), "the kernel reports it frozen"
+    size = marker.stat().st_size
+    time.sleep(0.5)
+    assert marker.stat().st_size == size, "nothing of it runs while frozen"
+    freezer.thaw()
+    assert wait_for(lambda: marker.stat().st_size > size), "it runs again once thawed"
+    freezer.freeze()
+    group.kill_all()  # cgroup.kill: both die, frozen as they are, the detached one too
+    assert wait_for(lambda: group.pids() == [])
+    assert proc.wait(timeout=10) == -9
+    freezer.close()
+    assert group.remove()
+    assert not group.path.exists()
+
+
+def test_an_oom_kills_the_whole_environment_and_is_reported(hierarchy: V2Hierarchy) -> None:
+    group = hierarchy.create("env", Limits(64))
+    assert isinstance(group, V2Group)
+    code = """
+import os, time
+if os.fork() == 0:
+    time.sleep(600)  # a bystander in the same environment
+time.sleep(0.3)
+x = bytearray(200 << 20)
+"""
+    proc = start_in(group, code)
+    assert proc.wait(timeout=60) == -9
+    assert wait_for(lambda: group.pids() == []), "memory.oom.group: the bystander dies too"
+    assert group.oom_killed()
+    peak = group.peak_gauge()
+    assert 32 < (peak.mib() or 0) <= 64, "Max Memory Used reaches the limit"
+    peak.close()
+
+
+def test_a_fork_bomb_stops_at_the_pids_limit(hierarchy: V2Hierarchy) -> None:
+    group = hierarchy.create("env", Limits(256))
+    assert isinstance(group, V2Group)
+    code = """
+import os, time
+children = 0
+try:
+    while True:
+        if os.fork() == 0:
+            time.sleep(60)
+            os._exit(0)
+        children += 1
+except BlockingIOError:
+    pass
+print(children, flush=True)
+os._exit(0)
+"""
+    out = subprocess.run(
+        [sys.executable, "-S", "-c", code],
+        preexec_fn=lambda: (group.path / "cgroup.procs").write_text(str(os.getpid())),
+        capture_output=True,
+        timeout=300,
+    )
+    assert int(out.stdout) == cgroups.PIDS_MAX - 1, out
+    assert events(group, "pids.events")["max"] >= 1
+    group.kill_all()
+    assert wait_for(lambda: group.pids() == [])
+
+
+def test_a_delegated_unit_group_becomes_silos_parent_and_the_daemon_moves_to_a_leaf() -> None:
+    """As systemd runs silo with Delegate=yes: the unit's group, marked delegated, holds the daemon."""
+    unit = ROOT / f"silo-test-{uuid.uuid4().hex[:8]}.service"
+    unit.mkdir()
+    os.setxattr(unit, "trusted.delegate", b"1")
+    code = f"""
+import json, sys
+sys.path.insert(0, {str(Path(__file__).resolve().parents[2])!r})
+from silo.jail import cgroups
+from silo.jail.cgroup_v2 import own_group
+h = cgroups.open_hierarchy("silo/7")
+g = h.create("env", cgroups.Limits(128))
+print(json.dumps({{"own": own_group(), "describe": h.describe(), "group": g.runsc_path()}}))
+g.remove()
+h.close()
+"""
+    try:
+        out = subprocess.run(
+            [sys.executable, "-S", "-c", code],
+            preexec_fn=lambda: (unit / "cgroup.procs").write_text(str(os.getpid())),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert out.returncode == 0, out.stderr
+        found = json.loads(out.stdout)
+        assert found["own"] == f"/{unit.name}/{DAEMON_LEAF}", "the daemon left the unit's group for a leaf"
+        assert found["group"] == f"/{unit.name}/silo/7/env"
+        assert set("memory pids cpu".split()) <= set((unit / "cgroup.subtree_control").read_text().split())
+    finally:
+        for group in sorted(unit.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+            if group.is_dir():
+                group.rmdir()
+        unit.rmdir()
+
+
+def test_an_undelegated_group_of_the_daemon_is_left_alone() -> None:
+    """Started from a shell in some session's group (not delegated): the subtree goes at the root."""
+    assert own_group() == "/" or not own_group().endswith(DAEMON_LEAF)
+    made = cgroups.open_hierarchy(f"{cgroups.PARENT}/test-{uuid.uuid4().hex[:8]}")
+    try:
+        assert made.describe().startswith(f"cgroup v2, {ROOT}/{cgroups.PARENT}/test-")
+    finally:
+        made.close()
+
+
+def test_a_base_that_cannot_hold_environments_refuses(tmp_path: Path) -> None:
+    with pytest.raises(CgroupUnavailable, match="does not exist"):
+        cgroups.open_hierarchy("silo/1", base="no-such-group")
+    # A group whose parent gives it no memory controller.
+    outer = ROOT / f"silo-test-{uuid.uuid4().hex[:8]}"
+    inner = outer / "inner"
+    inner.mkdir(parents=True)
+    try:
+        (outer / "cgroup.subtree_control").write_text("+pids")
+        with pytest.raises(CgroupUnavailable, match="memory, cpu are not available"):
+            cgroups.open_hierarchy("silo/1", base=str(inner.relative_to(ROOT)))
+        with pytest.raises(SandboxUnavailable, match="cannot use this host's cgroups"):
+            JailSandbox(
+                tmp_path / "envs",
+                seccomp.compile_filter(seccomp.load_policy()),
+                cgroup_base=str(inner.relative_to(ROOT)),
+            )
+    finally:
+        inner.rmdir()
+        outer.rmdir()
