@@ -37,6 +37,13 @@ class ServiceException(LambdaError):
     status = 500
 
 
+class PlatformError(ServiceException):
+    """silo itself failed a call: it could not build or keep an environment for it (a cgroup, a namespace, a
+    mount, the seccomp filter, a template), or an internal check refused it. Lambda's ServiceException on
+    the wire; a type of its own so that no layer takes it for the function's error, and so that the
+    async dispatcher retries it without using one of the event's attempts."""
+
+
 class ResourceNotFoundException(LambdaError):
     code = "ResourceNotFoundException"
     status = 404

@@ -5,6 +5,7 @@
     GET /silo/v1/functions/{name}/tenants                ?limit= &cursor=
     GET /silo/v1/functions/{name}/tenants/{tenant}
     GET /silo/v1/metering                                ?function= &tenant= &from= &to= &limit= &cursor=
+    GET /silo/v1/server                                  the sandbox backends; whether tenants are isolated
 
 Times (`since`, `until`, `from`, `to`) are epoch milliseconds, a duration back from now (`90s`,
 `10m`, `2h`, `7d`) or an ISO 8601 time. Logs come oldest first; without `cursor` or `since` the
@@ -222,6 +223,24 @@ class TelemetryRoutes:
             )
         return render.json_response({"FunctionName": function, **tenant_document(summary)})
 
+    async def server(self, request: Request) -> Response:
+        isolation = self.telemetry.isolation
+        isolated = bool(isolation) and all(isolation.values())  # not told yet: nothing is promised
+        body: dict[str, Any] = {
+            "Sandbox": self.telemetry.default_backend,
+            "TenantIsolation": isolated,
+            "Backends": [{"Name": name, "IsolatesTenants": isolates} for name, isolates in sorted(isolation.items())],
+            "Since": iso_time(self.telemetry.started_at),
+        }
+        if not isolated:
+            unisolated = ", ".join(sorted(name for name, isolates in isolation.items() if not isolates))
+            body["Warning"] = (
+                f"Tenants are NOT isolated on this server: the {unisolated or 'unknown'} backend runs environments "
+                "as plain processes sharing the host's processes, network and files. Development only; never "
+                "run untrusted code here."
+            )
+        return render.json_response(body)
+
     async def metering(self, request: Request) -> Response:
         q = request.query_params
         query = MeteringQuery(
@@ -276,4 +295,5 @@ def routes(functions: FunctionResolver, telemetry: Telemetry) -> list[Route]:
         Route(fn + "/tenants", h.tenants, methods=["GET"]),
         Route(fn + "/tenants/{tenant_id:path}", h.tenant, methods=["GET"]),
         Route("/silo/v1/metering", h.metering, methods=["GET"]),
+        Route("/silo/v1/server", h.server, methods=["GET"]),
     ]

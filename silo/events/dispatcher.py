@@ -212,6 +212,11 @@ class Dispatcher:
             result = await self.router.invoke(EnvKey(spec.function_arn, spec.version, ev.tenant_id), spec, inv)
         except errors.TooManyRequestsException as exc:
             return await self._defer(ev, "throttled", exc.members.get("Reason"), policy)
+        except errors.PlatformError as exc:
+            # silo failed, not the function: Lambda's retry attempts count the function's errors only, so
+            # the event runs again later, with all of them, once the platform is back.
+            log.warning("async event %s of %s waits: %s", ev.request_id, ev.function_name, exc.message)
+            return await self._defer(ev, "unavailable", f"{exc.code}: {exc.message}", policy)
         failed = result.function_error is not None
         runs = ev.runs + 1
         step = decide.after_run(

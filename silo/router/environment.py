@@ -17,9 +17,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from silo import errors
 from silo.runtime_api.server import RuntimeChannel, RuntimeReply
 from silo.runtimes import catalog
-from silo.sandbox.base import LaunchSpec, Sandbox, SandboxProcess
+from silo.sandbox.base import LaunchSpec, RuntimeUnstartable, Sandbox, SandboxProcess
 from silo.telemetry import logs
 from silo.telemetry.platform import Report, status_of
 from silo.types import ColdStart, EnvKey, EnvState, FunctionError, FunctionSpec, Invocation, InvocationResult
@@ -73,6 +74,21 @@ def _check_bootstrap(code_dir: Path) -> None:
         raise ValueError("the bootstrap at the root of the code is not executable (chmod +x before zipping)")
 
 
+class TenantMismatch(errors.PlatformError):
+    """An environment was asked to serve a tenant other than its own, or a bound stem to be bound again.
+    Never the caller's doing: a fault of silo, caught before any tenant code saw the call."""
+
+
+def _platform_failure(request_id: str) -> errors.PlatformError:
+    # What the caller learns: the failure is silo's and the function did not run. The cause (paths of the
+    # host, cgroups, other tenants) stays in the daemon's log.
+    return errors.PlatformError(
+        f"RequestId: {request_id} Error: silo could not provide an execution environment for this call, so "
+        "the function did not run. This is a failure of the server, not of the function: retry the call; "
+        "the server's log says which step failed."
+    )
+
+
 class _Expired(Exception):
     """The invocation's timeout passed before its runtime answered."""
 
@@ -94,6 +110,9 @@ async def _first(*aws: asyncio.Future[Any], timeout: float) -> asyncio.Future[An
             return fut
     return None
 
+
+# The states of an environment bound to its tenant.
+_BOUND = (EnvState.IDLE, EnvState.BUSY)
 
 # Memory an environment holds beyond what its cgroup is charged (measured during development: each idle
 # environment took 4.6 MiB off the host's available memory while its cgroup's usage was 2.7 MiB), and what
@@ -139,7 +158,11 @@ class Environment:
         self._started_at = 0.0
         self._init_done_at = 0.0
         self._init_ms: float | None = None
+        # Why the environment cannot serve: the function's fault (its bootstrap), or the platform's.
         self._launch_error: str | None = None
+        self._platform_error: str | None = None
+        # Whether the backend isolates it from other tenants and the host (the REPORT line says when not).
+        self.isolated = True
         # Set when start() has finished, well or not: a stem may be bound while it is still launching.
         self._launched = asyncio.Event()
         self._starting = False
@@ -187,6 +210,7 @@ class Environment:
 
     async def _start(self, sandbox: Sandbox) -> None:
         self._started_at = time.monotonic()
+        self.isolated = sandbox.isolates
         stream = logs.stream_name(self.spec.version)
         spec = LaunchSpec(
             env_id=self.id,
@@ -201,10 +225,15 @@ class Environment:
             if catalog.is_custom(self.spec.runtime):
                 _check_bootstrap(self.spec.code_dir)
             self._process = await sandbox.launch(spec)
-        except (OSError, ValueError) as exc:
-            # The runtime could not even be started: a custom runtime without an executable bootstrap.
+        except (ValueError, RuntimeUnstartable) as exc:
+            # The function's runtime could not even be started: a custom runtime without an executable bootstrap.
             self._launch_error = str(exc)
             self.state = EnvState.DEAD
+            return
+        except Exception as exc:
+            # Everything else is the platform's (LaunchFailed names the jail's step that failed): the caller
+            # gets silo's error, never the function's.
+            self._platform_failed(f"could not be started by the {sandbox.name} backend: {exc}", exc)
             return
         if self._process.forked and self.origin is ColdStart.FULL:
             self.origin = ColdStart.FORK
@@ -250,7 +279,30 @@ class Environment:
     def bind(self, key: EnvKey) -> None:
         """Give a stem to its tenant, for life; the runtime learns the tenant with its first event.
 
-        Raises OSError when the backend says the stem, grown earlier, may no longer be used."""
+        Raises OSError when the backend says the stem, grown earlier, may no longer be used, and
+        TenantMismatch, having ended the environment, when it is not an unbound stem of that version: an
+        environment never changes tenant."""
+        bound = self.origin is not ColdStart.STEM or self.key.tenant_id is not None or self.state in _BOUND
+        if bound or (key.function_arn, key.version) != (self.key.function_arn, self.key.version):
+            log.error(
+                "TENANT ISOLATION CHECK FAILED: environment %s of %s (%s, tenant %r, %s) was to be bound to "
+                "%s for tenant %r; it is not an unbound stem of that version, so it was ended",
+                self.id,
+                self.spec.function_name,
+                self.key.version,
+                self.key.tenant_id,
+                self.state.value,
+                key.version,
+                key.tenant_id,
+            )
+            self.kill()
+            if self._telemetry is not None:
+                self._telemetry.platform_error(self.spec.function_name, "tenant_isolation")
+            raise TenantMismatch(
+                "silo refused to hand an execution environment to this call: an internal check of tenant "
+                "isolation failed, so the function did not run. This is a fault of the server, not of the "
+                "function; the server's log has the details."
+            )
         if self._process is not None:
             self._process.revalidate()
         self.key = key
@@ -261,7 +313,12 @@ class Environment:
             self._telemetry.environment_created(self.id, self.spec, key.tenant_id)
 
     async def invoke(self, inv: Invocation) -> InvocationResult:
-        """Run one invocation to its end: an answer, a function error, a timeout or a crash."""
+        """Run one invocation to its end: an answer, a function error, a timeout or a crash.
+
+        Raises PlatformError when silo cannot provide the environment (it could not be built, or be thawed),
+        and TenantMismatch, having ended the environment, when `inv` is not of its tenant."""
+        if inv.tenant_id != self.key.tenant_id:
+            self._refuse_tenant(inv)
         self.invocations += 1
         await self._launched.wait()
         self.last_used = time.monotonic()
@@ -271,11 +328,15 @@ class Environment:
             try:
                 self._process.revalidate()
             except OSError as exc:
-                self.kill()  # close() still cleans it up: the process stays known
-                self._launch_error = str(exc)
+                self._platform_failed(f"may no longer be used: {exc}", exc)  # close() still cleans it up
                 unusable = True
         if not unusable and self._process is not None and not self._thawed():
             unusable = True
+        if self._launch_error is None and (self._process is None or self._stream is None or self._exited is None):
+            # Not the function's doing either: ended before its launch began, or a launch that raised.
+            self._platform_error = self._platform_error or "was ended before it could serve"
+        if self._platform_error is not None:
+            raise _platform_failure(inv.request_id)
         if unusable or self._process is None or self._stream is None or self._exited is None:
             failed = InvocationResult(
                 _error_payload(
@@ -306,6 +367,7 @@ class Environment:
             self._init_ms if cold else None,
             status_of(error, self.state is EnvState.DEAD, payload),
             self.origin.value if cold and self.origin is not ColdStart.FULL else None,
+            isolated=self.isolated,
         )
         record = self._stream.end(report)
         result = InvocationResult(
@@ -404,11 +466,43 @@ class Environment:
         try:
             self._process.thaw()
         except OSError as exc:
-            log.error("environment %s of %s could not be thawed (%s); ending it", self.id, self.spec.function_name, exc)
-            self.kill()
-            self._launch_error = f"the environment could not be thawed: {exc}"
+            self._platform_failed(f"could not be thawed: {exc}", exc)
             return False
         return True
+
+    def _platform_failed(self, what: str, exc: BaseException) -> None:
+        """silo, not the function, failed this environment: end it, and say in the log what failed."""
+        self._platform_error = what
+        self.kill()
+        if self._telemetry is not None:
+            self._telemetry.platform_error(self.spec.function_name, "environment")
+        # An OSError names its step (LaunchFailed: the jail's); anything else is a bug, worth its traceback.
+        log.error(
+            "environment %s of %s %s",
+            self.id,
+            self.spec.function_name,
+            what,
+            exc_info=None if isinstance(exc, OSError) else exc,
+        )
+
+    def _refuse_tenant(self, inv: Invocation) -> None:
+        self.kill()
+        if self._telemetry is not None:
+            self._telemetry.platform_error(self.spec.function_name, "tenant_isolation")
+        log.error(
+            "TENANT ISOLATION CHECK FAILED: environment %s of %s belongs to tenant %r and was handed request %s "
+            "of tenant %r; the environment was ended and the call refused",
+            self.id,
+            self.spec.function_name,
+            self.key.tenant_id,
+            inv.request_id,
+            inv.tenant_id,
+        )
+        raise TenantMismatch(
+            f"RequestId: {inv.request_id} Error: silo refused to run this call: an internal check of tenant "
+            "isolation failed, so the function did not run. This is a fault of the server, not of the function; "
+            "the server's log has the details."
+        )
 
     def _process_ended(self, _: asyncio.Future[int]) -> None:
         reply = self._reply

@@ -23,7 +23,7 @@ from typing import cast
 
 from silo import errors
 from silo.router import limits
-from silo.router.environment import Environment
+from silo.router.environment import Environment, TenantMismatch
 from silo.router.fairness import FairQueue
 from silo.router.placement import Choice, place
 from silo.router.stems import StemKey, StemPolicy, StemPools
@@ -64,6 +64,9 @@ class Router:
         self.sandbox = sandbox
         self.sandboxes = {sandbox.name: sandbox, **(others or {})}
         self.telemetry = telemetry
+        if telemetry is not None:
+            # Whether tenants are isolated is for everyone to read: /metrics and /silo/v1/server say it.
+            telemetry.backends(sandbox.name, {name: b.isolates for name, b in self.sandboxes.items()})
         self.account = account or limits.AccountLimits()
         self._reserved_total = reserved_total
         self.keep_alive_s = keep_alive_s
@@ -241,6 +244,11 @@ class Router:
             self.stems.add((key.function_arn, key.version, spec.revision_id), stem, stem.spec.memory_mb)
             self._forget(stem)
             return None
+        except TenantMismatch:
+            # bind() ended it (it was no unbound stem): out of every count, and the call fails loudly.
+            self.stems.add((key.function_arn, key.version, spec.revision_id), stem, stem.spec.memory_mb)
+            self._forget(stem)
+            raise
         self._pools.setdefault(key, []).append(stem)
         self._envs_tenant[(key.function_arn, key.tenant_id)] += 1
         return stem

@@ -12,10 +12,10 @@ a few increments under prometheus_client's own per-series locks.
 from __future__ import annotations
 
 from collections import Counter as Tally
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import NamedTuple
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -118,6 +118,20 @@ class Metrics:
             ["function"],
             registry=r,
         )
+        self.platform_errors = Counter(
+            "silo_platform_errors",
+            "Calls failed by silo itself, not the function (ServiceException): an environment that could not be "
+            "built or kept (cause=environment), or a tenant isolation check (cause=tenant_isolation).",
+            ["function", "cause"],
+            registry=r,
+        )
+        self._isolation = Gauge(
+            "silo_tenant_isolation",
+            "Whether each sandbox backend of this server isolates tenants: 1, or 0 for the development backend "
+            "(process), which isolates nothing.",
+            ["backend"],
+            registry=r,
+        )
         self._environments = _EnvironmentGauge(tenant_labels)
         r.register(self._environments)
         self._children: dict[tuple[str, str | None], _Children] = {}
@@ -167,6 +181,13 @@ class Metrics:
 
     def evicted(self, function: str, reason: str) -> None:
         self.evictions.labels(function, reason).inc()
+
+    def platform_error(self, function: str, cause: str) -> None:
+        self.platform_errors.labels(function, cause).inc()
+
+    def tenant_isolation(self, isolates: Mapping[str, bool]) -> None:
+        for backend, isolated in isolates.items():
+            self._isolation.labels(backend).set(1 if isolated else 0)
 
     def watch_environments(self, source: Callable[[], Iterable[EnvironmentView]]) -> None:
         self._environments.source = source

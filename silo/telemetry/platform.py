@@ -35,6 +35,8 @@ class Report:
     # How the environment came to be when it was not a plain start: "stem" (initialised ahead, bound to
     # its tenant on this call) or "fork" (forked from a template). Shown after Init Duration.
     init_kind: str | None = None
+    # False when the backend isolates nothing (the process one): every report says so, for whoever reads it.
+    isolated: bool = True
 
 
 def status_of(error: FunctionError | None, environment_dead: bool, payload: bytes) -> str:
@@ -58,6 +60,7 @@ def report_line(
     max_memory_mb: int | None,
     init_ms: float | None,
     init_kind: str | None = None,
+    isolated: bool = True,
 ) -> str:
     parts = [
         f"REPORT RequestId: {request_id}",
@@ -70,7 +73,13 @@ def report_line(
     if init_ms is not None:
         # A parser of Lambda's line reads "Init Duration: <n> ms" and stops there; the kind follows it.
         parts.append(f"Init Duration: {init_ms:.2f} ms" + (f" ({init_kind})" if init_kind else ""))
+    if not isolated:
+        # Last, after Lambda's own fields, as Lambda appends its XRAY ones: parsers of its line still work.
+        parts.append(UNISOLATED_FIELD)
     return "\t".join(parts) + "\t\n"
+
+
+UNISOLATED_FIELD = "Isolation: none (development backend: tenants are not isolated)"
 
 
 def iso_time(now: float) -> str:
@@ -122,6 +131,7 @@ class PlatformRecords:
                     report.max_memory_mb,
                     report.init_ms,
                     report.init_kind,
+                    report.isolated,
                 ),
             ]
         out = []
@@ -148,9 +158,8 @@ class PlatformRecords:
                 metrics["initDurationMs"] = round(report.init_ms, 3)
                 if report.init_kind:
                     metrics["initType"] = report.init_kind
-            out.append(
-                self._json(
-                    "platform.report", {"requestId": report.request_id, "metrics": metrics, "status": report.status}
-                )
-            )
+            record: dict[str, Any] = {"requestId": report.request_id, "metrics": metrics, "status": report.status}
+            if not report.isolated:
+                record["isolation"] = "none"  # silo's own member: the development backend isolates nothing
+            out.append(self._json("platform.report", record))
         return out

@@ -8,7 +8,7 @@ per-tenant summary, and appending to the spool that writes logs and metering eve
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from silo.telemetry import logs
@@ -40,12 +40,21 @@ class Telemetry:
         self.log_allowances = TenantAllowances(log_rates)
         self.started_at = time.time()
         self._environments: Callable[[], Iterable[EnvironmentView]] = lambda: ()
+        # The backend that runs functions by default, and whether each backend isolates tenants.
+        self.default_backend = ""
+        self.isolation: dict[str, bool] = {}
 
     # Wiring and lifecycle.
     def watch_environments(self, source: Callable[[], Iterable[EnvironmentView]]) -> None:
         """Where live environments are counted from, at scrape or read time (the router)."""
         self._environments = source
         self.metrics.watch_environments(source)
+
+    def backends(self, default: str, isolates: Mapping[str, bool]) -> None:
+        """The server's backends, and which isolate tenants (the router's, once it has them)."""
+        self.default_backend = default
+        self.isolation = dict(isolates)
+        self.metrics.tenant_isolation(isolates)
 
     def start(self) -> None:
         self.spool.start()
@@ -84,6 +93,10 @@ class Telemetry:
         self.tenants.invocation(
             spec.function_name, tenant_id, result.duration_ms, failed, result.cold_start, int(time.time() * 1000)
         )
+
+    def platform_error(self, function: str, cause: str) -> None:
+        """silo failed a call of `function` itself (`cause`: environment, or tenant_isolation for a check)."""
+        self.metrics.platform_error(function, cause)
 
     # Hooks of the router.
     def throttled(self, function: str, reason: str, tenant_id: str | None = None) -> None:

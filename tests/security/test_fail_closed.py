@@ -51,9 +51,7 @@ def test_auto_without_root_refuses_to_start_and_says_what_to_do(tmp_path: Path) 
     assert "--sandbox process" in out and "sudo make run" in out, out
     assert "Traceback" not in out, out
     assert "serving the Lambda API" not in out, out
-
-
-def test_the_unisolated_backend_starts_only_when_named_and_warns(tmp_path: Path) -> None:
+    # Named, the unisolated backend starts, and says what it is.
     server = serve_as_a_user(tmp_path / "data", "--sandbox", "process")
     assert server.stdout is not None
     lines = []
@@ -73,7 +71,7 @@ def test_the_unisolated_backend_starts_only_when_named_and_warns(tmp_path: Path)
 def run_jail(tmp_path: Path, seccomp_filter: str) -> tuple[bytes, int]:
     """Run the jail as the daemon does, up to its answer; (the answer, the jail's exit status)."""
     root = tmp_path / "root"
-    root.mkdir()
+    root.mkdir(parents=True)
     spec = JailSpec(
         env_id="fail-closed",
         argv=["/bin/true"],
@@ -110,14 +108,11 @@ def run_jail(tmp_path: Path, seccomp_filter: str) -> tuple[bytes, int]:
 
 def test_the_jail_refuses_to_run_an_environment_without_a_seccomp_filter(tmp_path: Path) -> None:
     # Before, the jail skipped the step when the filter was empty and the runtime ran unfiltered.
-    answer, status = run_jail(tmp_path, "")
+    answer, status = run_jail(tmp_path / "unfiltered", "")
     assert answer.startswith(b"error install the seccomp filter: "), answer
     assert b"empty" in answer, answer
     assert status == 126
-
-
-def test_the_same_jail_with_its_filter_gets_ready(tmp_path: Path) -> None:
-    # The case above fails at the seccomp step, not at one before it.
-    answer, status = run_jail(tmp_path, seccomp.compile_filter(seccomp.load_policy()).hex())
+    # The same jail with its filter gets ready: the case above fails at the seccomp step, not before it.
+    answer, status = run_jail(tmp_path / "filtered", seccomp.compile_filter(seccomp.load_policy()).hex())
     assert answer == b"ready", answer
     assert status == 0
