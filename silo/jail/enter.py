@@ -522,7 +522,8 @@ def jail(
     template closes once it has reaped this process (see `environment_main`)."""
     step("join cgroups", control, join_cgroups, spec.cgroups)
     step("unshare namespaces", control, syscalls.unshare, NAMESPACES)
-    pid = os.fork()
+    # The first fork inside the environment's groups: their pids limit (or a host out of pids) refuses it.
+    pid: int = step("fork pid 1 of the new namespaces", control, os.fork)
     if pid == 0:
         if report_fd >= 0:
             os.close(report_fd)
