@@ -54,6 +54,11 @@ def test_every_report_line_of_the_development_backend_says_tenants_are_not_isola
         "Billed Duration",
         "Memory Size",
     ]
+    # An isolated environment's line is Lambda's, unchanged.
+    assert report_line("r", 1.0, 128, 40, 5.0, "fork") == (
+        "REPORT RequestId: r\tDuration: 1.00 ms\tBilled Duration: 1 ms\tMemory Size: 128 MB\t"
+        "Max Memory Used: 40 MB\tInit Duration: 5.00 ms (fork)\t\n"
+    )
 
 
 def test_json_reports_say_it_too(tmp_path: Path) -> None:
@@ -61,15 +66,8 @@ def test_json_reports_say_it_too(tmp_path: Path) -> None:
     records = [json.loads(line) for line in tail.decode().splitlines() if line.startswith("{")]
     [report] = [r["record"] for r in records if r.get("type") == "platform.report"]
     assert report["isolation"] == "none" and report["tenantId"] == "a"
-
-
-def test_an_isolated_environment_reports_as_lambda_does() -> None:
-    assert report_line("r", 1.0, 128, 40, 5.0, "fork") == (
-        "REPORT RequestId: r\tDuration: 1.00 ms\tBilled Duration: 1 ms\tMemory Size: 128 MB\t"
-        "Max Memory Used: 40 MB\tInit Duration: 5.00 ms (fork)\t\n"
-    )
-    [record] = PlatformRecords("JSON", None, "arn", "$LATEST", "a").finish(Report("r", 1.0, 128, 40, None, "success"))
-    assert "isolation" not in json.loads(record)["record"]
+    [isolated] = PlatformRecords("JSON", None, "arn", "$LATEST", "a").finish(Report("r", 1.0, 128, 40, None, "success"))
+    assert "isolation" not in json.loads(isolated)["record"]
 
 
 def server_document(telemetry: Telemetry) -> dict[str, Any]:
