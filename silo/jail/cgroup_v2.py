@@ -67,7 +67,9 @@ def delegated(path: Path) -> bool:
 def base_group(root: Path, configured: str = "") -> tuple[Path, bool]:
     """(the group silo's subtree goes below, whether the daemon must leave it for a leaf of its own)."""
     if configured:
-        base = root / configured.strip("/")
+        # Relative to the hierarchy's root, or given whole (/sys/fs/cgroup/...).
+        relative = configured.removeprefix(str(root)) if configured.startswith(f"{root}/") else configured
+        base = root / relative.strip("/")
         return base, base != root and _holds_self(base, root)
     own = own_group()
     if own != "/":

@@ -116,3 +116,32 @@ def test_the_jail_refuses_to_run_an_environment_without_a_seccomp_filter(tmp_pat
     answer, status = run_jail(tmp_path / "filtered", seccomp.compile_filter(seccomp.load_policy()).hex())
     assert answer == b"ready", answer
     assert status == 0
+
+
+def test_auto_with_unusable_cgroups_refuses_to_start(tmp_path: Path) -> None:
+    # As root, with the jail made unavailable by an unusable cgroup base (on a v1 host any base is, since it
+    # is a v2 setting; on v2, one that does not exist): neither the jail nor gVisor can run, so nothing starts.
+    server = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "silo",
+            "serve",
+            "--port",
+            str(free_port()),
+            "--data-dir",
+            str(tmp_path / "data"),
+            "--cgroup-base",
+            "no-such-group/for-silo",
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **CREDENTIALS},
+        timeout=120,
+    )
+    out = server.stdout + server.stderr
+    assert server.returncode != 0, out
+    assert "no backend that isolates tenants can run here" in out, out
+    assert "jail: the jail backend cannot use this host's cgroups" in out, out
+    assert "gvisor: the gvisor backend" in out, out
+    assert "serving the Lambda API" not in out and "Traceback" not in out, out
