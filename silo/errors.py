@@ -122,3 +122,10 @@ class NotFoundRoute(LambdaError):
     status = 404
     message_key = "message"
     error_type = None
+
+
+class AccessDeniedException(LambdaError):
+    code = "AccessDeniedException"
+    status = 403
+    message_key = "Message"
+    error_type = "User"

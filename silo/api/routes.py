@@ -7,6 +7,7 @@ from starlette.routing import BaseRoute
 
 from silo.api import events as event_routes
 from silo.api import functions as function_routes
+from silo.api import gateway as gateway_routes
 from silo.api import health
 from silo.api import invoke as invoke_routes
 from silo.api import telemetry as telemetry_routes
@@ -23,6 +24,7 @@ def api_routes(
     telemetry: Telemetry,
     invoke: invoke_routes.InvokeEndpoint,
     readiness: health.Readiness,
+    gateway: gateway_routes.GatewayEndpoint | None = None,
 ) -> list[BaseRoute]:
     """Lambda's REST-JSON routes and silo's own (`/silo/v1/...`, `/metrics`, `/healthz`, `/readyz`)."""
     return [
@@ -31,4 +33,5 @@ def api_routes(
         invoke_routes.route(invoke),
         *event_routes.routes(event_configs, dispatcher),
         *telemetry_routes.routes(functions, telemetry),
+        *(gateway_routes.routes(gateway) if gateway is not None else []),
     ]

@@ -18,6 +18,7 @@ import uvloop
 from silo.api import invoke as invoke_routes
 from silo.api.app import build_app
 from silo.api.front import Front, FrontLimits, descriptor_room
+from silo.api.gateway import GatewayEndpoint
 from silo.api.health import Readiness
 from silo.api.protocol import bound_to
 from silo.api.routes import api_routes
@@ -147,7 +148,9 @@ async def run(settings: Settings) -> None:
     )
     dispatcher.start()
     invoke = invoke_routes.InvokeEndpoint(service, router, dispatcher)
-    app = build_app(api_routes(service, event_configs, dispatcher, telemetry, invoke, readiness), hot=invoke)
+    gateway = GatewayEndpoint(service, router)
+    routes = api_routes(service, event_configs, dispatcher, telemetry, invoke, readiness, gateway=gateway)
+    app = build_app(routes, hot=invoke)
     limits = FrontLimits.from_settings(settings)
     front = Front(replace(limits, max_connections=descriptor_room(limits.max_connections)))
     front.start(loop)

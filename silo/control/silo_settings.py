@@ -1,6 +1,7 @@
 """silo's own per-function settings, beyond Lambda's configuration: which sandbox backend runs the
 function's environments, whether they may open connections out of the host, and per-tenant caps on
-concurrent invocations and on environments (null: no cap).
+concurrent invocations and on environments (null: no cap), and the `Gateway` that lets end users call
+the function with a verified token (silo.control.gateway_settings; null: no gateway).
 
 They live in the function's stored configuration under `Silo` and never appear in Lambda's
 FunctionConfiguration, so boto3 and the AWS CLI see exactly what Lambda would show.
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from silo.control import gateway_settings
 from silo.errors import InvalidParameterValueException
 
 SANDBOXES = ("default", "jail", "gvisor")
@@ -19,6 +21,7 @@ DEFAULTS: dict[str, Any] = {
     "Network": "none",
     "TenantMaxConcurrency": None,
     "TenantMaxEnvironments": None,
+    "Gateway": None,
 }
 TENANT_CAPS = ("TenantMaxConcurrency", "TenantMaxEnvironments")
 
@@ -49,4 +52,6 @@ def validate(body: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
                     f"{key} must be a whole number of at least 1, or null for no cap; got {value!r}."
                 )
             settings[key] = value
+    if "Gateway" in body:
+        settings["Gateway"] = gateway_settings.validate(body["Gateway"], per_tenant="TenancyConfig" in config)
     return settings

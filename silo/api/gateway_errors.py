@@ -1,0 +1,48 @@
+"""The gateway's refusals, in API Gateway's codes: what an end user's client sees instead of the function's
+answer. Rendered like every error (`x-amzn-ErrorType`, `x-amzn-RequestId`, a JSON body with `message`)."""
+
+from __future__ import annotations
+
+from silo.errors import LambdaError
+
+
+class UnauthorizedException(LambdaError):
+    """401: no bearer token, or one that does not verify (signature, issuer, audience, time)."""
+
+    code = "UnauthorizedException"
+    status = 401
+    message_key = "message"
+    error_type = None
+
+    def __init__(self, message: str, *, token_given: bool = True) -> None:
+        super().__init__(message)
+        self.token_given = token_given
+
+    def headers(self) -> dict[str, str]:
+        # RFC 6750 3: a client told how to authenticate; `invalid_token` when it sent a token that failed.
+        if not self.token_given:
+            return {"WWW-Authenticate": 'Bearer realm="silo gateway"'}
+        return {"WWW-Authenticate": 'Bearer realm="silo gateway", error="invalid_token"'}
+
+
+class NotFoundException(LambdaError):
+    """404: no gateway at this path (no such function, or one without a Gateway setting)."""
+
+    code = "NotFoundException"
+    status = 404
+    message_key = "message"
+    error_type = None
+
+
+class BadGatewayException(LambdaError):
+    """502: the function failed, or answered something that is not an API Gateway proxy response.
+    API Gateway's body is `{"message": "Internal server error"}`; the reason goes to silo's log."""
+
+    code = "InternalServerErrorException"
+    status = 502
+    message_key = "message"
+    error_type = None
+
+    def __init__(self, reason: str) -> None:
+        super().__init__("Internal server error")
+        self.reason = reason
