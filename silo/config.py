@@ -48,6 +48,14 @@ class Settings:
         "the working directory)",
         SERVER,
     )
+    auth: str = setting(
+        "sigv4",
+        "how callers prove who they are: sigv4 (requests signed with AWS Signature Version 4 by a silo key, as "
+        "boto3 and the AWS CLI sign them), or none (no authentication: anyone who can reach the port may do "
+        "anything as any tenant; local development only, refused unless host is a loopback address)",
+        SERVER,
+        ("sigv4", "none"),
+    )
     region: str = setting("us-east-1", "the AWS region this server stands for, in ARNs and AWS_REGION", SERVER)
     account_id: str = setting("000000000000", "the AWS account id this server stands for, in ARNs", SERVER)
     sandbox: str = setting(

@@ -124,6 +124,37 @@ class NotFoundRoute(LambdaError):
     error_type = None
 
 
+# Authentication and authorisation (silo.api.auth): AWS's codes and shapes, each a 403 as on Lambda.
+
+
+class MissingAuthenticationTokenException(LambdaError):
+    code = "MissingAuthenticationTokenException"
+    status = 403
+    message_key = "message"
+    error_type = None
+
+
+class UnrecognizedClientException(LambdaError):
+    code = "UnrecognizedClientException"
+    status = 403
+    message_key = "message"
+    error_type = None
+
+
+class InvalidSignatureException(LambdaError):
+    code = "InvalidSignatureException"
+    status = 403
+    message_key = "message"
+    error_type = None
+
+
+class IncompleteSignatureException(LambdaError):
+    code = "IncompleteSignatureException"
+    status = 403
+    message_key = "message"
+    error_type = None
+
+
 class AccessDeniedException(LambdaError):
     code = "AccessDeniedException"
     status = 403

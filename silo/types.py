@@ -93,3 +93,22 @@ class InvocationResult:
     init_duration_ms: float | None = None
     duration_ms: float = 0.0
     extra: dict[str, str] = field(default_factory=dict)
+
+
+# Lambda's tenant id: a header value of this pattern and length (api/invoke.py checks calls with it, the
+# keys' service the tenant a key is bound to).
+TENANT_ID_MAX = 256
+TENANT_ID_PATTERN = r"[a-zA-Z0-9\._:\/=+\-@ ]+"
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who sent a request, as authentication found it: the caller key's id, and what the key may do.
+
+    An administrator key may do everything, and invoke as any tenant. A tenant-bound key may only invoke
+    `functions` (names), only as `tenant`. `key_id` is None when the server runs without authentication."""
+
+    key_id: str | None
+    admin: bool
+    tenant: str | None = None
+    functions: frozenset[str] = frozenset()

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.support import CREDENTIALS, SiloServer, make_client
+from tests.support import SiloServer, make_client
 
 
 @pytest.fixture(scope="session")
@@ -38,7 +38,7 @@ def aws_cli(silo_server: SiloServer) -> Any:
             text=True,
             timeout=120,
             check=check,
-            env={**os.environ, **CREDENTIALS, "AWS_PAGER": ""},
+            env={**os.environ, **silo_server.aws_env(), "AWS_PAGER": ""},
         )
 
     return run

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import configparser
 import io
 import json
 import os
@@ -12,21 +13,107 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import boto3
+import requests
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
 from botocore.config import Config
+from botocore.credentials import Credentials as BotoCredentials
 
+from silo.cli.client import Client
+from silo.cli.credentials import Credentials
 from silo.types import FunctionSpec
 
-CREDENTIALS = {
-    "AWS_ACCESS_KEY_ID": "silo-test",
-    "AWS_SECRET_ACCESS_KEY": "silo-test",
-    "AWS_DEFAULT_REGION": "us-east-1",
-}
+# What every client of a test server is given besides its key (SiloServer.aws_env() adds the key).
+CREDENTIALS = {"AWS_DEFAULT_REGION": "us-east-1"}
 ROLE = "arn:aws:iam::000000000000:role/silo-test"
+# The administrator key of each running test server, by endpoint (its data directory's credentials file).
+_KEYS: dict[str, tuple[str, str]] = {}
+# What a client of a server run with --auth none signs with: the server reads no signature.
+UNCHECKED = ("silo-test", "silo-test")
+
+
+def credentials_of(endpoint: str) -> tuple[str, str]:
+    """The administrator key of the test server at `endpoint` (any key, if it runs with --auth none)."""
+    return _KEYS.get(endpoint.rstrip("/"), UNCHECKED)
+
+
+def aws_env(endpoint: str) -> dict[str, str]:
+    """The environment that gives the AWS CLI, boto3 and the silo CLI the test server's administrator key."""
+    key, secret = credentials_of(endpoint)
+    return {**CREDENTIALS, "AWS_ACCESS_KEY_ID": key, "AWS_SECRET_ACCESS_KEY": secret}
+
+
+def api_client(endpoint: str) -> Client:
+    """silo's own HTTP client (the CLI's) of the test server at `endpoint`, signing with its administrator key."""
+    key, secret = credentials_of(endpoint)
+    return Client(endpoint, credentials=Credentials(key, secret, "us-east-1", "the test server's credentials"))
+
+
+def signed_headers(
+    endpoint: str, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None
+) -> dict[str, str]:
+    """`headers` and the SigV4 headers botocore adds to sign a request of `path` (with its query) to
+    `endpoint`, as boto3 would sign it with the server's administrator key."""
+    key, secret = credentials_of(endpoint)
+    request = AWSRequest(method=method, url=endpoint.rstrip("/") + path, data=body, headers=dict(headers or {}))
+    SigV4Auth(BotoCredentials(key, secret), "lambda", "us-east-1").add_auth(request)
+    return dict(request.headers.items())
+
+
+def signed_request(
+    endpoint: str,
+    path: str,
+    data: bytes | None = None,
+    method: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> urllib.request.Request:
+    """A urllib request of `path` to `endpoint`, signed with the server's administrator key."""
+    verb = method or ("POST" if data is not None else "GET")
+    return urllib.request.Request(
+        endpoint.rstrip("/") + path,
+        data=data,
+        method=verb,
+        headers=signed_headers(endpoint, verb, path, data or b"", headers),
+    )
+
+
+def signed_head(
+    endpoint: str,
+    method: str,
+    path: str,
+    headers: dict[str, str] | None = None,
+    body: bytes = b"",
+    host: str = "silo",
+) -> bytes:
+    """The head of an HTTP/1.1 request signed for `body` (not included: the caller writes it, or not), for
+    tests that speak HTTP over a socket themselves. Content-Length is the body's unless `headers` gives one."""
+    fields = {"Host": host, **(headers or {})}
+    if body and not any(name.lower() == "content-length" for name in fields):
+        fields["Content-Length"] = str(len(body))
+    signed = signed_headers(endpoint, method, path, body, fields)
+    lines = [f"{method} {path} HTTP/1.1", *(f"{name}: {value}" for name, value in signed.items())]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+class SignedBy(requests.auth.AuthBase):
+    """requests' auth that signs each request with the test server's administrator key (`auth=SignedBy(url)`)."""
+
+    def __init__(self, endpoint: str) -> None:
+        self.endpoint = endpoint
+
+    def __call__(self, r: requests.PreparedRequest) -> requests.PreparedRequest:
+        key, secret = credentials_of(self.endpoint)
+        body = r.body if isinstance(r.body, bytes) else (r.body or "").encode()
+        request = AWSRequest(method=r.method, url=r.url, data=body, headers=dict(r.headers))
+        SigV4Auth(BotoCredentials(key, secret), "lambda", "us-east-1").add_auth(request)
+        r.headers.update({k: v for k, v in request.headers.items() if k.lower() in ("authorization", "x-amz-date")})
+        return r
 
 
 def listening_socket() -> socket.socket:
@@ -79,10 +166,31 @@ class SiloServer:
                 raise RuntimeError(f"silo serve exited with {self.proc.returncode}:\n{self.log()}")
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    self._learn_key()
                     return
             except OSError:
                 time.sleep(0.05)
         raise RuntimeError(f"silo serve did not listen within 30 s:\n{self.log()}")
+
+    def _learn_key(self) -> None:
+        """The administrator key the server wrote to its credentials file before it listened."""
+        parser = configparser.RawConfigParser()
+        if parser.read(self.credentials_file) and parser.has_section("silo"):
+            _KEYS[self.endpoint] = (parser["silo"]["aws_access_key_id"], parser["silo"]["aws_secret_access_key"])
+        else:
+            _KEYS.pop(self.endpoint, None)
+
+    @property
+    def credentials_file(self) -> Path:
+        return self.data_dir / "credentials"
+
+    @property
+    def credentials(self) -> tuple[str, str]:
+        return credentials_of(self.endpoint)
+
+    def aws_env(self) -> dict[str, str]:
+        """The environment that gives the AWS CLI, boto3 and the silo CLI this server's administrator key."""
+        return aws_env(self.endpoint)
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -106,12 +214,14 @@ class SiloServer:
 
 
 def make_client(endpoint: str, read_timeout: int = 120) -> Any:
+    """boto3's Lambda client of the test server at `endpoint`, with its administrator key."""
+    key, secret = credentials_of(endpoint)
     return boto3.client(
         "lambda",
         endpoint_url=endpoint,
         region_name="us-east-1",
-        aws_access_key_id="silo-test",
-        aws_secret_access_key="silo-test",
+        aws_access_key_id=key,
+        aws_secret_access_key=secret,
         config=Config(read_timeout=read_timeout, retries={"max_attempts": 1, "mode": "standard"}),
     )
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Protocol
 
 from starlette.applications import Starlette
@@ -52,11 +53,16 @@ class HotEndpoint(Protocol):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None: ...
 
 
-def build_app(routes: list[BaseRoute], hot: HotEndpoint | None = None) -> ASGIApp:
+def build_app(
+    routes: list[BaseRoute],
+    hot: HotEndpoint | None = None,
+    authenticate: Callable[[ASGIApp], ASGIApp] | None = None,
+) -> ASGIApp:
     """The application. The `hot` endpoint (also routed among `routes`) gets what it accepts first, without
     the middleware stack and the route table: Invoke is the request every call makes, and on a small host
     that machinery cost a fifth of the daemon's time per call. It renders Lambda's errors itself; what
-    escapes it is rendered exactly as elsewhere."""
+    escapes it is rendered exactly as elsewhere. `authenticate` wraps the whole of it, the hot endpoint
+    included (silo.api.auth), so that no request reaches a route around it."""
     app = Starlette(
         routes=routes,
         exception_handlers={
@@ -67,7 +73,7 @@ def build_app(routes: list[BaseRoute], hot: HotEndpoint | None = None) -> ASGIAp
         },
     )
     if hot is None:
-        return app
+        return app if authenticate is None else authenticate(app)
 
     async def serve(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and hot.accepts(scope):
@@ -81,4 +87,4 @@ def build_app(routes: list[BaseRoute], hot: HotEndpoint | None = None) -> ASGIAp
             return
         await app(scope, receive, send)
 
-    return serve
+    return serve if authenticate is None else authenticate(serve)

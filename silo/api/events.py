@@ -74,6 +74,7 @@ def render_event(ev: QueuedEvent, attempts: list[Attempt] | None = None) -> dict
         "DestinationRequestId": ev.destination_id,
         "ReplayOf": ev.replay_of,
         "ReplayedAs": ev.replayed_as,
+        "CallerKeyId": ev.caller_key,
     }
     out.update({k: v for k, v in optional.items() if v is not None})
     if attempts is not None:

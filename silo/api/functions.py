@@ -20,9 +20,11 @@ from starlette.routing import Route
 from silo import ids
 from silo.api import render
 from silo.api.body import load_json, read_body
+from silo.api.invoke import PRINCIPAL
 from silo.control.functions import FunctionService
 from silo.control.violations import Violations
 from silo.errors import InvalidRequestContentException
+from silo.types import Principal
 
 # Lambda's request limit for CreateFunction: a 50 MB zip, base64-encoded, inside its JSON body.
 MAX_REQUEST_BYTES = 70_167_211
@@ -61,15 +63,28 @@ def no_content() -> Response:
     return Response(status_code=204, headers={"x-amzn-RequestId": ids.request_id()})
 
 
+# Signs a URL for the caller of a request: (caller, Host, path) -> the query to add ("" for none).
+Presigner = Callable[[Principal | None, str, str], str]
+
+
 class FunctionRoutes:
     """The handlers, bound to one service."""
 
-    def __init__(self, service: FunctionService) -> None:
+    def __init__(self, service: FunctionService, presign: Presigner | None = None) -> None:
         self.service = service
+        self.presign = presign
 
     def _code_location(self, request: Request) -> Callable[[str], str]:
         base = str(request.base_url).rstrip("/")
-        return lambda name: base + CODE_PATH.format(function_name=quote(name, safe=""))
+        principal: Principal | None = request.scope.get(PRINCIPAL)
+        host = request.headers.get("host", "")
+
+        def location(name: str) -> str:
+            path = CODE_PATH.format(function_name=quote(name, safe=""))
+            query = self.presign(principal, host, path) if self.presign is not None else ""
+            return base + path + (f"?{query}" if query else "")
+
+        return location
 
     async def create_function(self, request: Request) -> Response:
         body = await read_json_body(request, "CreateFunction")
@@ -151,13 +166,13 @@ class FunctionRoutes:
         )
 
 
-def routes(service: FunctionService) -> list[Route]:
+def routes(service: FunctionService, presign: Presigner | None = None) -> list[Route]:
     """The routes of the function-management operations.
 
     Paths with and without a trailing slash are both served: botocore has sent
     `/2015-03-31/functions/` for ListFunctions in some releases and `/2015-03-31/functions` in others.
     """
-    h = FunctionRoutes(service)
+    h = FunctionRoutes(service, presign)
     fn = "/2015-03-31/functions/{function_name}"
     return [
         Route("/2015-03-31/functions", h.create_function, methods=["POST"]),

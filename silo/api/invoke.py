@@ -19,12 +19,12 @@ from silo import errors, ids
 from silo.api.body import load_json, receive_body
 from silo.api.render import error_response
 from silo.control.names import merge_qualifier, parse_function_name
-from silo.types import EnvKey, FunctionSpec, Invocation, InvocationResult
+from silo.types import TENANT_ID_MAX, TENANT_ID_PATTERN, EnvKey, FunctionSpec, Invocation, InvocationResult, Principal
 
 SYNC_PAYLOAD_LIMIT = 6 * 1024 * 1024
 ASYNC_PAYLOAD_LIMIT = 1024 * 1024  # Lambda's "1 MB" for InvocationType Event
-TENANT_ID_MAX = 256
-TENANT_ID_PATTERN = r"[a-zA-Z0-9\._:\/=+\-@ ]+"
+# Where the authentication layer (silo.api.auth) leaves the caller in the ASGI scope.
+PRINCIPAL = "silo.principal"
 _TENANT_ID_RE = re.compile(TENANT_ID_PATTERN)
 INVOCATION_TYPES = ("RequestResponse", "Event", "DryRun")
 
@@ -41,8 +41,37 @@ class EventSink(Protocol):
     """Where `InvocationType: Event` calls go: stored durably before `accept` returns."""
 
     async def accept(
-        self, *, request_id: str, function_name: str, qualifier: str | None, tenant_id: str | None, payload: bytes
+        self,
+        *,
+        request_id: str,
+        function_name: str,
+        qualifier: str | None,
+        tenant_id: str | None,
+        payload: bytes,
+        caller_key: str | None = None,
     ) -> None: ...
+
+
+def caller_tenant(principal: Principal | None, function_name: str, tenant_id: str | None) -> str | None:
+    """The tenant a call runs as, given who sent it. An administrator key (and a server without
+    authentication) invokes as the tenant it names, as a trusted backend does. A tenant-bound key invokes
+    only the functions it names, only as its tenant: no X-Amz-Tenant-Id means that tenant, another one is
+    refused."""
+    if principal is None or principal.admin:
+        return tenant_id
+    if function_name not in principal.functions:
+        raise errors.AccessDeniedException(
+            f"Key {principal.key_id} is bound to tenant '{principal.tenant}' and may not invoke function "
+            f"{function_name}: it may invoke only {', '.join(sorted(principal.functions))}."
+        )
+    if tenant_id is None:
+        return principal.tenant
+    if tenant_id != principal.tenant:
+        raise errors.AccessDeniedException(
+            f"Key {principal.key_id} is bound to tenant '{principal.tenant}' and may not invoke as tenant "
+            f"'{tenant_id}'."
+        )
+    return tenant_id
 
 
 def check_tenant(spec: FunctionSpec, tenant_id: str | None) -> None:
@@ -135,6 +164,11 @@ class InvokeEndpoint:
                 headers[key] = value.decode("latin-1")
         query: bytes = scope["query_string"]
         qualifier = dict(parse_qsl(query.decode("latin-1"), keep_blank_values=True)).get("Qualifier") if query else None
+        principal: Principal | None = scope.get(PRINCIPAL)
+        tenant_id = headers.get(b"x-amz-tenant-id")
+        if principal is not None and not principal.admin:
+            # Decided before the function is looked up: a tenant-bound key learns nothing of other functions.
+            tenant_id = caller_tenant(principal, parse_function_name(name, namespaced=True).name, tenant_id)
         spec = self._functions.resolve(name, qualifier)
         invocation_type = headers.get(b"x-amz-invocation-type", "RequestResponse")
         if invocation_type not in INVOCATION_TYPES:
@@ -142,7 +176,6 @@ class InvokeEndpoint:
                 f"1 validation error detected: Value '{invocation_type}' at 'invocationType' failed to satisfy "
                 "constraint: Member must satisfy enum value set: [Event, RequestResponse, DryRun]"
             )
-        tenant_id = headers.get(b"x-amz-tenant-id")
         check_tenant(spec, tenant_id)
         limit = ASYNC_PAYLOAD_LIMIT if invocation_type == "Event" else SYNC_PAYLOAD_LIMIT
         payload = await receive_body(receive, headers.get(b"content-length", ""), limit, "InvokeFunction")
@@ -163,6 +196,7 @@ class InvokeEndpoint:
                 qualifier=merge_qualifier(parse_function_name(name, namespaced=True), qualifier),
                 tenant_id=tenant_id,
                 payload=payload,
+                caller_key=None if principal is None else principal.key_id,
             )
             return 202, [(b"x-amzn-requestid", request_id.encode()), (b"content-length", b"0")], b""
         inv = Invocation(

@@ -7,12 +7,13 @@ from starlette.routing import BaseRoute
 
 from silo.api import events as event_routes
 from silo.api import functions as function_routes
-from silo.api import gateway as gateway_routes
 from silo.api import health
 from silo.api import invoke as invoke_routes
+from silo.api import keys as key_routes
 from silo.api import telemetry as telemetry_routes
 from silo.control.event_config import EventInvokeConfigService
 from silo.control.functions import FunctionService
+from silo.control.keys import KeyService
 from silo.events.dispatcher import Dispatcher
 from silo.telemetry.recorder import Telemetry
 
@@ -24,14 +25,16 @@ def api_routes(
     telemetry: Telemetry,
     invoke: invoke_routes.InvokeEndpoint,
     readiness: health.Readiness,
-    gateway: gateway_routes.GatewayEndpoint | None = None,
+    keys: KeyService,
+    presign: function_routes.Presigner | None = None,
 ) -> list[BaseRoute]:
-    """Lambda's REST-JSON routes and silo's own (`/silo/v1/...`, `/metrics`, `/healthz`, `/readyz`)."""
+    """Lambda's REST-JSON routes and silo's own (`/silo/v1/...`, `/metrics`, `/healthz`, `/readyz`).
+    `presign` signs GetFunction's Code.Location for its caller (None: plain URLs, no authentication)."""
     return [
         *health.routes(readiness),
-        *function_routes.routes(functions),
+        *function_routes.routes(functions, presign),
+        *key_routes.routes(keys),
         invoke_routes.route(invoke),
         *event_routes.routes(event_configs, dispatcher),
         *telemetry_routes.routes(functions, telemetry),
-        *(gateway_routes.routes(gateway) if gateway is not None else []),
     ]

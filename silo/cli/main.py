@@ -71,7 +71,7 @@ def _parser() -> argparse.ArgumentParser:
     limits = sub.add_parser(
         "settings",
         parents=[endpoint],
-        help="show or change silo's own settings of a function: sandbox, network, per-tenant limits",
+        help="show or change silo's own settings of a function: sandbox, network, per-tenant limits, gateway",
     )
     limits.add_argument("name")
     limits.add_argument("--sandbox", choices=["default", "jail", "gvisor"], help="backend for its environments")
@@ -82,6 +82,43 @@ def _parser() -> argparse.ArgumentParser:
     limits.add_argument(
         "--tenant-max-environments", type=_cap, metavar="N|none", help="environments one tenant may have"
     )
+    limits.add_argument(
+        "--gateway",
+        metavar="JSON|@FILE|none",
+        help="the end users' door (/gateway/NAME/...): which issuers' tokens it accepts and which claim names "
+        "the tenant, as JSON, or @file.json; none removes it (see docs/operating.md, The gateway)",
+    )
+
+    keys = sub.add_parser(
+        "keys",
+        help="create, list and revoke the keys callers sign their requests with",
+        description="Caller keys (an administrator key is needed). Requests are signed with the key found in "
+        "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, else profile AWS_PROFILE (default silo) of "
+        "AWS_SHARED_CREDENTIALS_FILE, else of ./.silo/credentials, else of ~/.aws/credentials.",
+    )
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
+    create = keys_sub.add_parser(
+        "create",
+        parents=[endpoint],
+        help="create a key: --admin, or --tenant T with --function F ...; prints its secret once",
+    )
+    kind = create.add_mutually_exclusive_group(required=True)
+    kind.add_argument("--admin", action="store_true", help="an administrator key: everything, as any tenant")
+    kind.add_argument("--tenant", help="bind the key to this tenant: it may only invoke, only as this tenant")
+    create.add_argument(
+        "--function",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a function the tenant-bound key may invoke (repeat for more)",
+    )
+    create.add_argument("--expires", metavar="DURATION", help="refuse the key after this long: 90s, 30m, 24h, 7d")
+    create.add_argument("--description", help="what the key is for, shown by silo keys list")
+    create.add_argument("--json", action="store_true", help='print {"AccessKeyId": ..., "SecretAccessKey": ...}')
+    listed = keys_sub.add_parser("list", parents=[endpoint], help="list the keys (never their secrets)")
+    listed.add_argument("--json", action="store_true", help="print the keys as JSON")
+    revoke = keys_sub.add_parser("revoke", parents=[endpoint], help="revoke a key: refused from its next request")
+    revoke.add_argument("key_id", metavar="ID")
     return parser
 
 
@@ -130,10 +167,24 @@ def main(argv: list[str] | None = None) -> int:
         from silo.cli.serve import serve
 
         return serve(args)
-    from silo.cli import functions
+    from silo.cli import credentials, functions
 
     try:
-        client = Client(args.endpoint)
+        client = Client(args.endpoint, credentials=credentials.find())
+        if args.command == "keys":
+            from silo.cli import keys as keys_command
+
+            if args.keys_command == "create":
+                if args.admin and args.function:
+                    raise ValueError("--function names what a tenant-bound key may invoke; an --admin key may do all")
+                if args.tenant is not None and not args.function:
+                    raise ValueError("a key bound to a --tenant needs at least one --function it may invoke")
+                return keys_command.create(
+                    client, args.admin, args.tenant, args.function, args.expires, args.description, args.json
+                )
+            if args.keys_command == "list":
+                return keys_command.show(client, args.json)
+            return keys_command.revoke(client, args.key_id)
         if args.command == "logs":
             from silo.cli import logs as logs_command
 
@@ -161,6 +212,8 @@ def main(argv: list[str] | None = None) -> int:
             ):
                 if flag in raw and key not in given:
                     given[key] = None
+            if args.gateway is not None:
+                given["Gateway"] = functions.gateway_setting(args.gateway)
             return functions.settings(client, args.name, given)
         return functions.invoke(client, args.name, args.tenant, args.payload, args.logs)
     except ApiError as exc:

@@ -17,15 +17,17 @@ import uvloop
 
 from silo.api import invoke as invoke_routes
 from silo.api.app import build_app
+from silo.api.auth import Authentication, UrlSigner, body_limit, check_auth_setting
 from silo.api.front import Front, FrontLimits, descriptor_room
-from silo.api.gateway import GatewayEndpoint
+from silo.api.functions import MAX_REQUEST_BYTES
 from silo.api.health import Readiness
 from silo.api.protocol import bound_to
 from silo.api.routes import api_routes
-from silo.cli import log_format, systemd
+from silo.cli import credentials, log_format, systemd
 from silo.config import Settings, load_settings, read_config
 from silo.control.event_config import EventInvokeConfigService
 from silo.control.functions import FunctionService
+from silo.control.keys import KeyService
 from silo.errors import ResourceNotFoundException
 from silo.events.dispatcher import Dispatcher, DispatchSettings
 from silo.router.limits import AccountLimits
@@ -33,9 +35,11 @@ from silo.router.pool import Router
 from silo.router.stems import StemPolicy
 from silo.sandbox.choice import make_sandbox, other_sandboxes
 from silo.store.code import CodeStore
-from silo.store.db import open_db
+from silo.store.db import Database, open_db
 from silo.store.events import EventInvokeConfigRepository, EventQueue
+from silo.store.keys import KeyRepository
 from silo.store.logs import LogStore
+from silo.store.sealing import Sealer, SealingKeyError
 from silo.telemetry.metrics import EnvironmentView
 from silo.telemetry.recorder import Telemetry
 
@@ -78,11 +82,42 @@ def raise_open_files_limit() -> None:
         )
 
 
+def caller_keys(settings: Settings, db: Database) -> KeyService:
+    """The caller keys, and under SigV4 an administrator key in the data directory's credentials file,
+    made when the file holds none that works (the first start, or after it was revoked or removed)."""
+    try:
+        keys = KeyService(KeyRepository(db, Sealer.in_directory(settings.data_dir)))
+    except SealingKeyError as exc:
+        raise SystemExit(f"silo: {exc}") from None
+    if settings.auth == "none":
+        log.warning(
+            "authentication is off (--auth none): anyone who can reach http://%s:%d may do anything, as any "
+            "tenant. For local development only; leave --auth at sigv4 (the default) anywhere else",
+            settings.host,
+            settings.port,
+        )
+        return keys
+    path = settings.data_dir / credentials.FILE_NAME
+    new = keys.credentials_key(credentials.read(path, credentials.PROFILE))
+    if new is not None:
+        credentials.write(path, credentials.PROFILE, new.key_id, new.secret, settings.region)
+        log.info("created the administrator key %s, written to %s (profile %s)", new.key_id, path, credentials.PROFILE)
+    log.info(
+        "callers sign their requests (SigV4) with silo keys; an administrator key is in %s: export "
+        "AWS_SHARED_CREDENTIALS_FILE=%s AWS_PROFILE=%s",
+        path,
+        path,
+        credentials.PROFILE,
+    )
+    return keys
+
+
 async def run(settings: Settings) -> None:
     readiness = Readiness()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     raise_open_files_limit()
     db = open_db(settings.db_path)
+    keys = caller_keys(settings, db)
     readiness.up("store")
     # Logs and metering have their own connection, so their batched writes never wait on the control plane.
     telemetry_db = open_db(settings.db_path)
@@ -148,9 +183,25 @@ async def run(settings: Settings) -> None:
     )
     dispatcher.start()
     invoke = invoke_routes.InvokeEndpoint(service, router, dispatcher)
-    gateway = GatewayEndpoint(service, router)
-    routes = api_routes(service, event_configs, dispatcher, telemetry, invoke, readiness, gateway=gateway)
-    app = build_app(routes, hot=invoke)
+    signing = settings.auth == "sigv4"
+    routes = api_routes(
+        service,
+        event_configs,
+        dispatcher,
+        telemetry,
+        invoke,
+        readiness,
+        keys,
+        presign=UrlSigner(keys, settings.region) if signing else None,
+    )
+    limit = body_limit(MAX_REQUEST_BYTES, invoke_routes.SYNC_PAYLOAD_LIMIT)
+    app = build_app(
+        routes,
+        hot=invoke,
+        authenticate=(lambda inner: Authentication(inner, keys, region=settings.region, body_limit=limit))
+        if signing
+        else None,
+    )
     limits = FrontLimits.from_settings(settings)
     front = Front(replace(limits, max_connections=descriptor_room(limits.max_connections)))
     front.start(loop)
@@ -196,6 +247,7 @@ def serve(args: argparse.Namespace) -> int:
     try:
         settings = load_settings(vars(args), file=read_config(args.config) if args.config else None)
         FrontLimits.from_settings(settings)  # refuse limits that make no sense before anything starts
+        check_auth_setting(settings.auth, settings.host)
     except ValueError as exc:
         print(f"silo: {exc}", file=sys.stderr)
         return 2

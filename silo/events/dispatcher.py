@@ -112,10 +112,18 @@ class Dispatcher:
     # -- the way in -------------------------------------------------------------------------------
 
     async def accept(
-        self, *, request_id: str, function_name: str, qualifier: str | None, tenant_id: str | None, payload: bytes
+        self,
+        *,
+        request_id: str,
+        function_name: str,
+        qualifier: str | None,
+        tenant_id: str | None,
+        payload: bytes,
+        caller_key: str | None = None,
     ) -> None:
-        """Store an event durably (committed on return), then wake the loop. Invoke answers 202 after this."""
-        event = NewEvent(request_id, function_name, qualifier, tenant_id, payload, self.clock())
+        """Store an event durably (committed on return), then wake the loop. Invoke answers 202 after this.
+        `caller_key` is the id of the key that sent it, kept with the event."""
+        event = NewEvent(request_id, function_name, qualifier, tenant_id, payload, self.clock(), caller_key=caller_key)
         await asyncio.to_thread(self.queue.enqueue, event)
         self._wake.set()
 

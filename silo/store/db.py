@@ -126,6 +126,26 @@ MIGRATIONS: tuple[str, ...] = (
     INSERT INTO log_usage_tenants (function, tenant, bytes)
         SELECT function, COALESCE(tenant_id, ''), SUM(size) FROM log_events GROUP BY function, COALESCE(tenant_id, '');
     """,
+    # 5: caller keys (silo.store.keys). `secret` is sealed with the key of a file of its own beside the
+    # database (silo.store.sealing), so a copy of the database alone reveals no secret. A key is never
+    # deleted, only revoked, so the record of who did what keeps naming it. An asynchronous event keeps
+    # the id of the key that sent it.
+    """
+    CREATE TABLE caller_keys (
+        key_id       TEXT PRIMARY KEY,
+        secret       BLOB NOT NULL,
+        kind         TEXT NOT NULL,
+        tenant_id    TEXT,
+        functions    TEXT NOT NULL,
+        description  TEXT NOT NULL,
+        created_at   REAL NOT NULL,
+        created_by   TEXT,
+        expires_at   REAL,
+        revoked_at   REAL,
+        revoked_by   TEXT
+    );
+    ALTER TABLE async_events ADD COLUMN caller_key TEXT;
+    """,
 )
 
 # SQLite's page cache per connection (its default is 2 MiB). Log lines of many tenants land all over the

@@ -47,6 +47,7 @@ class NewEvent:
     payload: bytes
     enqueued_at: float
     replay_of: str | None = None
+    caller_key: str | None = None  # the id of the key that sent it (silo.control.keys), None without one
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +76,7 @@ class QueuedEvent:
     replay_of: str | None
     replayed_as: str | None
     attempt_id: int | None = None  # the attempt a claim just opened
+    caller_key: str | None = None  # the id of the key that sent it
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +133,7 @@ def _event(row: sqlite3.Row, attempt_id: int | None = None) -> QueuedEvent:
         replay_of=row["replay_of"],
         replayed_as=row["replayed_as"],
         attempt_id=attempt_id,
+        caller_key=row["caller_key"],
     )
 
 
@@ -140,7 +143,7 @@ _SELECT = "SELECT rowid AS seq, * FROM async_events"
 def _insert(conn: sqlite3.Connection, ev: NewEvent) -> None:
     conn.execute(
         "INSERT INTO async_events (request_id, function_name, qualifier, tenant_id, payload, state, "
-        "enqueued_at, next_attempt_at, replay_of) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "enqueued_at, next_attempt_at, replay_of, caller_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             ev.request_id,
             ev.function_name,
@@ -151,6 +154,7 @@ def _insert(conn: sqlite3.Connection, ev: NewEvent) -> None:
             ev.enqueued_at,
             ev.enqueued_at,
             ev.replay_of,
+            ev.caller_key,
         ),
     )
 

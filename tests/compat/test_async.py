@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.support import SiloServer, create_python_function, make_client, zip_files
+from tests.support import SiloServer, create_python_function, make_client, signed_request, zip_files
 
 RETRY_BASE_MS = "200"
 WAIT_S = 90.0
@@ -80,7 +80,7 @@ def client(async_server: SiloServer) -> Any:
 def silo_get(server: SiloServer, path: str) -> Any:
     import urllib.request
 
-    with urllib.request.urlopen(server.endpoint + path, timeout=30) as response:
+    with urllib.request.urlopen(signed_request(server.endpoint, path), timeout=30) as response:
         return json.load(response)
 
 
@@ -88,7 +88,7 @@ def silo_post(server: SiloServer, path: str) -> tuple[int, Any]:
     import urllib.error
     import urllib.request
 
-    request = urllib.request.Request(server.endpoint + path, data=b"", method="POST")
+    request = signed_request(server.endpoint, path, data=b"", method="POST")
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
             return response.status, json.load(response)

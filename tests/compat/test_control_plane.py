@@ -25,6 +25,8 @@ import botocore.credentials
 import pytest
 from botocore.exceptions import ClientError, ParamValidationError
 
+from tests.support import credentials_of
+
 ROLE = "arn:aws:iam::123456789012:role/lambda-role"
 RUNTIME = "provided.al2023"  # always available: it needs nothing from the host
 TENANCY = {"TenantIsolationMode": "PER_TENANT"}
@@ -369,7 +371,7 @@ def raw_request(endpoint: str, method: str, path: str, body: bytes) -> tuple[int
     request = botocore.awsrequest.AWSRequest(
         method=method, url=endpoint + path, data=body, headers={"Content-Type": "application/json"}
     )
-    credentials = botocore.credentials.Credentials("testing", "testing")
+    credentials = botocore.credentials.Credentials(*credentials_of(endpoint))
     botocore.auth.SigV4Auth(credentials, "lambda", "us-east-1").add_auth(request)
     prepared = request.prepare()
     req = urllib.request.Request(prepared.url, data=body, method=method, headers=dict(prepared.headers))

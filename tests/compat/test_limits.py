@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.support import SiloServer, create_python_function, make_client, payload_of
+from tests.support import SiloServer, create_python_function, make_client, payload_of, signed_request
 
 COUNTER = """
 import os, time
@@ -47,8 +47,8 @@ def throttle_reason(exc: ClientError) -> tuple[str, str | None, str | None]:
 
 
 def settings(server: SiloServer, name: str, **values: Any) -> dict[str, Any]:
-    request = urllib.request.Request(
-        f"{server.endpoint}/silo/v1/functions/{name}/settings", data=json.dumps(values).encode(), method="PUT"
+    request = signed_request(
+        server.endpoint, f"/silo/v1/functions/{name}/settings", data=json.dumps(values).encode(), method="PUT"
     )
     with urllib.request.urlopen(request, timeout=30) as reply:
         out: dict[str, Any] = json.loads(reply.read())

@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from silo.cli.client import ApiError, Client
-from tests.support import SiloServer, create_python_function, make_client
+from silo.cli.client import ApiError
+from tests.support import SiloServer, api_client, aws_env, create_python_function, make_client
 
 CHATTY = """
 import logging
@@ -52,7 +52,7 @@ def invoke(client: Any, name: str, tenant: str | None, payload: Any, **kw: Any) 
 def read_logs(endpoint: str, name: str, **params: Any) -> dict[str, Any]:
     query = urllib.parse.urlencode({k: v for k, v in params.items() if v is not None})
     path = f"/silo/v1/functions/{urllib.parse.quote(name, safe='')}/logs?{query}"
-    page: dict[str, Any] = Client(endpoint).json("GET", path)
+    page: dict[str, Any] = api_client(endpoint).json("GET", path)
     return page
 
 
@@ -252,7 +252,7 @@ def silo_cli(endpoint: str, *args: str) -> subprocess.CompletedProcess[str]:
         capture_output=True,
         text=True,
         timeout=60,
-        env={**os.environ},
+        env={**os.environ, **aws_env(endpoint)},
     )
 
 
@@ -290,6 +290,7 @@ def test_cli_follow_prints_new_lines(lambda_client: Any, unique_name: str, silo_
         [sys.executable, "-m", "silo", "logs", unique_name, "--follow", "--endpoint", silo_server.endpoint],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
+        env={**os.environ, **silo_server.aws_env()},
     )
     try:
         assert follower.stdout is not None

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from silo.cli.client import ApiError, Client
-from tests.support import SiloServer, create_python_function, make_client
+from silo.cli.client import ApiError
+from tests.support import SiloServer, api_client, create_python_function, make_client
 
 HANDLER = """
 def handler(event, context):
@@ -31,7 +31,7 @@ def invoke(client: Any, name: str, tenant: str | None, payload: Any) -> dict[str
 
 def scrape(endpoint: str) -> dict[str, list[tuple[str, dict[str, str], float]]]:
     """Samples by metric family, as Prometheus' own parser reads them."""
-    reply = Client(endpoint).request("GET", "/metrics")
+    reply = api_client(endpoint).request("GET", "/metrics")
     assert reply.headers["content-type"].startswith("text/plain")
     return {
         family.name: [(s.name, s.labels, s.value) for s in family.samples]
@@ -46,7 +46,7 @@ def value(families: dict[str, Any], family: str, sample: str, **labels: str) -> 
 
 
 def api(endpoint: str, path: str) -> Any:
-    return Client(endpoint).json("GET", path)
+    return api_client(endpoint).json("GET", path)
 
 
 def test_metrics_count_the_calls(lambda_client: Any, unique_name: str, silo_server: Any) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import requests
 
-from tests.support import SiloServer, create_python_function
+from tests.support import SignedBy, SiloServer, create_python_function
 
 PAST_64_BITS = str(1 << 64)
 SUPERSCRIPT_TWO = "\u00b2"  # str.isdigit() says yes, int() says no
@@ -17,7 +17,7 @@ TIMEOUT_S = 30
 
 
 def get(server: SiloServer, path: str, **params: str) -> requests.Response:
-    return requests.get(server.endpoint + path, params=params, timeout=TIMEOUT_S)
+    return requests.get(server.endpoint + path, params=params, timeout=TIMEOUT_S, auth=SignedBy(server.endpoint))
 
 
 def assert_refused(response: requests.Response, error_type: str) -> dict[str, Any]:
@@ -113,7 +113,7 @@ def test_json_nested_past_the_parser_is_refused_by_every_json_route(
         ("POST", f"/2015-03-31/functions/{function}/invocations"),
     ]
     for method, path in sends:
-        response = requests.request(method, base + path, data=NESTED, timeout=TIMEOUT_S)
+        response = requests.request(method, base + path, data=NESTED, timeout=TIMEOUT_S, auth=SignedBy(base))
         body = assert_refused(response, "InvalidRequestContentException")
         assert "nests arrays or objects deeper" in body["message"], (method, path, body)
     # The same event nested a little is still an event.

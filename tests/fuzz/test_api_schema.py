@@ -30,7 +30,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from schemathesis import Case, CheckContext, Response
 
-from tests.support import ROLE, SiloServer, make_client, python_runtime, zip_files
+from tests.support import ROLE, SignedBy, SiloServer, make_client, python_runtime, zip_files
 
 SPEC_PATH = Path(__file__).resolve().parents[2] / "docs" / "openapi.yaml"
 MAX_EXAMPLES = 50
@@ -144,7 +144,11 @@ def dead_letter(server: SiloServer, client: Any) -> str:
     request_id: str = accepted["ResponseMetadata"]["RequestId"]
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        page = requests.get(f"{server.endpoint}/silo/v1/functions/my-plain-function/dead-letters", timeout=10).json()
+        page = requests.get(
+            f"{server.endpoint}/silo/v1/functions/my-plain-function/dead-letters",
+            timeout=10,
+            auth=SignedBy(server.endpoint),
+        ).json()
         if any(ev["RequestId"] == request_id for ev in page["DeadLetters"]):
             return request_id
         time.sleep(0.1)
@@ -164,7 +168,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SiloServer]:
         deploy(client)
         KNOWN_REQUEST_IDS[:] = [dead_letter(silo, client)]
         yield silo
-        metering = requests.get(f"{silo.endpoint}/silo/v1/metering", timeout=REQUEST_TIMEOUT_S).json()
+        metering = requests.get(
+            f"{silo.endpoint}/silo/v1/metering", timeout=REQUEST_TIMEOUT_S, auth=SignedBy(silo.endpoint)
+        ).json()
         started = metering["Total"]["Environments"]
         assert started <= MAX_TENANT_ENVIRONMENTS, f"the fuzzing started {started} tenant environments: {metering}"
     finally:
@@ -184,8 +190,10 @@ def deployed(server: SiloServer, client: Any) -> SiloServer:
 
 
 @pytest.fixture(scope="module")
-def session() -> Iterator[requests.Session]:
+def session(server: SiloServer) -> Iterator[requests.Session]:
+    """Every request the fuzzer sends is signed with the server's administrator key, as boto3 would sign it."""
     with requests.Session() as s:
+        s.auth = SignedBy(server.endpoint)
         yield s
 
 

@@ -19,7 +19,16 @@ from typing import Any
 import pytest
 
 from tests.security.test_attacks import run as attack
-from tests.support import ROLE, SiloServer, create_python_function, make_client, payload_of, python_runtime, zip_files
+from tests.support import (
+    ROLE,
+    SiloServer,
+    create_python_function,
+    make_client,
+    payload_of,
+    python_runtime,
+    signed_request,
+    zip_files,
+)
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the jail needs root; CI runs these as root")
 
@@ -134,7 +143,8 @@ def logs_of(server: SiloServer, function: str, tenant: str) -> list[str]:
     cursor = None
     while True:
         query = f"tenant={tenant}&since=1h&limit=10000" + (f"&cursor={cursor}" if cursor else "")
-        with urllib.request.urlopen(f"{server.endpoint}/silo/v1/functions/{function}/logs?{query}") as r:
+        path = f"/silo/v1/functions/{function}/logs?{query}"
+        with urllib.request.urlopen(signed_request(server.endpoint, path)) as r:
             page = json.loads(r.read())
         events.extend(e["Message"] for e in page["Events"])
         if not page["HasMore"] or not page["Events"]:

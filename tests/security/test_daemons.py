@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from silo.sandbox.identity import UID_BASE, UID_COUNT, instance_of
-from tests.support import SiloServer, create_python_function, make_client, payload_of
+from tests.support import SiloServer, create_python_function, make_client, payload_of, signed_request
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the jail needs root; CI runs these as root")
 
@@ -61,8 +61,9 @@ def who(server: SiloServer, network: str) -> dict[str, Any]:
     name = f"who-{network}"
     create_python_function(client, name, WHO, per_tenant=True, MemorySize=128)
     if network != "none":
-        request = urllib.request.Request(
-            f"{server.endpoint}/silo/v1/functions/{name}/settings",
+        request = signed_request(
+            server.endpoint,
+            f"/silo/v1/functions/{name}/settings",
             data=json.dumps({"Network": network}).encode(),
             method="PUT",
             headers={"Content-Type": "application/json"},

@@ -49,6 +49,7 @@ from tests.support import (
     make_client,
     payload_of,
     python_runtime,
+    signed_request,
     zip_files,
 )
 
@@ -63,8 +64,9 @@ JAIL_DEVICES = {"null", "zero", "random", "urandom", "fd", "stdin", "stdout", "s
 
 
 def use_gvisor(server: SiloServer, name: str) -> None:
-    request = urllib.request.Request(
-        f"{server.endpoint}/silo/v1/functions/{name}/settings",
+    request = signed_request(
+        server.endpoint,
+        f"/silo/v1/functions/{name}/settings",
         data=json.dumps({"Sandbox": "gvisor"}).encode(),
         method="PUT",
         headers={"Content-Type": "application/json"},

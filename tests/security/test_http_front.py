@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from tests.support import SiloServer, create_python_function, make_client, payload_of
+from tests.support import SiloServer, create_python_function, make_client, payload_of, signed_head, signed_request
 
 HEAD_TIMEOUT_S = 2
 BODY_TIMEOUT_S = 2
@@ -31,7 +31,7 @@ MAX_CONNECTIONS = 400
 MAX_PER_ADDRESS = 50
 SLACK_S = 15  # generous: the sweep runs once a second, and the two cores are shared
 ECHO = "def handler(event, context):\n    return event\n"
-LIST = b"GET /2015-03-31/functions/ HTTP/1.1\r\nHost: silo\r\n\r\n"
+INVOKE_ECHO = "/2015-03-31/functions/echo/invocations"
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +63,12 @@ def connect(server: SiloServer, source: str = "127.0.0.1") -> socket.socket:
     return sock
 
 
-def exchange(sock: socket.socket, request: bytes | None = LIST, timeout: float = 10) -> tuple[int, Any, bytes]:
+def listing(server: SiloServer, headers: dict[str, str] | None = None) -> bytes:
+    """ListFunctions, signed now with the server's administrator key."""
+    return signed_head(server.endpoint, "GET", "/2015-03-31/functions/", headers)
+
+
+def exchange(sock: socket.socket, request: bytes | None, timeout: float = 10) -> tuple[int, Any, bytes]:
     """Send `request` (None: nothing) and read one answer: status, headers, body."""
     sock.settimeout(timeout)
     if request is not None:
@@ -169,9 +174,9 @@ def test_slow_bodies_are_closed(silo_server: SiloServer, echo: str) -> None:
     socks = [connect(silo_server, "127.0.0.20") for _ in range(20)]
     try:
         for sock in socks:
-            sock.sendall(
-                b"POST /2015-03-31/functions/echo/invocations HTTP/1.1\r\nHost: silo\r\nContent-Length: 100000\r\n\r\n{"
-            )
+            # Signed, so that authentication lets it through to wait for its body.
+            head = signed_head(silo_server.endpoint, "POST", INVOKE_ECHO, {"Content-Length": "100000"})
+            sock.sendall(head + b"{")
         started = time.monotonic()
         seen: list[bytes] = []
         for sock in socks:
@@ -194,7 +199,7 @@ def test_slow_bodies_are_closed(silo_server: SiloServer, echo: str) -> None:
             seen.append(answer)
         assert seen[0].startswith(b"HTTP/1.1 408 ")
         with connect(silo_server, "127.0.0.20") as sock:
-            status, _, body = exchange(sock)
+            status, _, body = exchange(sock, listing(silo_server))
         assert status == 200, body
     finally:
         for sock in socks:
@@ -227,8 +232,8 @@ def test_huge_header_gets_431_and_memory_stays_bounded(silo_server: SiloServer) 
 
 def test_too_many_headers_get_431(silo_server: SiloServer) -> None:
     def with_headers(n: int) -> bytes:
-        fields = b"".join(b"X-Field-%d: v\r\n" % i for i in range(n))
-        return b"GET /2015-03-31/functions/ HTTP/1.1\r\nHost: silo\r\n" + fields + b"\r\n"
+        # Two of the 100 fields allowed go to the signature (X-Amz-Date, Authorization).
+        return listing(silo_server, {f"X-Field-{i}": "v" for i in range(n)})
 
     with connect(silo_server) as sock:
         assert exchange(sock, with_headers(90))[0] == 200
@@ -244,7 +249,7 @@ def test_connections_per_address_are_capped(silo_server: SiloServer) -> None:
     try:
         for _ in range(MAX_PER_ADDRESS):
             held.append(connect(silo_server, "127.0.0.3"))
-            assert exchange(held[-1])[0] == 200  # served, then idle in keep-alive
+            assert exchange(held[-1], listing(silo_server))[0] == 200  # served, then idle in keep-alive
         with connect(silo_server, "127.0.0.3") as extra:
             status, headers, body = exchange(extra, None)  # answered at once, before any request
         assert status == 429, body
@@ -253,12 +258,12 @@ def test_connections_per_address_are_capped(silo_server: SiloServer) -> None:
         message = json.loads(body)["message"]
         assert "Too many connections from 127.0.0.3" in message and f"at most {MAX_PER_ADDRESS}" in message
         with connect(silo_server, "127.0.0.2") as other:
-            assert exchange(other)[0] == 200, "another address is still served"
+            assert exchange(other, listing(silo_server))[0] == 200, "another address is still served"
         held.pop().close()
         deadline = time.monotonic() + SLACK_S
         while True:
             with connect(silo_server, "127.0.0.3") as again:
-                status = exchange(again, LIST)[0]
+                status = exchange(again, listing(silo_server))[0]
             if status == 200 or time.monotonic() > deadline:
                 break
             time.sleep(0.1)
@@ -275,7 +280,7 @@ def test_total_connections_are_capped(silo_server: SiloServer) -> None:
         for i in range(MAX_CONNECTIONS + 50):
             sock = connect(silo_server, f"127.0.1.{1 + i // 40}")  # 40 from each address: under its cap
             held.append(sock)
-            status, headers, body = exchange(sock)
+            status, headers, body = exchange(sock, listing(silo_server))
             if status != 200:
                 refused = (status, headers, body)
                 break
@@ -291,7 +296,7 @@ def test_total_connections_are_capped(silo_server: SiloServer) -> None:
     deadline = time.monotonic() + SLACK_S
     while True:
         with connect(silo_server, "127.0.1.200") as sock:
-            status = exchange(sock)[0]
+            status = exchange(sock, listing(silo_server))[0]
         if status == 200 or time.monotonic() > deadline:
             break
         time.sleep(0.1)
@@ -300,8 +305,8 @@ def test_total_connections_are_capped(silo_server: SiloServer) -> None:
 
 def test_oversized_invoke_from_urllib_gets_413_not_a_reset(silo_server: SiloServer, echo: str) -> None:
     # urllib (http.client) writes its whole body, then reads; it asks for Connection: close.
-    url = f"{silo_server.endpoint}/2015-03-31/functions/{echo}/invocations"
-    request = urllib.request.Request(url, data=json.dumps({"x": "a" * (7 << 20)}).encode(), method="POST")
+    path = f"/2015-03-31/functions/{echo}/invocations"
+    request = signed_request(silo_server.endpoint, path, data=json.dumps({"x": "a" * (7 << 20)}).encode())
     with pytest.raises(urllib.error.HTTPError) as raised:
         urllib.request.urlopen(request, timeout=60)
     assert raised.value.code == 413
@@ -314,9 +319,7 @@ def test_oversized_invoke_from_urllib_gets_413_not_a_reset(silo_server: SiloServ
 
 def test_body_after_an_early_answer_is_not_read_forever(silo_server: SiloServer, echo: str) -> None:
     with connect(silo_server) as sock:
-        sock.sendall(
-            b"POST /2015-03-31/functions/echo/invocations HTTP/1.1\r\nHost: silo\r\nContent-Length: 4000000000\r\n\r\n"
-        )
+        sock.sendall(signed_head(silo_server.endpoint, "POST", INVOKE_ECHO, {"Content-Length": "4000000000"}))
         sent = 0
         chunk = b"a" * (1 << 20)
         try:
@@ -335,10 +338,7 @@ def test_answers_a_client_never_reads_are_not_kept(silo_server: SiloServer, echo
     pid = silo_server.proc.pid
     before = vm_kib(pid, "VmRSS")
     payload = json.dumps({"x": "a" * (5 << 20)}).encode()
-    request = (
-        b"POST /2015-03-31/functions/echo/invocations HTTP/1.1\r\nHost: silo\r\n"
-        b"Content-Length: %d\r\n\r\n" % len(payload) + payload
-    )
+    request = signed_head(silo_server.endpoint, "POST", INVOKE_ECHO, body=payload) + payload
     socks = []
     for i in range(30):
         sock = socket.socket()

@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 
 from silo.sandbox.identity import instance_of
-from tests.support import ROLE, SiloServer, make_client, payload_of, python_runtime, zip_files
+from tests.support import ROLE, SiloServer, make_client, payload_of, python_runtime, signed_request, zip_files
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the jail needs root; CI runs these as root")
 
@@ -172,8 +172,9 @@ def host_listener() -> Iterator[int]:
 
 
 def put_settings(server: SiloServer, name: str, body: dict[str, str]) -> dict[str, Any]:
-    request = urllib.request.Request(
-        f"{server.endpoint}/silo/v1/functions/{name}/settings",
+    request = signed_request(
+        server.endpoint,
+        f"/silo/v1/functions/{name}/settings",
         data=json.dumps(body).encode(),
         method="PUT",
         headers={"Content-Type": "application/json"},

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.support import SiloServer, create_python_function, make_client
+from tests.support import SiloServer, create_python_function, make_client, signed_request
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the jail needs root; CI runs these as root")
 
@@ -55,8 +55,8 @@ def refusal(client: Any, function: str) -> dict[str, Any]:
 
 
 def event(server: SiloServer, function: str, request_id: str) -> dict[str, Any]:
-    url = f"{server.endpoint}/silo/v1/functions/{function}/events/{request_id}"
-    with urllib.request.urlopen(url, timeout=10) as answer:
+    url = f"/silo/v1/functions/{function}/events/{request_id}"
+    with urllib.request.urlopen(signed_request(server.endpoint, url), timeout=10) as answer:
         document: dict[str, Any] = json.loads(answer.read())
     return document
 
