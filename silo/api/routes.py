@@ -7,6 +7,7 @@ from starlette.routing import BaseRoute
 
 from silo.api import events as event_routes
 from silo.api import functions as function_routes
+from silo.api import gateway as gateway_routes
 from silo.api import health
 from silo.api import invoke as invoke_routes
 from silo.api import keys as key_routes
@@ -27,6 +28,7 @@ def api_routes(
     readiness: health.Readiness,
     keys: KeyService,
     presign: function_routes.Presigner | None = None,
+    gateway: gateway_routes.GatewayEndpoint | None = None,
 ) -> list[BaseRoute]:
     """Lambda's REST-JSON routes and silo's own (`/silo/v1/...`, `/metrics`, `/healthz`, `/readyz`).
     `presign` signs GetFunction's Code.Location for its caller (None: plain URLs, no authentication)."""
@@ -37,4 +39,5 @@ def api_routes(
         invoke_routes.route(invoke),
         *event_routes.routes(event_configs, dispatcher),
         *telemetry_routes.routes(functions, telemetry),
+        *(gateway_routes.routes(gateway) if gateway is not None else []),
     ]

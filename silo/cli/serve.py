@@ -20,6 +20,7 @@ from silo.api.app import build_app
 from silo.api.auth import Authentication, UrlSigner, body_limit, check_auth_setting
 from silo.api.front import Front, FrontLimits, descriptor_room
 from silo.api.functions import MAX_REQUEST_BYTES
+from silo.api.gateway import GatewayEndpoint
 from silo.api.health import Readiness
 from silo.api.protocol import bound_to
 from silo.api.routes import api_routes
@@ -193,6 +194,7 @@ async def run(settings: Settings) -> None:
         readiness,
         keys,
         presign=UrlSigner(keys, settings.region) if signing else None,
+        gateway=GatewayEndpoint(service, router),
     )
     limit = body_limit(MAX_REQUEST_BYTES, invoke_routes.SYNC_PAYLOAD_LIMIT)
     app = build_app(
