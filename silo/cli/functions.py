@@ -146,7 +146,30 @@ def settings(client: Client, name: str, changes: dict[str, Any]) -> int:
     path = f"/silo/v1/functions/{urllib.parse.quote(name, safe='')}/settings"
     current = client.json("PUT", path, changes) if changes else client.json("GET", path)
     for key, value in current.items():
-        print(f"{key:22} {'no cap' if value is None else value}")
+        if key == "Gateway":
+            shown = "none" if value is None else json.dumps(value, separators=(",", ":"))
+        else:
+            shown = "no cap" if value is None else value
+        print(f"{key:22} {shown}")
     if changes:
         print("(environments of the function were retired; new calls start fresh ones with these settings)")
     return 0
+
+
+def gateway_setting(raw: str) -> dict[str, Any] | None:
+    """The Gateway setting `--gateway` gives: JSON, @file of JSON, or none (the server checks the rest)."""
+    if raw.lower() == "none":
+        return None
+    text = raw
+    if raw.startswith("@"):
+        try:
+            text = Path(raw[1:]).read_text()
+        except OSError as exc:
+            raise ValueError(f"--gateway {raw}: cannot read {raw[1:]}: {exc.strerror}") from None
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise ValueError(f"--gateway takes a JSON object, @file.json or none; it is not JSON ({exc})") from None
+    if not isinstance(value, dict):
+        raise ValueError('--gateway takes a JSON object: {"Issuers": [...], "Audience": ..., ...}')
+    return value
