@@ -100,9 +100,7 @@ def canonical_request(
 ) -> str:
     """The canonical request over the `signed` header names (lower case, sorted). `headers` maps each lower-case
     name to its values in the order received; a signed name missing from it counts as an empty value."""
-    lines = [
-        f"{name}:{','.join(header_value(v) for v in headers.get(name, ()))}" for name in signed
-    ]
+    lines = [f"{name}:{','.join(header_value(v) for v in headers.get(name, ()))}" for name in signed]
     return "\n".join(
         (
             method.upper(),

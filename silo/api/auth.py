@@ -316,8 +316,7 @@ class Authentication:
             )
         if auth.terminator != sigv4.TERMINATOR:
             raise errors.InvalidSignatureException(
-                f"Credential should be scoped with a valid terminator: '{sigv4.TERMINATOR}', not "
-                f"'{auth.terminator}'."
+                f"Credential should be scoped with a valid terminator: '{sigv4.TERMINATOR}', not '{auth.terminator}'."
             )
         return when
 

@@ -1,10 +1,10 @@
 """silo's caller keys over HTTP (administrator keys only: the authentication layer refuses tenant-bound ones).
 
-    POST   /silo/v1/keys            create a key: {"Admin": true} or {"TenantId": "t", "Functions": ["f"]},
-                                    optional "ExpiresInSeconds" and "Description"; 201 with the secret, once
-    GET    /silo/v1/keys            every key, revoked and expired ones included, never a secret
-    GET    /silo/v1/keys/{key_id}   one key
-    DELETE /silo/v1/keys/{key_id}   revoke it, effective on the next request; 200 with the key as it is now
+POST   /silo/v1/keys            create a key: {"Admin": true} or {"TenantId": "t", "Functions": ["f"]},
+                                optional "ExpiresInSeconds" and "Description"; 201 with the secret, once
+GET    /silo/v1/keys            every key, revoked and expired ones included, never a secret
+GET    /silo/v1/keys/{key_id}   one key
+DELETE /silo/v1/keys/{key_id}   revoke it, effective on the next request; 200 with the key as it is now
 """
 
 from __future__ import annotations

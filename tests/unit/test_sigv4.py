@@ -42,9 +42,7 @@ class Recording(SigV4Auth):
 def at_now() -> Iterator[None]:
     """botocore's signers read the clock through botocore.auth.get_current_datetime."""
     real = botocore.auth.get_current_datetime
-    botocore.auth.get_current_datetime = lambda: datetime.datetime.fromtimestamp(NOW, datetime.UTC).replace(
-        tzinfo=None
-    )
+    botocore.auth.get_current_datetime = lambda: datetime.datetime.fromtimestamp(NOW, datetime.UTC).replace(tzinfo=None)
     try:
         yield
     finally:
