@@ -71,7 +71,7 @@ def _parser() -> argparse.ArgumentParser:
     limits = sub.add_parser(
         "settings",
         parents=[endpoint],
-        help="show or change silo's own settings of a function: sandbox, network, per-tenant limits",
+        help="show or change silo's own settings of a function: sandbox, network, per-tenant limits, gateway",
     )
     limits.add_argument("name")
     limits.add_argument("--sandbox", choices=["default", "jail", "gvisor"], help="backend for its environments")
@@ -81,6 +81,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     limits.add_argument(
         "--tenant-max-environments", type=_cap, metavar="N|none", help="environments one tenant may have"
+    )
+    limits.add_argument(
+        "--gateway",
+        metavar="JSON|@FILE|none",
+        help="the end users' door (/gateway/NAME/...): which issuers' tokens it accepts and which claim names "
+        "the tenant, as JSON, or @file.json; none removes it (see docs/operating.md, The gateway)",
     )
 
     keys = sub.add_parser(
@@ -206,6 +212,8 @@ def main(argv: list[str] | None = None) -> int:
             ):
                 if flag in raw and key not in given:
                     given[key] = None
+            if args.gateway is not None:
+                given["Gateway"] = functions.gateway_setting(args.gateway)
             return functions.settings(client, args.name, given)
         return functions.invoke(client, args.name, args.tenant, args.payload, args.logs)
     except ApiError as exc:
