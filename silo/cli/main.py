@@ -38,8 +38,8 @@ def _parser() -> argparse.ArgumentParser:
     endpoint = argparse.ArgumentParser(add_help=False)
     endpoint.add_argument(
         "--endpoint",
-        default=os.environ.get("SILO_ENDPOINT", DEFAULT_ENDPOINT),
-        help=f"silo's API (SILO_ENDPOINT, default {DEFAULT_ENDPOINT})",
+        default=os.environ.get("SILO_ENDPOINT") or os.environ.get("AWS_ENDPOINT_URL_LAMBDA") or DEFAULT_ENDPOINT,
+        help=f"silo's API (SILO_ENDPOINT, else AWS_ENDPOINT_URL_LAMBDA, default {DEFAULT_ENDPOINT})",
     )
 
     deploy = sub.add_parser("deploy", parents=[endpoint], help="zip a directory and create or update a function")
