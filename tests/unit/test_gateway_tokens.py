@@ -190,3 +190,59 @@ def test_an_issuer_whose_keys_cannot_be_fetched_is_unavailable() -> None:
     with pytest.raises(ServiceUnavailable) as caught:
         verify(RSA.sign(claims()), gateway)
     assert caught.value.status == 503
+
+
+class CountingKeys:
+    """An issuer's inline keys that count how often a verification asked for them."""
+
+    def __init__(self, *keys: SigningKey) -> None:
+        self.keys_given = [k.jwk for k in keys]
+        self.asked = 0
+
+    async def keys(self, kid: str | None) -> list[dict[str, Any]]:
+        self.asked += 1
+        return [k for k in self.keys_given if kid is None or k["kid"] == kid]
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def counted_policy(counting: CountingKeys, clock: Clock) -> GatewayPolicy:
+    stored = validate(gateway_setting(inline_issuer(RSA)), per_tenant=True)
+    assert stored is not None
+    gateway = GatewayPolicy(stored, KeySets(), clock=clock)
+    gateway.issuers[ISSUER] = counting
+    return gateway
+
+
+def test_a_token_that_verified_is_taken_again_for_a_while_and_then_checked_anew() -> None:
+    counting, clock = CountingKeys(RSA), Clock()
+    gateway = counted_policy(counting, clock)
+    token = RSA.sign(claims("tenant-a"))
+    for _ in range(3):
+        assert asyncio.run(gateway.verify(token, SPEC)).tenant_id == "tenant-a"
+    assert counting.asked == 1
+    clock.now += 61
+    asyncio.run(gateway.verify(token, SPEC))
+    assert counting.asked == 2
+
+
+def test_a_token_is_taken_again_no_longer_than_its_expiry_and_only_byte_for_byte() -> None:
+    counting, clock = CountingKeys(RSA), Clock()
+    gateway = counted_policy(counting, clock)
+    now = int(clock.now)
+    nearly = RSA.sign(claims("tenant-a", exp=now - 30))  # expired, but within the leeway
+    asyncio.run(gateway.verify(nearly, SPEC))
+    clock.now = now + 31  # past exp + leeway: the cached verification is not used
+    asyncio.run(gateway.verify(nearly, SPEC))
+    assert counting.asked == 2
+    header, payload, signature = RSA.sign(claims("tenant-a")).split(".")
+    asyncio.run(gateway.verify(f"{header}.{payload}.{signature}", SPEC))
+    forged = b64(json.dumps(claims("tenant-b")).encode())
+    with pytest.raises(UnauthorizedException):
+        asyncio.run(gateway.verify(f"{header}.{forged}.{signature}", SPEC))
