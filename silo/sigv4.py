@@ -84,6 +84,9 @@ def canonical_query(raw_query: str, *, drop_signature: bool = False, reencode: b
 
 
 def header_value(value: str) -> str:
+    """The value with its ends trimmed and each run of white space made one space."""
+    if value.isascii() and value.isprintable() and " " not in value:
+        return value  # the usual case: printable ASCII has no white space but the space, so nothing to do
     return " ".join(value.split())
 
 
@@ -100,7 +103,13 @@ def canonical_request(
 ) -> str:
     """The canonical request over the `signed` header names (lower case, sorted). `headers` maps each lower-case
     name to its values in the order received; a signed name missing from it counts as an empty value."""
-    lines = [f"{name}:{','.join(header_value(v) for v in headers.get(name, ()))}" for name in signed]
+    lines = []
+    for name in signed:
+        values = headers.get(name, ())
+        if len(values) == 1:
+            lines.append(f"{name}:{header_value(values[0])}")
+        else:
+            lines.append(f"{name}:{','.join(header_value(v) for v in values)}")
     return "\n".join(
         (
             method.upper(),
