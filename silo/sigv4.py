@@ -62,7 +62,16 @@ def remove_dot_segments(path: str) -> str:
 
 def canonical_uri(raw_path: str) -> str:
     """The path as received (percent-encoded once), normalised and encoded again."""
-    return quote(remove_dot_segments(raw_path), safe="/~")
+    uri = _URIS.get(raw_path)
+    if uri is None:
+        # Calls come to a few paths again and again (a function's Invoke): each is worked out once.
+        if len(_URIS) >= 4096:
+            _URIS.clear()
+        uri = _URIS[raw_path] = quote(remove_dot_segments(raw_path), safe="/~")
+    return uri
+
+
+_URIS: dict[str, str] = {}
 
 
 def canonical_query(raw_query: str, *, drop_signature: bool = False, reencode: bool = False) -> str:

@@ -45,6 +45,8 @@ def call(
     signed_at: float = NOW,
     extra: dict[str, str] | None = None,
     sent_body: bytes | None = None,
+    layer: Authentication | None = None,
+    route: Route | None = None,
 ) -> tuple[int, dict[str, Any], Route]:
     headers = {"Content-Type": "application/json", **(extra or {})}
     if key is not None:
@@ -62,8 +64,9 @@ def call(
                 now=signed_at,
             )
         )
-    route = Route()
-    layer = Authentication(route, Keys(), region="us-east-1", body_limit=body_limit(1000, 100), clock=lambda: NOW)
+    if route is None or layer is None:
+        route = Route()
+        layer = Authentication(route, Keys(), region="us-east-1", body_limit=body_limit(1000, 100), clock=lambda: NOW)
     scope = {
         "type": "http",
         "method": method,
@@ -91,6 +94,18 @@ def call(
 def test_a_signed_request_reaches_its_route_as_its_key_with_its_body() -> None:
     status, _, route = call("POST", INVOKE, body=b'{"a": 1}')
     assert status == 200 and route.seen == [(ADMIN.principal, b'{"a": 1}')]
+
+
+def test_each_request_is_checked_against_its_own_signature() -> None:
+    """What one layer keeps from request to request (a parsed header, a day's key) decides nothing alone."""
+    route = Route()
+    layer = Authentication(route, Keys(), region="us-east-1", body_limit=body_limit(1000, 100), clock=lambda: NOW)
+    for body in (b'{"n": 1}', b'{"n": 2}', b'{"n": 3}'):
+        assert call("POST", INVOKE, body=body, layer=layer, route=route)[0] == 200
+    # A request whose header differs from an accepted one by its signature alone, and its body.
+    status, answer, _ = call("POST", INVOKE, body=b'{"n": 1}', sent_body=b'{"n": 4}', layer=layer, route=route)
+    assert (status, answer["code"]) == (403, "InvalidSignatureException")
+    assert [body for _, body in route.seen] == [b'{"n": 1}', b'{"n": 2}', b'{"n": 3}']
 
 
 def test_the_five_minutes_are_the_servers_clock_and_the_messages_awss() -> None:
