@@ -32,6 +32,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from silo import sigv4
+from silo.cli import credentials
+from silo.cli.credentials import Credentials
+
 HERE = Path(__file__).resolve().parent
 HANDLER = """
 count = 0
@@ -67,9 +71,13 @@ def free_port() -> int:
 
 
 class Server:
+    """A `silo serve` with authentication on (the default), or off with `--auth none` among `args`; its
+    administrator key (the credentials file it writes) signs the benchmark's calls."""
+
     def __init__(self, data_dir: Path, *args: str) -> None:
         self.port = free_port()
         self.data_dir = data_dir
+        self.credentials: Credentials | None = None
         self.log = open(data_dir.parent / "bench-serve.log", "ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "silo", "serve", "--port", str(self.port), "--data-dir", str(data_dir), *args],
@@ -80,6 +88,9 @@ class Server:
         while time.monotonic() < deadline:
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    found = credentials.read(data_dir / credentials.FILE_NAME, credentials.PROFILE)
+                    if found is not None:
+                        self.credentials = Credentials(*found, "us-east-1", "the benchmark server")
                     return
             except OSError:
                 time.sleep(0.05)
@@ -94,15 +105,40 @@ class Server:
         self.log.close()
 
 
-class Client:
-    """One keep-alive connection to silo's API."""
+def signed(
+    creds: Credentials | None, port: int, method: str, path: str, body: bytes, headers: dict[str, str]
+) -> dict[str, str]:
+    """`headers` with the SigV4 headers of `creds` (silo's signer, the CLI's), or as they are without."""
+    host = f"127.0.0.1:{port}"
+    if creds is None:
+        return headers
+    raw_path, _, raw_query = path.partition("?")
+    added = sigv4.sign_headers(
+        access_key=creds.access_key,
+        secret=creds.secret,
+        method=method,
+        host=host,
+        raw_path=raw_path,
+        raw_query=raw_query,
+        headers=headers,
+        body=body,
+        region=creds.region,
+    )
+    return {"Host": host, **headers, **added}
 
-    def __init__(self, port: int) -> None:
+
+class Client:
+    """One keep-alive connection to silo's API, signing with `creds` (None: the server runs --auth none)."""
+
+    def __init__(self, port: int, creds: Credentials | None = None) -> None:
+        self.port = port
+        self.creds = creds
         self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
 
     def call(
         self, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None
     ) -> tuple[int, bytes, dict[str, str]]:
+        headers = signed(self.creds, self.port, method, path, body, headers or {})
         try:
             self.conn.request(method, path, body=body, headers=headers or {})
         except (BrokenPipeError, ConnectionResetError):
@@ -294,9 +330,39 @@ class CpuMeter:
         return CpuSplit(daemon * per, damon * per, max(busy - daemon - damon, 0.0) * per)
 
 
-def run_wrk(port: int, function: str, tenants: int, connections: int, seconds: float) -> dict[str, Any]:
-    """One run of `wrk` calling round the tenants `tp<tenants>-0...`; what tenants.lua reports."""
+def signed_requests(port: int, function: str, tenants: int, prefix: str, creds: Credentials) -> Path:
+    """A file of one whole Invoke request per tenant, each signed now (valid five minutes), for tenants.lua:
+    wrk's Lua has no HMAC, so the benchmark signs ahead and the server verifies every call as it comes."""
+    path = f"/2015-03-31/functions/{function}/invocations"
+    out = []
+    for n in range(tenants):
+        headers = {"X-Amz-Tenant-Id": f"{prefix}-{n}", "Content-Type": "application/json"}
+        fields = signed(creds, port, "POST", path, b"{}", {**headers, "Content-Length": "2"})
+        head = "".join(f"{name}: {value}\r\n" for name, value in fields.items())
+        out.append(f"POST {path} HTTP/1.1\r\n{head}\r\n{{}}")
+    file = Path(tempfile.mkstemp(prefix="silo-bench-requests-")[1])
+    file.write_text("\n\0\n".join(out))
+    return file
+
+
+def run_wrk(
+    port: int, function: str, tenants: int, connections: int, seconds: float, creds: Credentials | None = None
+) -> dict[str, Any]:
+    """One run of `wrk` calling round the tenants `tp<tenants>-0...`; what tenants.lua reports. With `creds`
+    every call is signed (requests made ahead by `signed_requests`)."""
     env = dict(os.environ, SILO_FUNCTION=function, SILO_TENANTS=str(tenants), SILO_PREFIX=f"tp{tenants}")
+    requests_file = None
+    if creds is not None:
+        requests_file = signed_requests(port, function, tenants, f"tp{tenants}", creds)
+        env["SILO_REQUESTS"] = str(requests_file)
+    try:
+        return _wrk(port, connections, seconds, env)
+    finally:
+        if requests_file is not None:
+            requests_file.unlink()
+
+
+def _wrk(port: int, connections: int, seconds: float, env: dict[str, str]) -> dict[str, Any]:
     out = subprocess.run(
         [
             "wrk",
@@ -317,23 +383,30 @@ def run_wrk(port: int, function: str, tenants: int, connections: int, seconds: f
 
 
 def sustained_wrk(
-    port: int, function: str, tenants: int, connections: int, seconds: float, daemon_pid: int
+    port: int,
+    function: str,
+    tenants: int,
+    connections: int,
+    seconds: float,
+    daemon_pid: int,
+    creds: Credentials | None = None,
+    label: str = "",
 ) -> tuple[Figure, float, str]:
     """`wrk` (C, keep-alive) calls round the tenants from `connections` connections for `seconds`: the load
     generator itself costs little of the two cores the server shares with it. Tenants are warmed first
     by 4 parallel clients; those that do not fit (memory budget) are started again when called. The
     calls start once the host has settled after warming."""
     t0 = time.perf_counter()
-    warm_tenants(port, function, [f"tp{tenants}-{i}" for i in range(tenants)])
+    warm_tenants(port, function, [f"tp{tenants}-{i}" for i in range(tenants)], creds)
     warm_s = time.perf_counter() - t0
     wait_quiet()
     meter = CpuMeter(daemon_pid)
-    result = run_wrk(port, function, tenants, connections, seconds)
+    result = run_wrk(port, function, tenants, connections, seconds, creds)
     cpu = meter.split(result["requests"])
     rate = result["requests"] / result["seconds"]
     errors = sum(v for k, v in result.items() if k.endswith(("_errors", "timeouts")))
     figure = Figure(
-        f"warm calls over {tenants} tenants, wrk with {connections} connections",
+        f"warm calls over {tenants} tenants, wrk with {connections} connections{label}",
         [],
         f"{rate:.0f} calls/s, {result['requests']} calls over {result['seconds']:.0f} s, {errors} errors; "
         + cpu.note(),
@@ -342,11 +415,52 @@ def sustained_wrk(
     return figure, rate, f"{tenants} tenants warmed in {warm_s:.0f} s"
 
 
-def warm_tenants(port: int, function: str, names: list[str]) -> None:
+def auth_overhead(
+    work: Path, args: tuple[str, ...], tenants: int, connections: int, seconds: float, rounds: int = 2
+) -> tuple[list[Figure], str]:
+    """Warm calls over `tenants` tenants on two servers alike but for authentication: one verifying SigV4 on
+    every call (the default; every request signed ahead, each tenant's its own), one run with --auth none
+    and sent the same calls unsigned. Both live at once and are measured in turn, `rounds` times each, so
+    what drifts on a shared host touches both alike; the note compares the medians."""
+    signed = Server(work / "auth-sigv4", *args)
+    plain = Server(work / "auth-none", *args, "--auth", "none")
+    figures: list[Figure] = []
+    rates: dict[str, list[float]] = {"sigv4": [], "none": []}
+    try:
+        for server in (signed, plain):
+            create_function(Client(server.port, server.credentials), f"tp{tenants}")
+        for _ in range(rounds):
+            for name, server in (("sigv4", signed), ("none", plain)):
+                assert server.proc is not None
+                figure, rate, _ = sustained_wrk(
+                    server.port,
+                    f"tp{tenants}",
+                    tenants,
+                    connections,
+                    seconds,
+                    server.proc.pid,
+                    server.credentials,
+                    label=", SigV4 verified on every call" if name == "sigv4" else ", --auth none (same run)",
+                )
+                figures.append(figure)
+                rates[name].append(rate)
+    finally:
+        signed.stop()
+        plain.stop()
+    on, off = statistics.median(rates["sigv4"]), statistics.median(rates["none"])
+    note = (
+        f"Authentication's cost: warm calls over {tenants} tenants from {connections} connections, {on:.0f} calls/s "
+        f"with every call's SigV4 signature verified against {off:.0f} with --auth none, two servers measured in "
+        f"turn ({rounds} runs each, medians): {(on / off - 1) * 100:+.1f}%."
+    )
+    return figures, note
+
+
+def warm_tenants(port: int, function: str, names: list[str], creds: Credentials | None = None) -> None:
     """One call per tenant, from 4 client processes."""
     ctx = multiprocessing.get_context("fork")
     queue: Any = ctx.Queue()
-    warmers = [ctx.Process(target=_warm_worker, args=(port, function, names[i::4], queue)) for i in range(4)]
+    warmers = [ctx.Process(target=_warm_worker, args=(port, function, names[i::4], queue, creds)) for i in range(4)]
     for p in warmers:
         p.start()
     for _ in warmers:
@@ -400,8 +514,8 @@ def memory_kinds(before: dict[str, float], after: dict[str, float], count: float
     return "per environment " + ", ".join(parts)
 
 
-def _warm_worker(port: int, function: str, tenants: list[str], out: Any) -> None:
-    client = Client(port)
+def _warm_worker(port: int, function: str, tenants: list[str], out: Any, creds: Credentials | None) -> None:
+    client = Client(port, creds)
     for t in tenants:
         client.invoke(function, t)
     out.put(True)
@@ -436,11 +550,56 @@ def machine() -> str:
     )
 
 
+AUTH_BEGIN = "<!-- auth: written by bench/run.py --only auth -->"
+AUTH_END = "<!-- end of auth -->"
+
+
+def only_auth(out: Path, quick: bool) -> int:
+    """The authentication scenario alone, in a section of its own at the end of `out` (replacing an older one)."""
+    if shutil.which("wrk") is None:
+        raise SystemExit("bench: wrk is needed for the throughput scenarios (Debian: apt-get install wrk)")
+    work = Path(tempfile.mkdtemp(prefix="silo-bench-"))
+    try:
+        many = ("--keep-alive-s", "3600", "--account-concurrency", "5000")
+        figures, note = auth_overhead(work, many, 100 if quick else 1000, 8, 3.0 if quick else 10.0)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    section = [
+        AUTH_BEGIN,
+        "## Authentication",
+        "",
+        f"Measured {datetime.date.today().isoformat()} on {machine()} by `bench/run.py --only auth`"
+        f"{' --quick' if quick else ''}: the same calls on two servers alike but for authentication, in turn.",
+        "",
+        "| what | p50 | p90 | p99 | samples | note |",
+        "| --- | --- | --- | --- | --- | --- |",
+        *(f.row() for f in figures),
+        "",
+        note,
+        AUTH_END,
+    ]
+    previous = out.read_text() if out.exists() else ""
+    if AUTH_BEGIN in previous and AUTH_END in previous:
+        before, after = previous[: previous.index(AUTH_BEGIN)], previous[previous.index(AUTH_END) + len(AUTH_END) :]
+        previous = before.rstrip("\n") + "\n" + after.lstrip("\n")
+    out.write_text(previous.rstrip("\n") + "\n\n" + "\n".join(section) + "\n")
+    print("\n".join(section))
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="fewer samples and tenants, for a smoke run")
     parser.add_argument("--out", type=Path, default=HERE / "RESULTS.md")
+    parser.add_argument(
+        "--only",
+        choices=["auth"],
+        help="run one scenario (auth: warm calls over 1,000 tenants with and without authentication) and write "
+        "its own section of RESULTS.md, keeping the rest",
+    )
     args = parser.parse_args()
+    if args.only == "auth":
+        return only_auth(args.out, quick=args.quick)
     n = 50 if args.quick else 200
     tenant_counts = (10, 100, 1000) if args.quick else (10, 1000, 3000, 10000)
     density_target = 300 if args.quick else 4000
@@ -462,7 +621,7 @@ def main() -> int:
     try:
         server = Server(work / "full", *lifted, "--stems-per-function", "0", "--template-max-forks", "0")
         try:
-            client = Client(server.port)
+            client = Client(server.port, server.credentials)
             create_function(client, "bench")
             figures.append(
                 Figure(
@@ -474,7 +633,7 @@ def main() -> int:
             server.stop()
         server = Server(work / "fork", *lifted, "--stems-per-function", "0")
         try:
-            client = Client(server.port)
+            client = Client(server.port, server.credentials)
             create_function(client, "bench")
             client.invoke("bench", "first")  # the function's first call starts its runtime's template
             time.sleep(2)
@@ -492,7 +651,7 @@ def main() -> int:
             server.stop()
         server = Server(work / "data", *lifted)
         try:
-            client = Client(server.port)
+            client = Client(server.port, server.credentials)
             create_function(client, "bench")
             client.invoke("bench", "seed")  # the function's first new tenant starts its stem pool
             stems, paced = new_tenant_with_stem(client, "bench", n)
@@ -518,10 +677,10 @@ def main() -> int:
             # A server of its own per tenant count, so each starts with no environment of the others.
             server = Server(work / f"tp{count}", *many)
             try:
-                create_function(Client(server.port), f"tp{count}")
+                create_function(Client(server.port, server.credentials), f"tp{count}")
                 before = settled_mem_available_mib()
                 figure, rate, warmed = sustained_wrk(
-                    server.port, f"tp{count}", count, connections, seconds, server.proc.pid
+                    server.port, f"tp{count}", count, connections, seconds, server.proc.pid, server.credentials
                 )
                 held = before - mem_available_mib()
                 live = metric(server.port, "silo_environments")
@@ -532,7 +691,7 @@ def main() -> int:
                 if count == 1000:
                     # The same tenants from half the connections: two cores are as busy, and calls queue less.
                     fewer, _, _ = sustained_wrk(
-                        server.port, f"tp{count}", count, connections // 2, seconds, server.proc.pid
+                        server.port, f"tp{count}", count, connections // 2, seconds, server.proc.pid, server.credentials
                     )
                     figures.append(fewer)
                 if count >= 1000:
@@ -546,6 +705,9 @@ def main() -> int:
                     )
             finally:
                 server.stop()
+        auth_figures, auth_note = auth_overhead(work, many, 100 if args.quick else 1000, connections, seconds)
+        figures.extend(auth_figures)
+        notes.append(auth_note)
         # Density: idle tenant environments live at once. The budget is seven eighths of the host (silo's
         # default is three quarters): what is left is the operating system's, the services' and the daemon's.
         server = Server(
@@ -558,11 +720,11 @@ def main() -> int:
             "5000",
         )
         try:
-            create_function(Client(server.port), "density")
+            create_function(Client(server.port, server.credentials), "density")
             before = settled_mem_available_mib()
             kinds_before = meminfo_mib()
             t0 = time.perf_counter()
-            warm_tenants(server.port, "density", [f"d-{i}" for i in range(density_target)])
+            warm_tenants(server.port, "density", [f"d-{i}" for i in range(density_target)], server.credentials)
             took = time.perf_counter() - t0
             time.sleep(2)
             kinds_after = meminfo_mib()

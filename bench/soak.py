@@ -114,16 +114,17 @@ def daemon_sample(server: bench.Server) -> dict[str, float]:
 class Hostiles:
     """Hostile tenants calling their function back to back, each from a thread of its own."""
 
-    def __init__(self, port: int, function: str, count: int) -> None:
+    def __init__(self, port: int, function: str, count: int, creds: Any = None) -> None:
         self._stop = threading.Event()
         self.calls = 0
         self.failures = 0
         self._threads = [
-            threading.Thread(target=self._run, args=(port, function, f"hostile-{i}"), daemon=True) for i in range(count)
+            threading.Thread(target=self._run, args=(port, function, f"hostile-{i}", creds), daemon=True)
+            for i in range(count)
         ]
 
-    def _run(self, port: int, function: str, tenant: str) -> None:
-        client = bench.Client(port)
+    def _run(self, port: int, function: str, tenant: str, creds: Any) -> None:
+        client = bench.Client(port, creds)
         body = json.dumps({"code": HOSTILE_CODE}).encode()
         while not self._stop.is_set():
             status, _, _ = client.call(
@@ -146,7 +147,7 @@ class Hostiles:
 def soak(work: Path, name: str, minutes: int, hostile: bool) -> dict[str, Any]:
     server = bench.Server(work / name, "--keep-alive-s", "3600", "--account-concurrency", "5000")
     try:
-        client = bench.Client(server.port)
+        client = bench.Client(server.port, server.credentials)
         bench.create_function(client, "polite")
         status, data, _ = client.call(
             "POST",
@@ -166,14 +167,14 @@ def soak(work: Path, name: str, minutes: int, hostile: bool) -> dict[str, Any]:
         )
         if status != 201:
             raise RuntimeError(f"could not create the hostile function: {status} {data[:300]!r}")
-        bench.warm_tenants(server.port, "polite", [f"tp{TENANTS}-{i}" for i in range(TENANTS)])
+        bench.warm_tenants(server.port, "polite", [f"tp{TENANTS}-{i}" for i in range(TENANTS)], server.credentials)
         bench.wait_quiet()
         samples = [daemon_sample(server)]
         segments: list[dict[str, Any]] = []
-        hostiles = Hostiles(server.port, "hostile", HOSTILE if hostile else 0)
+        hostiles = Hostiles(server.port, "hostile", HOSTILE if hostile else 0, server.credentials)
         with hostiles:
             for _ in range(minutes):
-                segments.append(bench.run_wrk(server.port, "polite", TENANTS, CONNECTIONS, 60))
+                segments.append(bench.run_wrk(server.port, "polite", TENANTS, CONNECTIONS, 60, server.credentials))
                 samples.append(daemon_sample(server))
         return {
             "samples": samples,
