@@ -32,6 +32,9 @@ from silo.types import FunctionSpec
 # What every client of a test server is given besides its key (SiloServer.aws_env() adds the key).
 CREDENTIALS = {"AWS_DEFAULT_REGION": "us-east-1"}
 ROLE = "arn:aws:iam::000000000000:role/silo-test"
+# How many times longer to wait for servers and answers: the cgroup-v2 VM (tests/cgroup2) runs everything 15-40
+# times slower than a host does.
+TIME_SCALE = float(os.environ.get("SILO_TEST_TIME_SCALE", "1"))
 # The administrator key of each running test server, by endpoint (its data directory's credentials file).
 _KEYS: dict[str, tuple[str, str]] = {}
 # What a client of a server run with --auth none signs with: the server reads no signature.
@@ -160,7 +163,7 @@ class SiloServer:
             env={**os.environ, **CREDENTIALS},
         )
         log.close()
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 30 * TIME_SCALE
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"silo serve exited with {self.proc.returncode}:\n{self.log()}")
@@ -170,7 +173,7 @@ class SiloServer:
                     return
             except OSError:
                 time.sleep(0.05)
-        raise RuntimeError(f"silo serve did not listen within 30 s:\n{self.log()}")
+        raise RuntimeError(f"silo serve did not listen within {30 * TIME_SCALE:.0f} s:\n{self.log()}")
 
     def _learn_key(self) -> None:
         """The administrator key the server wrote to its credentials file before it listened."""
@@ -222,7 +225,7 @@ def make_client(endpoint: str, read_timeout: int = 120) -> Any:
         region_name="us-east-1",
         aws_access_key_id=key,
         aws_secret_access_key=secret,
-        config=Config(read_timeout=read_timeout, retries={"max_attempts": 1, "mode": "standard"}),
+        config=Config(read_timeout=read_timeout * TIME_SCALE, retries={"max_attempts": 1, "mode": "standard"}),
     )
 
 
@@ -281,7 +284,7 @@ def call(client: Any, name: str, tenant: str, event: dict[str, Any] | None = Non
 
 def forked_call(client: Any, name: str, prefix: str, event: dict[str, Any] | None = None) -> dict[str, Any]:
     """The first call of a new tenant, once the function's template is up (its first call starts it)."""
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 30 * TIME_SCALE
     n = 0
     while True:
         n += 1
