@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.support import ROLE, SiloServer, forked_call, payload_of, python_runtime, zip_files
+from tests.support import ROLE, TIME_SCALE, SiloServer, forked_call, payload_of, python_runtime, zip_files
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the jail needs root; CI runs these as root")
 
@@ -59,7 +59,8 @@ def attacker(silo_server: SiloServer) -> str:
         Code={"ZipFile": zip_files({"app.py": ATTACKER})},
         TenancyConfig={"TenantIsolationMode": "PER_TENANT"},
         MemorySize=128,
-        Timeout=10,
+        # Walking /proc takes a second here, and more than ten in the cgroup-v2 VM (tests/cgroup2).
+        Timeout=min(900, int(10 * TIME_SCALE)),
         EphemeralStorage={"Size": 512},
     )
     client.get_waiter("function_active_v2").wait(FunctionName=name)

@@ -1,0 +1,107 @@
+"""What the cgroup operations of an environment's life cost on this host's hierarchy (v1 or v2): making
+a group with its limits, a process joining it, freezing and thawing it, killing and removing it, and on
+v2 the join again with the `favordynmods` mount option. Each beside a write to a plain file in the same
+run, the floor any of them could reach. Run as root: `.venv/bin/python bench/cgroup_ops.py [ROUNDS]`; on a
+cgroup-v1 host, through `scripts/cgroup2-vm` for v2 (where everything runs 15-40 times slower: compare
+ratios, not times). Not part of `make bench`: its figures are in docs/design-notes.md."""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from silo.jail import cgroups
+from silo.jail.cgroups import Group, Limits
+
+
+def median_us(samples: list[float]) -> str:
+    return f"{statistics.median(samples) * 1e6:,.0f} µs"
+
+
+def timed(fn: Callable[[], object]) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+JOIN = """
+import os, sys, time
+paths = sys.argv[1:]
+t0 = time.perf_counter()
+for path in paths:
+    with open(path + "/cgroup.procs", "w") as f:
+        f.write(str(os.getpid()))
+print(time.perf_counter() - t0)
+"""
+
+
+def join_once(group: Group) -> float:
+    out = subprocess.run(
+        [sys.executable, "-S", "-c", JOIN, *group.join_paths().values()], capture_output=True, text=True, check=True
+    )
+    return float(out.stdout)
+
+
+def enter(group: Group) -> None:
+    for path in group.join_paths().values():
+        Path(path, "cgroup.procs").write_text(str(os.getpid()))
+
+
+def favordynmods(on: bool) -> bool:
+    flag = "favordynmods" if on else "nofavordynmods"
+    return subprocess.run(["mount", "-o", f"remount,{flag}", str(cgroups.ROOT)], capture_output=True).returncode == 0
+
+
+def main(rounds: int) -> None:
+    hierarchy = cgroups.open_hierarchy(f"{cgroups.PARENT}/bench-{uuid.uuid4().hex[:8]}")
+    print(f"# {hierarchy.describe()}, kernel {os.uname().release}, {rounds} rounds, medians")
+    plain = Path(tempfile.mkdtemp()) / "file"
+    floor = [timed(lambda: plain.write_text("1")) for _ in range(rounds)]
+    made: list[Group] = []
+    create = [timed(lambda: made.append(hierarchy.create(f"g{len(made)}", Limits(128)))) for _ in range(rounds)]
+    joins = [join_once(g) for g in made]
+    fast_joins: list[float] = []
+    if hierarchy.version == 2 and favordynmods(True):
+        fast_joins = [join_once(g) for g in made]
+        favordynmods(False)
+    sleepers = [
+        subprocess.Popen([sys.executable, "-S", "-c", "import time; time.sleep(600)"], preexec_fn=lambda g=g: enter(g))
+        for g in made[: min(rounds, 20)]
+    ]
+    switches = [g.freezer() for g in made[: len(sleepers)]]
+    hierarchy.anchor()
+    freeze = [timed(s.freeze) for s in switches]
+    thaw = [timed(s.thaw) for s in switches]
+    kill = [timed(g.kill_all) for g in made[: len(sleepers)]]
+    for proc in sleepers:
+        proc.wait()
+    for s in switches:
+        s.close()
+    remove = [timed(g.remove) for g in made]
+    hierarchy.close()
+    rows = [
+        ("write to a plain file (floor)", floor),
+        ("make a group with its limits", create),
+        ("a process joins it (cgroup.procs)", joins),
+        ("the same with favordynmods", fast_joins),
+        ("freeze", freeze),
+        ("thaw", thaw),
+        ("kill everything in it", kill),
+        ("remove it (emptied)", remove),
+    ]
+    for name, samples in rows:
+        if samples:
+            print(f"| {name} | {median_us(samples)} | {len(samples)} |")
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]) if len(sys.argv) > 1 else 40)
