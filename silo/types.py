@@ -64,6 +64,7 @@ class Invocation:
     invoked_arn: str
     client_context: str | None = None
     want_log_tail: bool = False
+    caller_key: str | None = None  # the id of the caller key that sent it, recorded with its START line
 
 
 class FunctionError(enum.Enum):

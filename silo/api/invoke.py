@@ -206,6 +206,7 @@ class InvokeEndpoint:
             invoked_arn=spec.function_arn,
             client_context=headers.get(b"x-amz-client-context"),
             want_log_tail=headers.get(b"x-amz-log-type") == "Tail",
+            caller_key=None if principal is None else principal.key_id,
         )
         result = await self._router.invoke(EnvKey(spec.function_arn, spec.version, tenant_id), spec, inv)
         out = [

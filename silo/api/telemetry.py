@@ -185,6 +185,7 @@ class TelemetryRoutes:
                         "TenantId": e.tenant_id,
                         "RequestId": e.request_id,
                         "Message": e.message,
+                        **({"CallerKeyId": e.caller_key} if e.caller_key is not None else {}),
                     }
                     for event_id, e in page.events
                 ],

@@ -214,7 +214,11 @@ class Dispatcher:
         if spec.per_tenant != (ev.tenant_id is not None):
             return self._dead(ev, Condition.TENANT_MISMATCH, "the function's tenant isolation mode no longer fits")
         inv = Invocation(
-            request_id=ev.request_id, payload=ev.payload, tenant_id=ev.tenant_id, invoked_arn=spec.function_arn
+            request_id=ev.request_id,
+            payload=ev.payload,
+            tenant_id=ev.tenant_id,
+            invoked_arn=spec.function_arn,
+            caller_key=ev.caller_key,
         )
         try:
             result = await self.router.invoke(EnvKey(spec.function_arn, spec.version, ev.tenant_id), spec, inv)

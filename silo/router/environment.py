@@ -352,7 +352,7 @@ class Environment:
             return failed
         # The first call of an environment pays its init: now (full start) or ahead of time (stem).
         cold = self.invocations == 1
-        self._stream.begin(inv.request_id)
+        self._stream.begin(inv.request_id, inv.caller_key)
         t0 = time.monotonic()
         payload, error = await self._run(inv)
         self._freeze()

@@ -146,6 +146,10 @@ MIGRATIONS: tuple[str, ...] = (
     );
     ALTER TABLE async_events ADD COLUMN caller_key TEXT;
     """,
+    # 6: the id of the caller key that sent an invocation, on its START line (silo.store.logs).
+    """
+    ALTER TABLE log_events ADD COLUMN caller_key TEXT;
+    """,
 )
 
 # SQLite's page cache per connection (its default is 2 MiB). Log lines of many tenants land all over the

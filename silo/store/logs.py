@@ -83,7 +83,9 @@ class LogStore:
             size = event_size(e.message)
             key = (e.function, e.tenant_id or "")
             added[key] = added.get(key, 0) + size
-            rows.append((e.function, e.stream, e.tenant_id, e.request_id, e.timestamp_ms, e.message, size))
+            rows.append(
+                (e.function, e.stream, e.tenant_id, e.request_id, e.timestamp_ms, e.message, size, e.caller_key)
+            )
         functions: dict[str, int] = {}
         for (function, _), size in added.items():
             functions[function] = functions.get(function, 0) + size
@@ -94,10 +96,11 @@ class LogStore:
             # throughout (C code never offers it to the event loop).
             for start in range(0, len(rows), INSERT_SLICE):
                 conn.execute(
-                    "INSERT INTO log_events (function, stream, tenant_id, request_id, ts_ms, message, size) "
+                    "INSERT INTO log_events "
+                    "(function, stream, tenant_id, request_id, ts_ms, message, size, caller_key) "
                     "SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]'), "
                     "json_extract(value, '$[3]'), json_extract(value, '$[4]'), json_extract(value, '$[5]'), "
-                    "json_extract(value, '$[6]') "
+                    "json_extract(value, '$[6]'), json_extract(value, '$[7]') "
                     "FROM json_each(?)",
                     (json.dumps(rows[start : start + INSERT_SLICE], separators=(",", ":")),),
                 )
@@ -184,7 +187,7 @@ class LogStore:
                 params.append(value)
         forward = query.after_id is not None or query.since_ms is not None
         sql = (
-            "SELECT id, function, stream, tenant_id, request_id, ts_ms, message FROM log_events "
+            "SELECT id, function, stream, tenant_id, request_id, ts_ms, message, caller_key FROM log_events "
             f"WHERE {' AND '.join(where)} ORDER BY id {'ASC' if forward else 'DESC'} LIMIT ?"
         )
         with self.db.reading() as conn:
@@ -198,7 +201,15 @@ class LogStore:
         events = [
             (
                 int(r["id"]),
-                LogEvent(r["function"], r["stream"], r["tenant_id"], r["request_id"], r["ts_ms"], r["message"]),
+                LogEvent(
+                    r["function"],
+                    r["stream"],
+                    r["tenant_id"],
+                    r["request_id"],
+                    r["ts_ms"],
+                    r["message"],
+                    r["caller_key"],
+                ),
             )
             for r in rows
         ]

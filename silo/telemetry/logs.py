@@ -269,7 +269,7 @@ class LogStream:
             if self._closed or not self._read_once():
                 return
 
-    def platform(self, line: str) -> None:
+    def platform(self, line: str, caller_key: str | None = None) -> None:
         self._flush_partial()
         self._append(line.encode())
         if self._sink is not None:
@@ -281,6 +281,7 @@ class LogStream:
                     self._request_id,
                     int(time.time() * 1000),
                     line.rstrip("\n"),
+                    caller_key,
                 )
             )
 
@@ -289,13 +290,14 @@ class LogStream:
         self.drain()
         self._answered = True
 
-    def begin(self, request_id: str) -> None:
+    def begin(self, request_id: str, caller_key: str | None = None) -> None:
+        """Open an invocation's slice with the platform's START record, which keeps `caller_key`."""
         self._flush_partial()
         self._answered = False
         self._current = bytearray()
         self._request_id = request_id
         for line in self._records.start(request_id):
-            self.platform(line)
+            self.platform(line, caller_key)
 
     def end(self, report: Report) -> bytes:
         """Close the invocation's slice with the platform's records; return the whole slice."""

@@ -277,6 +277,40 @@ def test_an_event_through_a_tenant_bound_key_runs_as_its_tenant_and_names_the_ke
     assert event["CallerKeyId"] == silo_server.credentials[0]
 
 
+def start_lines(server: SiloServer, function: str, request_id: str) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + 30
+    while True:
+        path = f"/silo/v1/functions/{function}/logs?request_id={request_id}"
+        status, _, page = send(signed_request(server.endpoint, path))
+        assert status == 200, page
+        starts = [e for e in page["Events"] if e["Message"].startswith("START ")]
+        if starts or time.monotonic() > deadline:
+            return starts
+        time.sleep(0.2)
+
+
+def test_each_call_is_recorded_with_the_key_that_made_it(
+    silo_server: SiloServer, lambda_client: Any, function: str
+) -> None:
+    key, secret = new_key(silo_server, "--tenant", "acme", "--function", function)
+    admin_key = silo_server.credentials[0]
+    by_admin = lambda_client.invoke(FunctionName=function, TenantId="globex")
+    by_tenant = client_with(silo_server, key, secret).invoke(FunctionName=function)
+    queued = lambda_client.invoke(FunctionName=function, TenantId="initech", InvocationType="Event", Payload=b"{}")
+    assert events_of(silo_server, function, queued["ResponseMetadata"]["RequestId"])["State"] == "succeeded"
+    for response, caller, tenant in (
+        (by_admin, admin_key, "globex"),
+        (by_tenant, key, "acme"),
+        (queued, admin_key, "initech"),
+    ):
+        starts = start_lines(silo_server, function, response["ResponseMetadata"]["RequestId"])
+        assert [(s["CallerKeyId"], s["TenantId"]) for s in starts] == [(caller, tenant)]
+    # Only the START line names the key: the function's own lines and the END and REPORT lines do not.
+    path = f"/silo/v1/functions/{function}/logs?request_id={by_admin['ResponseMetadata']['RequestId']}"
+    events = send(signed_request(silo_server.endpoint, path))[2]["Events"]
+    assert [e["Message"].split(" ")[0] for e in events if "CallerKeyId" in e] == ["START"]
+
+
 def test_a_revoked_or_expired_key_is_refused_at_once(silo_server: SiloServer, function: str) -> None:
     key, secret = new_key(silo_server, "--admin", "--description", "to revoke")
     client = client_with(silo_server, key, secret)
