@@ -1,12 +1,15 @@
 """What the cgroup operations of an environment's life cost on this host's hierarchy (v1 or v2): making
 a group with its limits, a process joining it, freezing and thawing it, killing and removing it, and on
-v2 the join again with the `favordynmods` mount option. Each beside a write to a plain file in the same
-run, the floor any of them could reach. Run as root: `.venv/bin/python bench/cgroup_ops.py [ROUNDS]`; on a
-cgroup-v1 host, through `scripts/cgroup2-vm` for v2 (where everything runs 15-40 times slower: compare
-ratios, not times). Not part of `make bench`: its figures are in docs/design-notes.md."""
+v2 the join again with the `favordynmods` mount option, and a new process placed in its group as it is
+made (`clone3` with `CLONE_INTO_CGROUP`) against one that is forked and then joins. Each beside a write
+to a plain file in the same run, the floor any of them could reach. Run as root:
+`.venv/bin/python bench/cgroup_ops.py [ROUNDS]`; on a cgroup-v1 host, through `scripts/cgroup2-vm` for v2
+(where everything runs 15-40 times slower: compare ratios, not times). Not part of `make bench`: its
+figures are in docs/design-notes.md."""
 
 from __future__ import annotations
 
+import ctypes
 import os
 import statistics
 import subprocess
@@ -19,8 +22,33 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from silo.jail import cgroups
+from silo.jail import cgroup_mount, cgroups
 from silo.jail.cgroups import Group, Limits
+
+SYS_CLONE3 = 435
+CLONE_INTO_CGROUP = 0x200000000
+# PyDLL: the call holds the GIL, so the child starts with it, as after os.fork; it only exits.
+_syscall = ctypes.PyDLL(None, use_errno=True).syscall
+_syscall.restype = ctypes.c_long
+
+
+class CloneArgs(ctypes.Structure):
+    _fields_ = [
+        (name, ctypes.c_uint64)
+        for name in (
+            "flags",
+            "pidfd",
+            "child_tid",
+            "parent_tid",
+            "exit_signal",
+            "stack",
+            "stack_size",
+            "tls",
+            "set_tid",
+            "set_tid_size",
+            "cgroup",
+        )
+    ]
 
 
 def median_us(samples: list[float]) -> str:
@@ -57,8 +85,38 @@ def enter(group: Group) -> None:
 
 
 def favordynmods(on: bool) -> bool:
-    flag = "favordynmods" if on else "nofavordynmods"
-    return subprocess.run(["mount", "-o", f"remount,{flag}", str(cgroups.ROOT)], capture_output=True).returncode == 0
+    said = cgroup_mount.set_favordynmods(cgroups.ROOT, on)
+    print(f"# {said}")
+    return said.startswith("remounted") and "lost" not in said
+
+
+def forked_and_joined(group: Group | None) -> float:
+    """A new process that exits at once: forked, and (with a group) moving itself into it first."""
+    t0 = time.perf_counter()
+    pid = os.fork()
+    if pid == 0:
+        if group is not None:
+            enter(group)
+        os._exit(0)
+    os.waitpid(pid, 0)
+    return time.perf_counter() - t0
+
+
+def cloned_into(group: Group) -> float:
+    """A new process that exits at once, made in `group` by the kernel (clone3, CLONE_INTO_CGROUP)."""
+    (path,) = group.join_paths().values()
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    args = CloneArgs(flags=CLONE_INTO_CGROUP, exit_signal=17, cgroup=fd)  # 17: SIGCHLD
+    t0 = time.perf_counter()
+    pid = _syscall(SYS_CLONE3, ctypes.byref(args), ctypes.c_size_t(ctypes.sizeof(args)))
+    if pid == 0:
+        os._exit(0)
+    if pid < 0:
+        raise OSError(ctypes.get_errno(), "clone3")
+    os.waitpid(pid, 0)
+    elapsed = time.perf_counter() - t0
+    os.close(fd)
+    return elapsed
 
 
 def main(rounds: int) -> None:
@@ -70,9 +128,16 @@ def main(rounds: int) -> None:
     create = [timed(lambda: made.append(hierarchy.create(f"g{len(made)}", Limits(128)))) for _ in range(rounds)]
     joins = [join_once(g) for g in made]
     fast_joins: list[float] = []
-    if hierarchy.version == 2 and favordynmods(True):
-        fast_joins = [join_once(g) for g in made]
-        favordynmods(False)
+    forks = [forked_and_joined(None) for _ in range(rounds)]
+    forks_joined = [forked_and_joined(g) for g in made]
+    clones: list[float] = []
+    fast_forks_joined: list[float] = []
+    if hierarchy.version == 2:
+        clones = [cloned_into(g) for g in made]
+        if favordynmods(True):
+            fast_joins = [join_once(g) for g in made]
+            fast_forks_joined = [forked_and_joined(g) for g in made]
+            favordynmods(False)
     sleepers = [
         subprocess.Popen([sys.executable, "-S", "-c", "import time; time.sleep(600)"], preexec_fn=lambda g=g: enter(g))
         for g in made[: min(rounds, 20)]
@@ -93,6 +158,10 @@ def main(rounds: int) -> None:
         ("make a group with its limits", create),
         ("a process joins it (cgroup.procs)", joins),
         ("the same with favordynmods", fast_joins),
+        ("a new process (fork, exit, reaped)", forks),
+        ("a new process that joins it first", forks_joined),
+        ("the same with favordynmods", fast_forks_joined),
+        ("a new process made in it (clone3 CLONE_INTO_CGROUP)", clones),
         ("freeze", freeze),
         ("thaw", thaw),
         ("kill everything in it", kill),

@@ -82,6 +82,13 @@ class Settings:
         "delegated it (Delegate=yes), else the root",
         SANDBOX,
     )
+    cgroup_favordynmods: bool = setting(
+        True,
+        "on a cgroup-v2 host, remount the hierarchy with favordynmods (Linux 6.0+) when it lacks it, so that "
+        "moving a process into a group costs a third (it makes every fork and exit on the host a little dearer); "
+        "off: leave the host's mount as it is",
+        SANDBOX,
+    )
     keep_alive_s: int = setting(600, "seconds an idle environment lives", SANDBOX)
     account_concurrency: int = setting(1000, "concurrent invocations of all functions together", LIMITS)
     memory_budget_mb: int = setting(

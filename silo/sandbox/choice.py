@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from silo.config import Settings
-from silo.jail import seccomp
+from silo.jail import cgroup_mount, cgroups, seccomp
 from silo.sandbox.base import Sandbox, SandboxUnavailable
 from silo.sandbox.gvisor import GvisorSandbox
 from silo.sandbox.identity import IdentityUnavailable
@@ -56,6 +56,8 @@ def make_sandbox(settings: Settings, policy: Path = seccomp.DEFAULT_POLICY) -> S
             raise SystemExit(f"silo: {exc}") from None
     if sandbox.isolates:
         log.info("environments run in the %s backend", sandbox.name)
+        if settings.cgroup_favordynmods and cgroups.version() == 2:
+            log.info("cgroup v2: %s", cgroup_mount.set_favordynmods(cgroups.ROOT))
     else:
         log.warning(UNISOLATED, sandbox.name)
     return sandbox

@@ -4,6 +4,7 @@ keeps it out of the host's collection, where v1 would make every check here mean
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -15,10 +16,12 @@ from pathlib import Path
 
 import pytest
 
-from silo.jail import cgroups, seccomp
+from silo.config import Settings
+from silo.jail import cgroup_mount, cgroups, seccomp
 from silo.jail.cgroup_v2 import DAEMON_LEAF, V2Group, V2Hierarchy, own_group
 from silo.jail.cgroups import CgroupUnavailable, Limits
 from silo.sandbox.base import SandboxUnavailable
+from silo.sandbox.choice import make_sandbox
 from silo.sandbox.jail import JailSandbox
 
 ROOT = cgroups.ROOT
@@ -238,3 +241,35 @@ def test_a_base_that_cannot_hold_environments_refuses(tmp_path: Path) -> None:
     finally:
         inner.rmdir()
         outer.rmdir()
+
+
+def mount_flags() -> str:
+    """The mount's own flags (nosuid, relatime, ...), which are not the superblock's options."""
+    return next(line.split()[5] for line in open("/proc/self/mountinfo") if line.split()[4] == str(ROOT))
+
+
+def test_favordynmods_is_set_and_the_mounts_other_options_kept() -> None:
+    before, flags = cgroup_mount.mount_options(ROOT), mount_flags()
+    assert before is not None and {"nsdelegate", "memory_recursiveprot"} <= before, before
+    try:
+        said = cgroup_mount.set_favordynmods(ROOT, False)
+        assert "favordynmods" not in (cgroup_mount.mount_options(ROOT) or ()), said
+        said = cgroup_mount.set_favordynmods(ROOT, True)
+        assert said.startswith("remounted") and "lost" not in said, said
+        assert cgroup_mount.mount_options(ROOT) == (before | {"favordynmods"})
+        assert "already" in cgroup_mount.set_favordynmods(ROOT, True)
+        assert mount_flags() == flags, "a remount through mount(2) would have reset the mount's own flags"
+    finally:
+        cgroup_mount.set_favordynmods(ROOT, "favordynmods" in before)
+
+
+@pytest.mark.parametrize("on", [True, False])
+def test_the_jails_start_turns_favordynmods_on_unless_told_not_to(tmp_path: Path, on: bool) -> None:
+    before = cgroup_mount.mount_options(ROOT) or frozenset()
+    cgroup_mount.set_favordynmods(ROOT, False)
+    try:
+        sandbox = make_sandbox(Settings(data_dir=tmp_path, sandbox="jail", cgroup_favordynmods=on))
+        asyncio.run(sandbox.close())
+        assert ("favordynmods" in (cgroup_mount.mount_options(ROOT) or ())) == on
+    finally:
+        cgroup_mount.set_favordynmods(ROOT, "favordynmods" in before)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
@@ -37,11 +38,15 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the VM and the jail n
 
 @pytest.mark.timeout(TIMEOUT_S + 120)
 def test_the_jail_and_its_attacks_hold_on_cgroup_v2(tmp_path: Path) -> None:
+    # The guest's temporary files in a folder of this run's: its /tmp is the host's seen through an overlay,
+    # where the host's own test runs have left servers' logs of theirs.
+    guest_tmp = f"/tmp/silo-vm-tests-{uuid.uuid4().hex[:8]}"
     pytest = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o", "addopts=-ra", "--durations=15"]
+    pytest.append(f"--basetemp={guest_tmp}")
     # On a failure, the servers' own logs too: they are gone with the VM.
     command = (
         " ".join([*pytest, *GUEST_TESTS])
-        + "; rc=$?; if [ $rc != 0 ]; then for f in /tmp/pytest-of-*/pytest-*/*/silo-serve.log; do"
+        + f"; rc=$?; if [ $rc != 0 ]; then for f in {guest_tmp}/*/silo-serve.log; do"
         + ' echo "=== $f"; tail -n 80 "$f"; done; fi; exit $rc'
     )
     env = {
