@@ -13,6 +13,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -22,7 +23,11 @@ from silo.jail.cgroup_v2 import DAEMON_LEAF, V2Group, V2Hierarchy, own_group
 from silo.jail.cgroups import CgroupUnavailable, Limits
 from silo.sandbox.base import SandboxUnavailable
 from silo.sandbox.choice import make_sandbox
+from silo.sandbox.gvisor import CGROUP_PARENT, HOST_PIDS_MAX
 from silo.sandbox.jail import JailSandbox
+from tests.compat.test_invoke import COUNTER
+from tests.security.test_gvisor import containers, use_gvisor
+from tests.support import ROLE, SiloServer, payload_of, python_runtime, zip_files
 
 ROOT = cgroups.ROOT
 
@@ -245,7 +250,8 @@ def test_a_base_that_cannot_hold_environments_refuses(tmp_path: Path) -> None:
 
 def mount_flags() -> str:
     """The mount's own flags (nosuid, relatime, ...), which are not the superblock's options."""
-    return next(line.split()[5] for line in open("/proc/self/mountinfo") if line.split()[4] == str(ROOT))
+    with open("/proc/self/mountinfo") as f:
+        return next(line.split()[5] for line in f if line.split()[4] == str(ROOT))
 
 
 def test_favordynmods_is_set_and_the_mounts_other_options_kept() -> None:
@@ -273,3 +279,38 @@ def test_the_jails_start_turns_favordynmods_on_unless_told_not_to(tmp_path: Path
         assert ("favordynmods" in (cgroup_mount.mount_options(ROOT) or ())) == on
     finally:
         cgroup_mount.set_favordynmods(ROOT, "favordynmods" in before)
+
+
+def test_a_gvisor_sandbox_gets_the_same_limits_and_is_ended_whole(silo_server: SiloServer, lambda_client: Any) -> None:
+    name = f"counter-gv-{uuid.uuid4().hex[:6]}"
+    lambda_client.create_function(
+        FunctionName=name,
+        Runtime=python_runtime(),
+        Role=ROLE,
+        Handler="app.handler",
+        Code={"ZipFile": zip_files({"app.py": COUNTER})},
+        TenancyConfig={"TenantIsolationMode": "PER_TENANT"},
+        MemorySize=256,
+        Timeout=300,  # a sandbox's first start under software emulation takes tens of seconds
+    )
+    lambda_client.get_waiter("function_active_v2").wait(FunctionName=name)
+    use_gvisor(silo_server, name)
+    a1, a2, b1 = (payload_of(lambda_client.invoke(FunctionName=name, TenantId=t)) for t in ("a", "a", "b"))
+    assert (a1["memory"], a1["file"]) == (1, 1), a1
+    assert (a2["memory"], a2["file"]) == (2, 2) and a2["env"] == a1["env"]
+    assert (b1["memory"], b1["file"]) == (1, 1) and b1["env"] != a1["env"] and b1["tenant"] == "b"
+    sandboxes = containers(silo_server)
+    groups = [ROOT / CGROUP_PARENT / c for c in sandboxes]
+    assert len(groups) >= 2 and all(g.is_dir() for g in groups), (sandboxes, list((ROOT / CGROUP_PARENT).iterdir()))
+    for group in groups:
+        # The whole sandbox, Sentry and gofer with the tenant's code, in one group with the jail's limits.
+        assert (group / "memory.max").read_text().strip() == str(256 << 20)
+        assert (group / "memory.swap.max").read_text().strip() == "0"
+        assert (group / "memory.oom.group").read_text().strip() == "1"
+        assert (group / "pids.max").read_text().strip() == str(HOST_PIDS_MAX)
+        assert (group / "cgroup.procs").read_text().split(), "runsc's processes are in it"
+        assert wait_for(lambda g=group: "frozen 1" in (g / "cgroup.events").read_text()), "frozen between calls"
+    lambda_client.update_function_configuration(FunctionName=name, Description="retire its environments")
+    lambda_client.get_waiter("function_updated_v2").wait(FunctionName=name)
+    assert wait_for(lambda: not any(g.exists() for g in groups), 120), "retired sandboxes leave no group"
+    assert not containers(silo_server) & sandboxes
