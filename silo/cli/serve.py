@@ -245,6 +245,10 @@ async def run(settings: Settings) -> None:
         db.close()
 
 
+# sysexits.h's EX_CONFIG: silo refused to start as configured on this host (and says why).
+REFUSED = 78
+
+
 def serve(args: argparse.Namespace) -> int:
     try:
         settings = load_settings(vars(args), file=read_config(args.config) if args.config else None)
@@ -257,12 +261,16 @@ def serve(args: argparse.Namespace) -> int:
     try:
         uvloop.run(run(settings))
     except SystemExit as exc:
-        # A refusal to start (the sandbox cannot isolate, ...) is a line of the log like any other, so a
-        # collector reading JSON lines gets it whole.
-        if settings.log_format != "json" or not isinstance(exc.code, str):
+        if not isinstance(exc.code, str):
             raise
-        log.critical("%s", exc.code.removeprefix("silo: "))
-        return 1
+        # A refusal to start (the sandbox cannot isolate, ...) is a line of the log like any other, so a
+        # collector reading JSON lines gets it whole; its status tells a supervisor not to try again
+        # (deploy/silo.service: RestartPreventExitStatus), since nothing changes until a person acts.
+        if settings.log_format == "json":
+            log.critical("%s", exc.code.removeprefix("silo: "))
+        else:
+            print(exc.code, file=sys.stderr)
+        return REFUSED
     except Exception:
         log.critical("silo stopped on an internal error", exc_info=True)
         return 1
