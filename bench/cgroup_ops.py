@@ -102,11 +102,11 @@ def forked_and_joined(group: Group | None) -> float:
     return time.perf_counter() - t0
 
 
-def cloned_into(group: Group) -> float:
-    """A new process that exits at once, made in `group` by the kernel (clone3, CLONE_INTO_CGROUP)."""
-    (path,) = group.join_paths().values()
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    args = CloneArgs(flags=CLONE_INTO_CGROUP, exit_signal=17, cgroup=fd)  # 17: SIGCHLD
+def cloned_into(group: Group | None) -> float:
+    """A new process that exits at once, made by a raw clone3 (none of os.fork's bookkeeping), in `group`
+    by the kernel (CLONE_INTO_CGROUP), or where this process is."""
+    fd = os.open(next(iter(group.join_paths().values())), os.O_RDONLY | os.O_DIRECTORY) if group else -1
+    args = CloneArgs(flags=CLONE_INTO_CGROUP if group else 0, exit_signal=17, cgroup=max(fd, 0))  # 17: SIGCHLD
     t0 = time.perf_counter()
     pid = _syscall(SYS_CLONE3, ctypes.byref(args), ctypes.c_size_t(ctypes.sizeof(args)))
     if pid == 0:
@@ -115,7 +115,8 @@ def cloned_into(group: Group) -> float:
         raise OSError(ctypes.get_errno(), "clone3")
     os.waitpid(pid, 0)
     elapsed = time.perf_counter() - t0
-    os.close(fd)
+    if fd >= 0:
+        os.close(fd)
     return elapsed
 
 
@@ -131,8 +132,10 @@ def main(rounds: int) -> None:
     forks = [forked_and_joined(None) for _ in range(rounds)]
     forks_joined = [forked_and_joined(g) for g in made]
     clones: list[float] = []
+    bare_clones: list[float] = []
     fast_forks_joined: list[float] = []
     if hierarchy.version == 2:
+        bare_clones = [cloned_into(None) for _ in made]
         clones = [cloned_into(g) for g in made]
         if favordynmods(True):
             fast_joins = [join_once(g) for g in made]
@@ -161,7 +164,8 @@ def main(rounds: int) -> None:
         ("a new process (fork, exit, reaped)", forks),
         ("a new process that joins it first", forks_joined),
         ("the same with favordynmods", fast_forks_joined),
-        ("a new process made in it (clone3 CLONE_INTO_CGROUP)", clones),
+        ("a new process by a raw clone3", bare_clones),
+        ("the same, made in the group (CLONE_INTO_CGROUP)", clones),
         ("freeze", freeze),
         ("thaw", thaw),
         ("kill everything in it", kill),
