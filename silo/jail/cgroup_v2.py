@@ -125,7 +125,9 @@ class SampledPeak:
 
 class LocalPeak(MemoryGauge):
     """`memory.peak` through a descriptor that reset it (kernel 6.12+): its reads give the peak since the
-    reset, so a reused group reports its new environment's peak, not the last one's."""
+    reset, so a reused group reports its new environment's peak, not the last one's. Made when the group
+    is emptied for reuse, before the next environment joins it: a descriptor reset later would miss what
+    that environment used until then."""
 
     def __init__(self, path: Path) -> None:
         super().__init__(path)
@@ -144,6 +146,7 @@ class V2Group:
         self.limits = limits
         self._relative = relative
         self._features = features
+        self._reset_peak: LocalPeak | None = None  # made by reset_for_reuse, for the next environment
 
     def join_paths(self) -> dict[str, str]:
         return {"unified": str(self.path)}
@@ -178,10 +181,11 @@ class V2Group:
         return MemoryGauge(self.path / "memory.current", keep_open=False)
 
     def peak_gauge(self) -> Gauge:
-        if "local_peak" in self._features:
-            with contextlib.suppress(OSError):
-                return LocalPeak(self.path / "memory.peak")
-        if "peak" in self._features:
+        if self._reset_peak is not None:
+            gauge, self._reset_peak = self._reset_peak, None
+            return gauge
+        # A group never used before: its peak since it was made is its one environment's.
+        if "peak" in self._features or "local_peak" in self._features:
             return MemoryGauge(self.path / "memory.peak")
         return SampledPeak(self.path)
 
@@ -216,14 +220,24 @@ class V2Group:
             if self._events("cgroup.events").get("frozen", 0):
                 write(self.path / "cgroup.freeze", 0)
             write(self.path / "cpu.weight", self.limits.cpu_weight)
-            return int((self.path / "memory.current").read_text()) <= REUSE_MAX_LEFT_BYTES
+            if int((self.path / "memory.current").read_text()) > REUSE_MAX_LEFT_BYTES:
+                return False
+            self._forget_peak()
+            self._reset_peak = LocalPeak(self.path / "memory.peak")
+            return True
         except (OSError, ValueError):
             return False
+
+    def _forget_peak(self) -> None:
+        if self._reset_peak is not None:
+            self._reset_peak.close()
+            self._reset_peak = None
 
     def renamed(self, name: str) -> V2Group:
         return self
 
     def remove(self, timeout_s: float = 5.0) -> bool:
+        self._forget_peak()
         deadline = time.monotonic() + timeout_s
         while True:
             try:
