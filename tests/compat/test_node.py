@@ -12,6 +12,7 @@ import json
 import os
 import re
 import shutil
+import time
 from typing import Any
 
 import pytest
@@ -117,6 +118,30 @@ def test_each_tenant_has_its_own_environment(lambda_client: Any, unique_name: st
     assert re.fullmatch(r"\d{4}/\d{2}/\d{2}/\[\$LATEST\][0-9a-f]{32}", a1["logStreamName"])
     assert a1["executionEnv"] == f"AWS_Lambda_{RUNTIME}"
     assert a1["uid"] != 0, "the jail runs the runtime as root"
+
+
+STEM = """
+const ENVIRONMENT = require('crypto').randomUUID();
+let count = 0;
+exports.handler = async (event, context) => {
+  count += 1;
+  return { env: ENVIRONMENT, tenant: context.tenantId, count };
+};
+"""
+
+
+def test_new_tenant_binds_a_node_stem_that_is_never_shared(lambda_client: Any, unique_name: str) -> None:
+    create_node_function(lambda_client, unique_name, {"index.js": STEM})
+    first = invoke(lambda_client, unique_name, "first", LogType="Tail")
+    assert "(stem)" not in tail(first)[-1], "the very first call starts in full"
+    # A stem grows in the background after a new tenant's call; give it the time an init takes.
+    time.sleep(1.0)
+    second = invoke(lambda_client, unique_name, "second", LogType="Tail")
+    assert "(stem)" in tail(second)[-1], tail(second)
+    one, two = payload_of(first), payload_of(second)
+    assert (two["tenant"], two["count"]) == ("second", 1) and two["env"] != one["env"]
+    again = answer(lambda_client, unique_name, "second")
+    assert (again["env"], again["count"]) == (two["env"], 2), "a bound stem stays its tenant's warm environment"
 
 
 def test_function_asking_for_the_other_node_version_is_refused(lambda_client: Any, unique_name: str) -> None:
