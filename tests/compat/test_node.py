@@ -144,6 +144,17 @@ def test_new_tenant_binds_a_node_stem_that_is_never_shared(lambda_client: Any, u
     assert (again["env"], again["count"]) == (two["env"], 2), "a bound stem stays its tenant's warm environment"
 
 
+def test_client_context_and_non_isolated_functions(lambda_client: Any, unique_name: str) -> None:
+    source = (
+        "exports.handler = async (e, context) => ({ client: context.clientContext ?? null, "
+        "t: context.tenantId ?? null });"
+    )
+    create_node_function(lambda_client, unique_name, {"index.js": source}, per_tenant=False)
+    custom = base64.b64encode(json.dumps({"custom": {"plan": "gold"}}).encode()).decode()
+    response = lambda_client.invoke(FunctionName=unique_name, ClientContext=custom)
+    assert payload_of(response) == {"client": {"custom": {"plan": "gold"}}, "t": None}
+
+
 def test_function_asking_for_the_other_node_version_is_refused(lambda_client: Any, unique_name: str) -> None:
     other = next(r for r in catalog.NODE_RUNTIMES if r != RUNTIME)
     with pytest.raises(lambda_client.exceptions.InvalidParameterValueException) as caught:
@@ -313,8 +324,10 @@ def test_uncaught_errors_end_the_environment(
         ({"index.js": "exports.handler = async () => {"}, "index.handler", "Runtime.UserCodeSyntaxError",
          "SyntaxError"),
         ({"index.js": "exports.handler = async () => 1;"}, "index", "Runtime.MalformedHandlerName", "Bad handler"),
+        ({"index.js": "throw new RangeError('init went wrong');"}, "index.handler", "RangeError",
+         "init went wrong"),
     ],
-    ids=["no-module", "no-export", "not-a-function", "syntax", "malformed"],
+    ids=["no-module", "no-export", "not-a-function", "syntax", "malformed", "init-throws"],
 )  # fmt: skip
 def test_init_errors(
     lambda_client: Any, unique_name: str, files: dict[str, str], handler: str, error_type: str, message: str
