@@ -294,21 +294,22 @@ CRASHES = (
 
 
 @pytest.mark.parametrize(
-    ("crash", "error_type", "message"),
+    ("crash", "error_type", "message", "logged"),
     [
-        ("throw", "Error", "thrown later"),
-        ("reject", "Runtime.UnhandledPromiseRejection", "Error: nobody caught me"),
+        ("throw", "Error", "thrown later", "Uncaught Exception"),
+        ("reject", "Runtime.UnhandledPromiseRejection", "Error: nobody caught me", "Unhandled Promise Rejection"),
     ],
 )
 def test_uncaught_errors_end_the_environment(
-    lambda_client: Any, unique_name: str, crash: str, error_type: str, message: str
+    lambda_client: Any, unique_name: str, crash: str, error_type: str, message: str, logged: str
 ) -> None:
     create_node_function(lambda_client, unique_name, {"index.js": CRASHES})
     assert answer(lambda_client, unique_name) == 1
-    response = invoke(lambda_client, unique_name, event={"crash": crash})
+    response = invoke(lambda_client, unique_name, event={"crash": crash}, LogType="Tail")
     assert response["FunctionError"] == "Unhandled"
     body = payload_of(response)
     assert (body["errorType"], body["errorMessage"]) == (error_type, message)
+    assert any(f"\tERROR\t{logged} \t{{" in line for line in tail(response)), tail(response)
     assert answer(lambda_client, unique_name) == 1, "the crashed environment was reused"
 
 
