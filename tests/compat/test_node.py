@@ -214,6 +214,15 @@ def test_callback_waits_for_the_event_loop_unless_told_not_to(lambda_client: Any
     assert answer(lambda_client, unique_name, event={"wait": False}) == 1
 
 
+def test_an_async_handler_whose_promise_can_never_settle_fails(lambda_client: Any, unique_name: str) -> None:
+    source = "exports.handler = async (event) => { if (event.hang) await new Promise(() => {}); return 'ok'; };"
+    create_node_function(lambda_client, unique_name, {"index.js": source})
+    response = invoke(lambda_client, unique_name, event={"hang": True})
+    assert response["FunctionError"] == "Unhandled"
+    assert payload_of(response)["errorType"] == "Runtime.NodeJsExit"
+    assert answer(lambda_client, unique_name) == "ok", "the environment serves on"
+
+
 def test_a_handler_that_never_answers_returns_null_when_the_loop_empties(lambda_client: Any, unique_name: str) -> None:
     create_node_function(lambda_client, unique_name, {"index.js": "exports.handler = (event, context) => 42;"})
     assert answer(lambda_client, unique_name) is None
