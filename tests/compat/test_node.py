@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -153,6 +154,19 @@ def test_client_context_and_non_isolated_functions(lambda_client: Any, unique_na
     custom = base64.b64encode(json.dumps({"custom": {"plan": "gold"}}).encode()).decode()
     response = lambda_client.invoke(FunctionName=unique_name, ClientContext=custom)
     assert payload_of(response) == {"client": {"custom": {"plan": "gold"}}, "t": None}
+
+
+def test_silo_deploy_of_a_node_directory(silo_server: SiloServer, tmp_path: Path, unique_name: str) -> None:
+    from tests.compat.test_cli import silo
+
+    (tmp_path / "index.mjs").write_text("export const handler = async (e, c) => ({ tenant: c.tenantId, e });\n")
+    deployed = silo(
+        silo_server, "deploy", str(tmp_path), "--name", unique_name, "--runtime", RUNTIME, "--tenant-isolation"
+    )
+    assert deployed.returncode == 0, deployed.stderr
+    called = silo(silo_server, "invoke", unique_name, "--tenant", "cli", "--payload", '{"x": 1}')
+    assert called.returncode == 0, called.stderr
+    assert json.loads(called.stdout) == {"tenant": "cli", "e": {"x": 1}}
 
 
 def test_function_asking_for_the_other_node_version_is_refused(lambda_client: Any, unique_name: str) -> None:
