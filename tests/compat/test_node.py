@@ -350,8 +350,10 @@ def test_uncaught_errors_end_the_environment(
         ({"index.js": "exports.handler = async () => 1;"}, "index", "Runtime.MalformedHandlerName", "Bad handler"),
         ({"index.js": "throw new RangeError('init went wrong');"}, "index.handler", "RangeError",
          "init went wrong"),
+        ({"index.mjs": "export const handler = awslambda.streamifyResponse(async (e, stream) => stream.end());"},
+         "index.handler", "Error", "silo does not stream responses"),
     ],
-    ids=["no-module", "no-export", "not-a-function", "syntax", "malformed", "init-throws"],
+    ids=["no-module", "no-export", "not-a-function", "syntax", "malformed", "init-throws", "streaming"],
 )  # fmt: skip
 def test_init_errors(
     lambda_client: Any, unique_name: str, files: dict[str, str], handler: str, error_type: str, message: str

@@ -69,8 +69,28 @@ async function loadModule(appRoot, moduleRoot, name) {
   return require(require.resolve(name, { paths: [appRoot, path.resolve(appRoot, moduleRoot)] }));
 }
 
+/**
+ * Lambda's runtimes give handler modules a global `awslambda` to wrap a handler that streams its response.
+ * silo serves no streamed invocations, so a module that asks for one fails its init saying so, rather
+ * than with "awslambda is not defined".
+ */
+function defineAwsLambdaGlobal(env) {
+  if (env.AWS_LAMBDA_NODEJS_NO_GLOBAL_AWSLAMBDA === '1' || env.AWS_LAMBDA_NODEJS_NO_GLOBAL_AWSLAMBDA === 'true') {
+    return;
+  }
+  globalThis.awslambda = {
+    streamifyResponse() {
+      throw new Error(
+        'silo does not stream responses (it serves no InvokeWithResponseStream): ' +
+          'return the whole response from the handler instead of writing it to a response stream',
+      );
+    },
+  };
+}
+
 /** The handler function named by `handlerName`, or a `Runtime.*` error saying why not. */
-async function loadHandler(appRoot, handlerName) {
+async function loadHandler(appRoot, handlerName, env = process.env) {
+  defineAwsLambdaGlobal(env);
   if (handlerName.includes('..')) {
     throw new MalformedHandlerName(
       `'${handlerName}' is not a valid handler name. Use absolute paths when specifying root directories in handler names.`,
