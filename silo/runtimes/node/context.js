@@ -51,7 +51,7 @@ function serialise(result) {
 function buildCallbacks(client, requestId, scheduleNext, logError) {
   const postError = (err) => {
     logError('Invoke Error', err);
-    client.postInvocationError(requestId, toRapidResponse(err)).then(scheduleNext, fatal);
+    client.postInvocationError(requestId, toRapidResponse(err), true).then(scheduleNext, fatal);
   };
   let invoked = false;
   const complete = (result) => {
@@ -69,7 +69,7 @@ function buildCallbacks(client, requestId, scheduleNext, logError) {
       postError(err);
       return;
     }
-    client.postInvocationResponse(requestId, body).then(scheduleNext, fatal);
+    client.postInvocationResponse(requestId, body, true).then(scheduleNext, fatal);
   };
   let waitForEmptyEventLoop = true;
   const callback = (err, result) => {

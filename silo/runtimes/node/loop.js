@@ -5,7 +5,8 @@
  * An invocation's failure is reported and the loop goes on. An uncaught exception or an unhandled
  * promise rejection is reported (as the init's error during init, else as the invocation's) and ends
  * the process, as on Lambda: the platform replaces the environment. The Runtime API client is passed
- * in, so the loop runs against any client with the same four methods.
+ * in, so the loop runs against any client with the same four methods. An answer is posted with the next
+ * GET /next behind it, except a crash's: the process ends right after it.
  */
 
 const errors = require('./errors.js');
@@ -80,9 +81,9 @@ class Runtime {
             'Await every promise the handler starts before returning.',
         );
         this.logError('Invoke Error', error);
-        this.client.postInvocationError(requestId, errors.toRapidResponse(error)).then(next, fatal);
+        this.client.postInvocationError(requestId, errors.toRapidResponse(error), true).then(next, fatal);
       } else {
-        this.client.postInvocationResponse(requestId, 'null').then(next, fatal);
+        this.client.postInvocationResponse(requestId, 'null', true).then(next, fatal);
       }
     });
   }
