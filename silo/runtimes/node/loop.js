@@ -112,7 +112,7 @@ async function main(env, client) {
   process.on('beforeExit', beforeExit.invoke);
   let handler;
   try {
-    handler = await loadHandler(env.LAMBDA_TASK_ROOT || process.cwd(), env._HANDLER || '');
+    handler = await loadHandler(env.LAMBDA_TASK_ROOT || process.cwd(), env._HANDLER || '', env);
   } catch (err) {
     logError('Uncaught Exception', err);
     errorCallbacks.uncaughtException(err);
