@@ -2,10 +2,11 @@
 
 Every figure is reported with the median, p90 and p99 of its samples and beside baselines measured
 in the same run, because absolute times on a shared machine drift:
-  (a) a bare `python3 -c pass` spawn, (b) a direct in-process call of the same handler.
+  (a) a bare `python3 -c pass` spawn, (b) a direct in-process call of the same handler, and for the
+  Node.js row (c) a bare `node -e 0` spawn of the node that serves it.
 All calls go through the HTTP API on keep-alive connections, as a client of silo would make them.
 
-    python bench/run.py [--quick] [--out bench/RESULTS.md]
+    python bench/run.py [--quick] [--out bench/RESULTS.md] [--only auth|node]
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from typing import Any
 from silo import sigv4
 from silo.cli import credentials
 from silo.cli.credentials import Credentials
+from silo.runtimes import catalog
 
 HERE = Path(__file__).resolve().parent
 HANDLER = """
@@ -43,6 +45,15 @@ def handler(event, context):
     global count
     count += 1
     return {"n": count}
+"""
+
+# The same handler for the Node.js rows.
+NODE_HANDLER = """
+let count = 0;
+exports.handler = async () => {
+  count += 1;
+  return { n: count };
+};
 """
 
 
@@ -163,10 +174,10 @@ def code_zip() -> str:
     return code_zip_of(HANDLER)
 
 
-def code_zip_of(source: str) -> str:
+def code_zip_of(source: str, name: str = "app.py") -> str:
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:
-        zf.writestr("app.py", source)
+        zf.writestr(name, source)
     return base64.b64encode(buf.getvalue()).decode()
 
 
@@ -183,13 +194,17 @@ def with_soak_section(text: str, previous: str) -> str:
     return text
 
 
-def create_function(client: Client, name: str, per_tenant: bool = True, memory: int = 128) -> None:
+def create_function(
+    client: Client, name: str, per_tenant: bool = True, memory: int = 128, runtime: str | None = None
+) -> None:
+    """The benchmark's handler in Python (the interpreter running this), or in Node.js given a `nodejs*` runtime."""
+    node = runtime is not None and catalog.is_node(runtime)
     doc: dict[str, Any] = {
         "FunctionName": name,
-        "Runtime": f"python3.{sys.version_info.minor}",
-        "Handler": "app.handler",
+        "Runtime": runtime or f"python3.{sys.version_info.minor}",
+        "Handler": "index.handler" if node else "app.handler",
         "Role": "arn:aws:iam::000000000000:role/bench",
-        "Code": {"ZipFile": code_zip()},
+        "Code": {"ZipFile": code_zip_of(NODE_HANDLER, "index.js") if node else code_zip()},
         "MemorySize": memory,
     }
     if per_tenant:
@@ -211,6 +226,16 @@ def baseline_spawn(n: int) -> Figure:
         subprocess.run([python3, "-c", "pass"], check=True)
         samples.append((time.perf_counter() - t0) * 1000)
     return Figure("baseline (a): bare `python3 -c pass` spawn", samples, python3)
+
+
+def baseline_node_spawn(n: int, node: catalog.Interpreter) -> Figure:
+    samples = []
+    exe = os.path.realpath(node.executable)
+    for _ in range(n):
+        t0 = time.perf_counter()
+        subprocess.run([exe, "-e", "0"], check=True)
+        samples.append((time.perf_counter() - t0) * 1000)
+    return Figure("baseline (c): bare `node -e 0` spawn", samples, exe)
 
 
 def baseline_call(n: int) -> Figure:
@@ -245,6 +270,34 @@ def new_tenant_with_stem(client: Client, function: str, n: int) -> tuple[list[fl
         time.sleep(STEM_PACE_S)
         warm.append(client.invoke(function, "paced-warm"))
     return stems, warm
+
+
+def node_start(work: Path, n: int, lifted: tuple[str, ...]) -> list[Figure]:
+    """A new tenant's first call of a Node.js function, with no stem: node is never forked from a template,
+    so every such call starts a fresh node (in a jail forked from the exec template, as custom runtimes
+    are), beside a bare spawn of the same node measured right before. Nothing when the host has no node
+    that silo serves."""
+    node = catalog.node_interpreter()
+    if node is None:
+        return []
+    baseline = baseline_node_spawn(n, node)
+    server = Server(work / "node", *lifted, "--stems-per-function", "0")
+    try:
+        client = Client(server.port, server.credentials)
+        create_function(client, "bench-node", runtime=node.runtime)
+        client.invoke("bench-node", "first")  # starts the exec template, off the measured calls
+        time.sleep(2)
+        samples = new_tenant_first_call(client, "bench-node", n, "node")
+    finally:
+        server.stop()
+    return [
+        baseline,
+        Figure(
+            f"new tenant, first call, {node.runtime}, no stem: a fresh node (full jail)",
+            samples,
+            "jail forked from the exec template, then node started; compare with baseline (c)",
+        ),
+    ]
 
 
 def warm_call(client: Client, function: str, n: int) -> list[float]:
@@ -578,12 +631,46 @@ def only_auth(out: Path, quick: bool) -> int:
         note,
         AUTH_END,
     ]
+    write_section(out, AUTH_BEGIN, AUTH_END, section)
+    return 0
+
+
+def write_section(out: Path, begin: str, end: str, section: list[str]) -> None:
+    """`section` (its first line `begin`, its last `end`) at the end of `out`, replacing an older one."""
     previous = out.read_text() if out.exists() else ""
-    if AUTH_BEGIN in previous and AUTH_END in previous:
-        before, after = previous[: previous.index(AUTH_BEGIN)], previous[previous.index(AUTH_END) + len(AUTH_END) :]
+    if begin in previous and end in previous:
+        before, after = previous[: previous.index(begin)], previous[previous.index(end) + len(end) :]
         previous = before.rstrip("\n") + "\n" + after.lstrip("\n")
     out.write_text(previous.rstrip("\n") + "\n\n" + "\n".join(section) + "\n")
     print("\n".join(section))
+
+
+NODE_BEGIN = "<!-- node: written by bench/run.py --only node -->"
+NODE_END = "<!-- end of node -->"
+
+
+def only_node(out: Path, quick: bool) -> int:
+    """The Node.js start alone, in a section of its own at the end of `out` (replacing an older one)."""
+    work = Path(tempfile.mkdtemp(prefix="silo-bench-"))
+    try:
+        figures = node_start(work, 50 if quick else 200, ("--memory-budget-mb", "10000000", "--keep-alive-s", "3600"))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    if not figures:
+        raise SystemExit(f"bench: no node on PATH serves a runtime silo has ({', '.join(catalog.NODE_RUNTIMES)})")
+    section = [
+        NODE_BEGIN,
+        "## Node.js start",
+        "",
+        f"Measured {datetime.date.today().isoformat()} on {machine()} by `bench/run.py --only node`"
+        f"{' --quick' if quick else ''}.",
+        "",
+        "| what | p50 | p90 | p99 | samples | note |",
+        "| --- | --- | --- | --- | --- | --- |",
+        *(f.row() for f in figures),
+        NODE_END,
+    ]
+    write_section(out, NODE_BEGIN, NODE_END, section)
     return 0
 
 
@@ -593,13 +680,16 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=HERE / "RESULTS.md")
     parser.add_argument(
         "--only",
-        choices=["auth"],
-        help="run one scenario (auth: warm calls over 1,000 tenants with and without authentication) and write "
-        "its own section of RESULTS.md, keeping the rest",
+        choices=["auth", "node"],
+        help="run one scenario (auth: warm calls over 1,000 tenants with and without authentication; node: a new "
+        "tenant's first call of a Node.js function beside a bare node spawn) and write its own section of "
+        "RESULTS.md, keeping the rest",
     )
     args = parser.parse_args()
     if args.only == "auth":
         return only_auth(args.out, quick=args.quick)
+    if args.only == "node":
+        return only_node(args.out, quick=args.quick)
     n = 50 if args.quick else 200
     tenant_counts = (10, 100, 1000) if args.quick else (10, 1000, 3000, 10000)
     density_target = 300 if args.quick else 4000
@@ -649,6 +739,7 @@ def main() -> int:
             )
         finally:
             server.stop()
+        figures.extend(node_start(work, n, lifted))
         server = Server(work / "data", *lifted)
         try:
             client = Client(server.port, server.credentials)
@@ -759,7 +850,7 @@ def main() -> int:
         "",
         f"Measured {today} on {machine()} by `make bench` (bench/run.py{' --quick' if args.quick else ''}).",
         "Times in milliseconds; every call goes through the HTTP API on a keep-alive connection, and every",
-        "environment runs in the full jail. Baselines (a) and (b) are measured in the same run.",
+        "environment runs in the full jail. Baselines (a), (b) and (c) are measured in the same run.",
         "",
         "| what | p50 | p90 | p99 | samples | note |",
         "| --- | --- | --- | --- | --- | --- |",

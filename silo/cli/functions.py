@@ -75,7 +75,8 @@ def deploy(
             "FunctionName": name,
             "Runtime": runtime or f"python3.{sys.version_info.minor}",
             "Role": DEFAULT_ROLE,
-            "Handler": handler or "app.handler",
+            # Lambda's own defaults for new functions: index.js for Node.js, app.py here for Python.
+            "Handler": handler or ("index.handler" if (runtime or "").startswith("nodejs") else "app.handler"),
             "Code": {"ZipFile": code},
         }
         if tenant_isolation:

@@ -45,8 +45,10 @@ def _parser() -> argparse.ArgumentParser:
     deploy = sub.add_parser("deploy", parents=[endpoint], help="zip a directory and create or update a function")
     deploy.add_argument("directory", type=Path)
     deploy.add_argument("--name", required=True, help="function name")
-    deploy.add_argument("--handler", help="module.function (default app.handler)")
-    deploy.add_argument("--runtime", help="python3.x or provided.al2023 (default: this Python's version)")
+    deploy.add_argument("--handler", help="module.function (default app.handler; index.handler for nodejs)")
+    deploy.add_argument(
+        "--runtime", help="python3.x, nodejs20.x or nodejs22.x, or provided.al2023 (default: this Python's version)"
+    )
     deploy.add_argument(
         "--tenant-isolation",
         action="store_true",

@@ -172,6 +172,18 @@ def _check_host_architecture(archs: list[str] | None, rules: Rules) -> None:
 def _check_runtime(runtime: str, rules: Rules) -> None:
     if runtime in rules.available_runtimes:
         return
+    if catalog.is_node(runtime):
+        served = [r for r in rules.available_runtimes if catalog.is_node(r)]
+        # One node serves one major version: say which this host has, so the caller knows what to ask for.
+        has = (
+            f"this host's node serves {served[0]} only"
+            if served
+            else f"this host has no node of a version silo serves ({', '.join(catalog.NODE_RUNTIMES)}) on PATH"
+        )
+        raise InvalidParameterValueException(
+            f"The runtime {runtime} is not available on this silo host: {has}. "
+            f"Available runtimes: {', '.join(rules.available_runtimes)}."
+        )
     if runtime in catalog.LAMBDA_RUNTIMES:
         raise InvalidParameterValueException(
             f"The runtime {runtime} is not available on this silo host. "

@@ -97,6 +97,12 @@ class _ProcessEnded(Exception):
     """The environment's process ended before its runtime answered."""
 
 
+class EndedBetweenCalls(Exception):
+    """The environment's runtime ended after its previous call, before it took this one, so this call never
+    ran and may run in another environment. Node.js runtimes end so after reporting an uncaught exception
+    (as on Lambda): the answer is posted, the environment is frozen, and the exit comes once it is thawed."""
+
+
 def _expire(reply: asyncio.Future[RuntimeReply]) -> None:
     if not reply.done():
         reply.set_exception(_Expired())
@@ -312,11 +318,12 @@ class Environment:
         if self._telemetry is not None:
             self._telemetry.environment_created(self.id, self.spec, key.tenant_id)
 
-    async def invoke(self, inv: Invocation) -> InvocationResult:
+    async def invoke(self, inv: Invocation, hand_back: bool = False) -> InvocationResult:
         """Run one invocation to its end: an answer, a function error, a timeout or a crash.
 
         Raises PlatformError when silo cannot provide the environment (it could not be built, or be thawed),
-        and TenantMismatch, having ended the environment, when `inv` is not of its tenant."""
+        and TenantMismatch, having ended the environment, when `inv` is not of its tenant. With `hand_back`,
+        raises EndedBetweenCalls, the environment dead, when its runtime had ended before it took `inv`."""
         if inv.tenant_id != self.key.tenant_id:
             self._refuse_tenant(inv)
         self.invocations += 1
@@ -354,7 +361,14 @@ class Environment:
         cold = self.invocations == 1
         self._stream.begin(inv.request_id, inv.caller_key)
         t0 = time.monotonic()
-        payload, error = await self._run(inv)
+        try:
+            payload, error = await self._run(inv, hand_back)
+        except EndedBetweenCalls:
+            self._stream.platform(
+                f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime())}Z {inv.request_id} The runtime had exited "
+                "after its previous call, before it took this one; the call runs in a new environment\n"
+            )
+            raise
         self._freeze()
         # Duration is the invoke phase only: from the event's hand-over (after init, when init ran in this
         # call) to the answer, as Lambda reports it apart from Init Duration.
@@ -383,7 +397,14 @@ class Environment:
             self._telemetry.invocation_done(self.spec, self.key.tenant_id, result)
         return result
 
-    async def _run(self, inv: Invocation) -> tuple[bytes, FunctionError | None]:
+    def _hand_back(self, hand_back: bool) -> None:
+        """The process ended with `inv` submitted: when it never reached the runtime of an environment that
+        served before, raise EndedBetweenCalls for the call to run elsewhere (the function never saw it)."""
+        if hand_back and self.invocations > 1 and not self._channel.delivered:
+            self.state = EnvState.DEAD
+            raise EndedBetweenCalls(self.id)
+
+    async def _run(self, inv: Invocation, hand_back: bool = False) -> tuple[bytes, FunctionError | None]:
         assert self._exited is not None and self._stream is not None  # checked by invoke()
         if self._init_ms is None:
             first = await _first(self._channel.initialized, self._exited, timeout=INIT_TIMEOUT_S)
@@ -406,6 +427,7 @@ class Environment:
         reply_fut = self._channel.submit(inv, deadline_ms)
         if self._exited.done():
             reply_fut.cancel()
+            self._hand_back(hand_back)
             return self._exit_error(inv), FunctionError.UNHANDLED
         # The answer is awaited alone: the timeout and the process's end fail it (see _expire and
         # _process_ended). asyncio.wait over it and the exit would cost a waiter, a set and two callbacks
@@ -425,6 +447,7 @@ class Environment:
                 f"RequestId: {inv.request_id} Error: Task timed out after {self.spec.timeout_s:.2f} seconds",
             ), FunctionError.UNHANDLED
         except _ProcessEnded:
+            self._hand_back(hand_back)
             return self._exit_error(inv), FunctionError.UNHANDLED
         finally:
             timer.cancel()

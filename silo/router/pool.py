@@ -23,7 +23,7 @@ from typing import cast
 
 from silo import errors
 from silo.router import limits
-from silo.router.environment import Environment, TenantMismatch
+from silo.router.environment import EndedBetweenCalls, Environment, TenantMismatch
 from silo.router.fairness import FairQueue
 from silo.router.placement import Choice, place
 from silo.router.stems import StemKey, StemPolicy, StemPools
@@ -34,6 +34,9 @@ from silo.types import EnvKey, EnvState, FunctionSpec, Invocation, InvocationRes
 log = logging.getLogger(__name__)
 
 TenantKey = tuple[str, str | None]
+# How many idle environments one call may find ended (their runtimes exited after their previous call)
+# before it runs in one it takes next, whatever that one's fate.
+HAND_BACKS = 3
 
 
 def _throttle(reason: limits.Reason, retry_after_s: int = 1) -> errors.TooManyRequestsException:
@@ -396,27 +399,32 @@ class Router:
             self._throttled(spec, key, exc)
             raise
         try:
-            try:
-                env, fresh = self._acquire(key, spec, fl)
-            except errors.TooManyRequestsException as exc:
-                self._throttled(spec, key, exc)
-                raise
-            new_environment = spec.per_tenant and env.invocations == 0
-            try:
-                if fresh:
-                    try:
-                        await env.start(backend)
-                    except BaseException:
-                        # Half started is dead: it must never be taken for an idle environment.
-                        env.kill()
-                        raise
-                return await env.invoke(inv)
-            finally:
-                self._release(env)
-                if new_environment:
-                    # Refill the stems once this call is answered, not while it runs: starting an
-                    # environment forks the daemon and takes a core, which this call would pay for.
-                    asyncio.get_running_loop().call_soon(self._grow_stems, spec)
+            hand_backs = HAND_BACKS
+            while True:
+                try:
+                    env, fresh = self._acquire(key, spec, fl)
+                except errors.TooManyRequestsException as exc:
+                    self._throttled(spec, key, exc)
+                    raise
+                new_environment = spec.per_tenant and env.invocations == 0
+                try:
+                    if fresh:
+                        try:
+                            await env.start(backend)
+                        except BaseException:
+                            # Half started is dead: it must never be taken for an idle environment.
+                            env.kill()
+                            raise
+                    return await env.invoke(inv, hand_back=hand_backs > 0)
+                except EndedBetweenCalls:
+                    # Its runtime had ended before it took the call, which never ran: run it in another.
+                    hand_backs -= 1
+                finally:
+                    self._release(env)
+                    if new_environment:
+                        # Refill the stems once this call is answered, not while it runs: starting an
+                        # environment forks the daemon and takes a core, which this call would pay for.
+                        asyncio.get_running_loop().call_soon(self._grow_stems, spec)
         finally:
             self._finish(key, spec, fl)
 

@@ -161,6 +161,12 @@ class RuntimeChannel:
             return None
         return current.request_id
 
+    @property
+    def delivered(self) -> bool:
+        """Whether the invocation submitted last has been handed to the runtime (a GET /next took it)."""
+        current = self._current
+        return current is not None and current.delivered
+
     def submit(self, inv: Invocation, deadline_ms: int) -> asyncio.Future[RuntimeReply]:
         """Hand `inv` to the runtime (now if it is polling, else on its next GET /next).
 

@@ -54,15 +54,22 @@ TEMPLATE_MIN_PYTHON = (3, 9)
 def template_key(spec: LaunchSpec) -> str | None:
     """Which template may fork an environment of `spec`; None when only a start from nothing is faithful.
 
-    A custom runtime execs its bootstrap, so any template that jails will do. silo's Python runtime runs
+    A custom runtime execs its bootstrap, so any template that jails will do; so does Node.js, whose
+    process is never forked (a forked V8 is not safe to run): the template forks only the jail, which
+    then execs a fresh node, a plain start of the runtime. silo's Python runtime runs
     in the template's interpreter, which has already started: variables that change how an interpreter
     starts (PYTHON*, beyond the ones the fork honours) or how libraries load (LD_*) need a fresh one."""
-    if catalog.is_custom(spec.runtime):
+    if _execs(spec.runtime):
         return EXEC_TEMPLATE
     for name in spec.environ:
         if name.startswith("LD_") or (name.startswith("PYTHON") and name not in HONOURED_PYTHON_VARIABLES):
             return None
     return spec.runtime
+
+
+def _execs(runtime: str) -> bool:
+    """True when the jail execs the runtime (a custom runtime's bootstrap, node) instead of running it in-process."""
+    return catalog.is_custom(runtime) or catalog.is_node(runtime)
 
 
 def template_command(key: str) -> TemplateCommand | None:
@@ -310,7 +317,7 @@ class JailSandbox:
 
     def warm(self, runtimes: set[str]) -> None:
         if self._templates is not None:
-            self._templates.warm({EXEC_TEMPLATE if catalog.is_custom(r) else r for r in runtimes})
+            self._templates.warm({EXEC_TEMPLATE if _execs(r) else r for r in runtimes})
 
     def ready(self) -> str | None:
         return self._templates.unready() if self._templates is not None else None

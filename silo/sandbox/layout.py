@@ -1,9 +1,10 @@
 """What an environment looks like from inside, whichever backend builds it.
 
 Every isolating backend shows the runtime the same tree: the host's /usr and the few /etc files
-the runtimes need, the code at /var/task, silo's runtime directory at /var/runtime and, for an
-interpreter that lives outside /usr (pyenv, /opt), that interpreter at /var/lang, where Lambda keeps
-its own. Backends differ only in how they build that tree (binds in a mount namespace, an OCI bundle).
+the runtimes need, the code at /var/task, silo's runtime directory at /var/runtime (its Python or its Node.js
+runtime) and, for an interpreter that lives outside /usr (pyenv, /opt), that interpreter at /var/lang,
+where Lambda keeps its own. Backends differ only in how they build that tree (binds in a mount
+namespace, an OCI bundle).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ class RuntimeLayout:
     argv: list[str]
     binds: list[Bind]
     environ: dict[str, str]
-    python: str | None  # the interpreter as the environment sees it; None for a custom runtime
+    python: str | None  # the Python interpreter as the environment sees it; None for Node.js and custom runtimes
 
 
 def etc_files(uid: int, gid: int, resolv: str = "") -> dict[str, str]:
@@ -57,18 +58,21 @@ def runtime_layout(spec: LaunchSpec) -> RuntimeLayout:
     """argv, binds and variables of the runtime of `spec`, as the environment sees them."""
     binds = [Bind(p, p) for p in SYSTEM_BINDS if os.path.exists(p)]
     binds.append(Bind(str(spec.code_dir), TASK_ROOT))
-    binds.append(Bind(str(catalog.BUILTIN_PYTHON_BOOTSTRAP.parent), RUNTIME_DIR))
+    binds.append(Bind(str(catalog.builtin_runtime_dir(spec.runtime)), RUNTIME_DIR))
     extra: dict[str, str] = {}
-    python = None
-    if not catalog.is_custom(spec.runtime):
-        interpreter = catalog.python_interpreters()[spec.runtime]
-        python = str(interpreter.executable)
+    exe = None
+    interpreter = catalog.interpreter_of(spec.runtime)
+    if interpreter is not None:
+        exe = str(interpreter.executable)
         if lang_prefix(interpreter):
-            # An interpreter outside /usr (pyenv, /opt) appears at /var/lang, where Lambda keeps its own.
+            # An interpreter outside /usr (pyenv, /opt, a node of its own) appears at /var/lang, where Lambda
+            # keeps its own.
             binds.append(Bind(str(interpreter.prefix), LANG_DIR))
-            python = f"{LANG_DIR}/{interpreter.executable.relative_to(interpreter.prefix)}"
+            exe = f"{LANG_DIR}/{interpreter.executable.relative_to(interpreter.prefix)}"
             extra["LD_LIBRARY_PATH"] = f"{LANG_DIR}/lib"
-    argv = catalog.launch_command(spec.runtime, TASK_ROOT, RUNTIME_DIR, python)
+    argv = catalog.launch_command(spec.runtime, TASK_ROOT, RUNTIME_DIR, exe, spec.memory_mb)
+    if catalog.is_node(spec.runtime) and "NODE_PATH" not in spec.environ:
+        extra["NODE_PATH"] = catalog.node_path(spec.runtime, TASK_ROOT)
     environ = dict(
         spec.environ,
         **extra,
@@ -77,4 +81,4 @@ def runtime_layout(spec: LaunchSpec) -> RuntimeLayout:
         LAMBDA_RUNTIME_DIR=RUNTIME_DIR,
         AWS_LAMBDA_RUNTIME_API=f"127.0.0.1:{RUNTIME_API_PORT}",
     )
-    return RuntimeLayout(argv, binds, environ, python)
+    return RuntimeLayout(argv, binds, environ, exe if catalog.is_python(spec.runtime) else None)

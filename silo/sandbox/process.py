@@ -63,8 +63,9 @@ def _private_tmp_setup(tmp_dir: str, keep: list[str], as_root: bool, uid: int, g
 def _needed_paths(spec: LaunchSpec, runtime_dir: str) -> list[str]:
     """What the runtime must still see after the private /tmp covers the host's: code, runtime, interpreter."""
     paths = [str(spec.code_dir), runtime_dir]
-    if not catalog.is_custom(spec.runtime):
-        paths.append(str(catalog.python_interpreters()[spec.runtime].prefix))
+    interpreter = catalog.interpreter_of(spec.runtime)
+    if interpreter is not None:
+        paths.append(str(interpreter.prefix))
     return paths
 
 
@@ -147,15 +148,21 @@ class ProcessSandbox:
             listen_sock.listen(16)
             listen_sock.setblocking(False)
             host, port = listen_sock.getsockname()
-            runtime_dir = str(catalog.BUILTIN_PYTHON_BOOTSTRAP.parent)
+            runtime_dir = str(catalog.builtin_runtime_dir(spec.runtime))
+            extra = (
+                {"NODE_PATH": catalog.node_path(spec.runtime, str(spec.code_dir))}
+                if catalog.is_node(spec.runtime) and "NODE_PATH" not in spec.environ
+                else {}
+            )
             environ = dict(
                 spec.environ,
+                **extra,
                 AWS_LAMBDA_RUNTIME_API=f"{host}:{port}",
                 LAMBDA_TASK_ROOT=str(spec.code_dir),
                 LAMBDA_RUNTIME_DIR=runtime_dir,
                 PATH="/usr/local/bin:/usr/bin:/bin",
             )
-            argv = catalog.launch_command(spec.runtime, str(spec.code_dir), runtime_dir)
+            argv = catalog.launch_command(spec.runtime, str(spec.code_dir), runtime_dir, memory_mb=spec.memory_mb)
             popen = _start(
                 argv,
                 catalog.is_custom(spec.runtime),
