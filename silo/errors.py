@@ -78,6 +78,13 @@ class PreconditionFailedException(LambdaError):
     error_type = "User"
 
 
+class PolicyLengthExceededException(LambdaError):
+    code = "PolicyLengthExceededException"
+    status = 400
+    message_key = "message"
+    error_type = "User"
+
+
 class InvalidRequestContentException(LambdaError):
     code = "InvalidRequestContentException"
     status = 400

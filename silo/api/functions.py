@@ -145,6 +145,45 @@ class FunctionRoutes:
         await run_in_threadpool(self.service.delete_function_concurrency, request.path_params["function_name"])
         return no_content()
 
+    async def get_function_code_signing_config(self, request: Request) -> Response:
+        name = request.path_params["function_name"]
+        return render.json_response(self.service.get_function_code_signing_config(name))
+
+    async def list_tags(self, request: Request) -> Response:
+        return render.json_response(self.service.list_tags(request.path_params["resource"]))
+
+    async def tag_resource(self, request: Request) -> Response:
+        body = await read_json_body(request, "TagResource")
+        await run_in_threadpool(self.service.tag_resource, request.path_params["resource"], body)
+        return no_content()
+
+    async def untag_resource(self, request: Request) -> Response:
+        keys = request.query_params.getlist("tagKeys") if "tagKeys" in request.query_params else None
+        await run_in_threadpool(self.service.untag_resource, request.path_params["resource"], keys)
+        return no_content()
+
+    async def add_permission(self, request: Request) -> Response:
+        body = await read_json_body(request, "AddPermission")
+        name = request.path_params["function_name"]
+        qualifier = request.query_params.get("Qualifier")
+        out = await run_in_threadpool(self.service.add_permission, name, qualifier, body)
+        return render.json_response(out, status=201)
+
+    async def remove_permission(self, request: Request) -> Response:
+        q = request.query_params
+        await run_in_threadpool(
+            self.service.remove_permission,
+            request.path_params["function_name"],
+            request.path_params["statement_id"],
+            q.get("Qualifier"),
+            q.get("RevisionId"),
+        )
+        return no_content()
+
+    async def get_policy(self, request: Request) -> Response:
+        name = request.path_params["function_name"]
+        return render.json_response(self.service.get_policy(name, request.query_params.get("Qualifier")))
+
     async def get_silo_settings(self, request: Request) -> Response:
         return render.json_response(self.service.get_silo_settings(request.path_params["function_name"]))
 
@@ -187,6 +226,17 @@ def routes(service: FunctionService, presign: Presigner | None = None) -> list[R
         Route("/2017-10-31/functions/{function_name}/concurrency", h.put_function_concurrency, methods=["PUT"]),
         Route("/2019-09-30/functions/{function_name}/concurrency", h.get_function_concurrency, methods=["GET"]),
         Route("/2017-10-31/functions/{function_name}/concurrency", h.delete_function_concurrency, methods=["DELETE"]),
+        Route(fn + "/policy", h.add_permission, methods=["POST"]),
+        Route(fn + "/policy", h.get_policy, methods=["GET"]),
+        Route(fn + "/policy/{statement_id}", h.remove_permission, methods=["DELETE"]),
+        Route("/2017-03-31/tags/{resource}", h.list_tags, methods=["GET"]),
+        Route("/2017-03-31/tags/{resource}", h.tag_resource, methods=["POST"]),
+        Route("/2017-03-31/tags/{resource}", h.untag_resource, methods=["DELETE"]),
+        Route(
+            "/2020-06-30/functions/{function_name}/code-signing-config",
+            h.get_function_code_signing_config,
+            methods=["GET"],
+        ),
         Route("/2016-08-19/account-settings", h.get_account_settings, methods=["GET"]),
         Route("/2016-08-19/account-settings/", h.get_account_settings, methods=["GET"]),
         Route(CODE_PATH, h.download_code, methods=["GET"]),

@@ -9,6 +9,7 @@ reads of the map need no lock because each write replaces an entry in one step.
 
 from __future__ import annotations
 
+import json
 import logging
 import platform
 import threading
@@ -18,9 +19,9 @@ from dataclasses import replace
 from typing import Any
 
 from silo.config import Settings
-from silo.control import silo_settings, validation
+from silo.control import permissions, silo_settings, tags, validation
 from silo.control.configuration import function_configuration, function_spec, lambda_timestamp
-from silo.control.fields import str_member
+from silo.control.fields import dict_member, str_member
 from silo.control.names import (
     LATEST,
     FunctionRef,
@@ -34,6 +35,7 @@ from silo.errors import (
     InvalidParameterValueException,
     PreconditionFailedException,
     ResourceConflictException,
+    ResourceNotFoundException,
 )
 from silo.runtimes import catalog
 from silo.store.code import MAX_UNZIPPED_BYTES, MAX_ZIPPED_BYTES, CodeStore
@@ -99,7 +101,7 @@ class FunctionService:
         for record in self.repo.all_versions():
             if not self.code.directory(record.code_sha256).is_dir():
                 self._restore_code(record)
-            self._specs[record.name] = self._spec(record)
+            self._remember(record)
         self.code.collect(self.repo.code_in_use())
 
     def _restore_code(self, record: FunctionRecord) -> None:
@@ -115,8 +117,12 @@ class FunctionService:
     def _rules(self) -> validation.Rules:
         return validation.Rules(tuple(self._available_runtimes()), self._architecture)
 
-    def _spec(self, record: FunctionRecord) -> FunctionSpec:
-        return function_spec(record, self.code.directory(record.code_sha256), self.region, self.account)
+    def _spec(self, record: FunctionRecord, function: FunctionRecord | None = None) -> FunctionSpec:
+        return function_spec(record, self.code.directory(record.code_sha256), self.region, self.account, function)
+
+    def _remember(self, record: FunctionRecord) -> None:
+        """Mirror a stored version in memory, where `resolve` finds it."""
+        self._specs[record.name] = self._spec(record)
 
     def _configuration(self, record: FunctionRecord) -> dict[str, Any]:
         return function_configuration(record, self.region, self.account)
@@ -198,7 +204,7 @@ class FunctionService:
                     self._collect(stored_sha)
             if not inserted:
                 raise ResourceConflictException(f"Function already exist: {name}")
-            self._specs[name] = self._spec(record)
+            self._remember(record)
         return self._configuration(record)
 
     def get_function(
@@ -278,7 +284,7 @@ class FunctionService:
                 if request.dry_run:
                     return self._configuration(replace(record, revision_id=current.revision_id))
                 raise PreconditionFailedException(REVISION_MISMATCH)
-            self._specs[record.name] = self._spec(record)
+            self._remember(record)
             if current.code_sha256 != record.code_sha256:
                 self._collect(current.code_sha256)
         self._notify(record.name)
@@ -293,7 +299,7 @@ class FunctionService:
             record = replace(current, config=config, revision_id=str(uuid.uuid4()), last_modified=lambda_timestamp())
             if not self.repo.replace(record, current.revision_id):
                 raise PreconditionFailedException(REVISION_MISMATCH)
-            self._specs[record.name] = self._spec(record)
+            self._remember(record)
         self._notify(record.name)
         return self._configuration(record)
 
@@ -341,13 +347,17 @@ class FunctionService:
     def _set_reserved(self, current: FunctionRecord, reserved: int | None) -> None:
         # Reserving concurrency changes no code or configuration the environments run, so the revision
         # stays and no environment is retired; the router reads the new limit on the next call.
-        config = {k: v for k, v in current.config.items() if k != "ReservedConcurrentExecutions"}
-        if reserved is not None:
-            config["ReservedConcurrentExecutions"] = reserved
+        self._set_function_member(current, "ReservedConcurrentExecutions", reserved)
+
+    def _set_function_member(self, current: FunctionRecord, key: str, value: Any) -> None:
+        """Set (or, with None, remove) a member of the function as a whole, kept in $LATEST's configuration."""
+        config = {k: v for k, v in current.config.items() if k != key}
+        if value is not None:
+            config[key] = value
         record = replace(current, config=config)
         if not self.repo.replace(record, current.revision_id):
             raise PreconditionFailedException(REVISION_MISMATCH)
-        self._specs[record.name] = self._spec(record)
+        self._remember(record)
 
     def get_silo_settings(self, function_name: str) -> dict[str, Any]:
         """silo's own settings of a function (sandbox backend, network)."""
@@ -362,7 +372,7 @@ class FunctionService:
             record = replace(current, config=config, revision_id=str(uuid.uuid4()), last_modified=lambda_timestamp())
             if not self.repo.replace(record, current.revision_id):
                 raise PreconditionFailedException(REVISION_MISMATCH)
-            self._specs[record.name] = self._spec(record)
+            self._remember(record)
         self._notify(record.name)
         return settings
 
@@ -392,6 +402,107 @@ class FunctionService:
             },
             "AccountUsage": {"TotalCodeSize": total, "FunctionCount": count},
         }
+
+    # -- code signing, tags, resource policies -------------------------------------------------------
+
+    def get_function_code_signing_config(self, function_name: str) -> dict[str, str]:
+        """GetFunctionCodeSigningConfig: silo signs no code, so every function answers as Lambda does for
+        one without a code signing configuration (an empty ARN)."""
+        record = self._record(function_name, None, namespaced=True)
+        return {"CodeSigningConfigArn": "", "FunctionName": record.name}
+
+    def _tagged(self, resource: str) -> FunctionRecord:
+        ref = tags.resource_function(resource)
+        self._check_home(ref)
+        record = self.repo.get(ref.name)
+        if record is None:
+            raise not_found(self.region, self.account, ref.name)
+        return record
+
+    def list_tags(self, resource: str) -> dict[str, Any]:
+        """ListTags of a function ARN."""
+        return {"Tags": dict(self._tagged(resource).config.get("Tags", {}))}
+
+    def tag_resource(self, resource: str, body: dict[str, Any]) -> None:
+        """TagResource: the tags given are added to the function's, replacing those of the same key."""
+        given = dict_member(body, "Tags")
+        if given is None:
+            raise validation.missing("tags")
+        checked = tags.check_tags(given)
+        with self._write_lock:
+            current = self._tagged(resource)
+            self._set_function_member(current, "Tags", tags.merged(current.config.get("Tags", {}), checked))
+
+    def untag_resource(self, resource: str, keys: list[str] | None) -> None:
+        """UntagResource: the keys named go; keys the function does not have are no error."""
+        if keys is None:
+            raise validation.missing("tagKeys")
+        with self._write_lock:
+            current = self._tagged(resource)
+            left = {k: v for k, v in current.config.get("Tags", {}).items() if k not in keys}
+            self._set_function_member(current, "Tags", left or None)
+
+    def _policy_target(self, function_name: str, qualifier: str | None) -> tuple[FunctionRecord, str | None]:
+        """The version whose policy a request addresses, and the qualifier its statements name."""
+        ref = parse_function_name(function_name, namespaced=True)
+        wanted = merge_qualifier(ref, qualifier)
+        return self._record(function_name, qualifier, namespaced=True), wanted
+
+    def add_permission(self, function_name: str, qualifier: str | None, body: dict[str, Any]) -> dict[str, str]:
+        """AddPermission: one statement more in the policy of the function (or of a version or alias)."""
+        ref = parse_function_name(function_name, namespaced=True)
+        if merge_qualifier(ref, qualifier) == LATEST:
+            raise InvalidParameterValueException(permissions.LATEST_REFUSED)
+        with self._write_lock:
+            record, wanted = self._policy_target(function_name, qualifier)
+            self._check_revision(record, str_member(body, "RevisionId"))
+            arn = function_arn(self.region, self.account, record.name, wanted)
+            new = permissions.statement(body, arn, self.account)
+            statements = permissions.added(record.config.get("Policy", []), new)
+            self._set_policy(record, statements)
+        return {"Statement": json.dumps(new, separators=(",", ":"))}
+
+    def remove_permission(
+        self, function_name: str, statement_id: str, qualifier: str | None, revision_id: str | None
+    ) -> None:
+        """RemovePermission: the statement goes; a policy left empty is no policy."""
+        permissions.check_statement_id(statement_id)
+        ref = parse_function_name(function_name, namespaced=True)
+        wanted = merge_qualifier(ref, qualifier)
+        with self._write_lock:
+            try:
+                record, wanted = self._policy_target(function_name, qualifier)
+            except ResourceNotFoundException as exc:
+                if self.repo.get(ref.name) is not None:
+                    raise
+                raise ResourceNotFoundException(
+                    f"No policy found for: {function_arn(self.region, self.account, ref.name, wanted)}"
+                ) from exc
+            self._check_revision(record, revision_id)
+            self._set_policy(record, permissions.removed(record.config.get("Policy", []), statement_id))
+
+    def get_policy(self, function_name: str, qualifier: str | None) -> dict[str, str]:
+        """GetPolicy: the policy document as a JSON string, with the revision it belongs to."""
+        try:
+            record, _ = self._policy_target(function_name, qualifier)
+        except ResourceNotFoundException:
+            raise ResourceNotFoundException(permissions.NO_RESOURCE) from None
+        statements = record.config.get("Policy")
+        if not statements:
+            raise ResourceNotFoundException(permissions.NO_RESOURCE)
+        return {"Policy": permissions.document(statements), "RevisionId": record.revision_id}
+
+    def _set_policy(self, current: FunctionRecord, statements: list[dict[str, Any]]) -> None:
+        # A policy is part of its version's state, so changing it gives the version a new RevisionId, as
+        # on Lambda; what the environments run is unchanged, so none is retired (spec.revision_id is the
+        # digest of what they run, silo.control.configuration.run_digest).
+        config = {k: v for k, v in current.config.items() if k != "Policy"}
+        if statements:
+            config["Policy"] = statements
+        record = replace(current, config=config, revision_id=str(uuid.uuid4()))
+        if not self.repo.replace(record, current.revision_id):
+            raise PreconditionFailedException(REVISION_MISMATCH)
+        self._remember(record)
 
     # -- the invoke path ----------------------------------------------------------------------------
 

@@ -23,7 +23,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from silo.control import env_vars
+from silo.control import env_vars, tags
 from silo.control.fields import (
     bool_member,
     dict_member,
@@ -33,7 +33,7 @@ from silo.control.fields import (
 )
 from silo.control.names import FunctionRef, function_ref, match_function_name
 from silo.control.violations import Violations, enum_constraint
-from silo.errors import InvalidParameterValueException, InvalidRequestContentException
+from silo.errors import InvalidParameterValueException, InvalidRequestContentException, ValidationException
 from silo.runtimes import catalog
 
 ROLE_PATTERN = r"arn:(aws[a-zA-Z-]*)?:iam::\d{12}:role/?[a-zA-Z_0-9+=,.@\-_/]+"
@@ -84,6 +84,13 @@ class CodeRequest:
     architectures: list[str] | None
     revision_id: str | None
     dry_run: bool
+
+
+def missing(member: str) -> ValidationException:
+    """A required member left out, in the validator's words."""
+    return ValidationException(
+        f"1 validation error detected: Value null at '{member}' failed to satisfy constraint: Member must not be null"
+    )
 
 
 def _check_shapes(body: dict[str, Any], v: Violations) -> None:
@@ -313,9 +320,9 @@ def create_request(body: dict[str, Any], rules: Rules) -> CreateRequest:
         config["Environment"] = {"Variables": variables}
     if tenancy is not None:
         config["TenancyConfig"] = tenancy
-    tags = dict_member(body, "Tags")
-    if tags:
-        config["Tags"] = {str(k): str(val) for k, val in tags.items()}
+    given_tags = dict_member(body, "Tags")
+    if given_tags:
+        config["Tags"] = tags.for_create(given_tags)
     return CreateRequest(ref, config, zip_bytes)
 
 
