@@ -145,6 +145,18 @@ class FunctionRoutes:
         await run_in_threadpool(self.service.delete_function_concurrency, request.path_params["function_name"])
         return no_content()
 
+    async def publish_version(self, request: Request) -> Response:
+        body = await read_json_body(request, "PublishVersion")
+        name = request.path_params["function_name"]
+        return render.json_response(await run_in_threadpool(self.service.publish_version, name, body), status=201)
+
+    async def list_versions_by_function(self, request: Request) -> Response:
+        q = request.query_params
+        page = self.service.list_versions_by_function(
+            request.path_params["function_name"], q.get("Marker"), parse_max_items(q.get("MaxItems"))
+        )
+        return render.json_response(page)
+
     async def get_function_code_signing_config(self, request: Request) -> Response:
         name = request.path_params["function_name"]
         return render.json_response(self.service.get_function_code_signing_config(name))
@@ -226,6 +238,8 @@ def routes(service: FunctionService, presign: Presigner | None = None) -> list[R
         Route("/2017-10-31/functions/{function_name}/concurrency", h.put_function_concurrency, methods=["PUT"]),
         Route("/2019-09-30/functions/{function_name}/concurrency", h.get_function_concurrency, methods=["GET"]),
         Route("/2017-10-31/functions/{function_name}/concurrency", h.delete_function_concurrency, methods=["DELETE"]),
+        Route(fn + "/versions", h.publish_version, methods=["POST"]),
+        Route(fn + "/versions", h.list_versions_by_function, methods=["GET"]),
         Route(fn + "/policy", h.add_permission, methods=["POST"]),
         Route(fn + "/policy", h.get_policy, methods=["GET"]),
         Route(fn + "/policy/{statement_id}", h.remove_permission, methods=["DELETE"]),

@@ -199,11 +199,16 @@ class InvokeEndpoint:
                 caller_key=None if principal is None else principal.key_id,
             )
             return 202, [(b"x-amzn-requestid", request_id.encode()), (b"content-length", b"0")], b""
+        addressed = (
+            merge_qualifier(parse_function_name(name, namespaced=True), qualifier) if ":" in name or qualifier else None
+        )
         inv = Invocation(
             request_id=request_id,
             payload=payload,
             tenant_id=tenant_id,
-            invoked_arn=spec.function_arn,
+            # The ARN as invoked, qualified when the call named a version or an alias (Lambda's
+            # Lambda-Runtime-Invoked-Function-Arn, the context's invoked_function_arn).
+            invoked_arn=spec.function_arn if addressed is None else f"{spec.function_arn}:{addressed}",
             client_context=headers.get(b"x-amz-client-context"),
             want_log_tail=headers.get(b"x-amz-log-type") == "Tail",
         )

@@ -30,10 +30,14 @@ def code_sha256_b64(sha256_hex: str) -> str:
     return base64.b64encode(bytes.fromhex(sha256_hex)).decode()
 
 
-def function_configuration(record: FunctionRecord, region: str, account: str) -> dict[str, Any]:
-    """The FunctionConfiguration of a stored version, in the model's member order."""
+def function_configuration(
+    record: FunctionRecord, region: str, account: str, as_addressed: str | None = None
+) -> dict[str, Any]:
+    """The FunctionConfiguration of a stored version, in the model's member order. Its FunctionArn carries
+    the qualifier the request gave (`as_addressed`: `$LATEST`, a version or an alias), else the version's
+    number, and none for an unqualified $LATEST, as on Lambda."""
     c = record.config
-    qualifier = None if record.version == LATEST else record.version
+    qualifier = as_addressed or (None if record.version == LATEST else record.version)
     out: dict[str, Any] = {
         "FunctionName": record.name,
         "FunctionArn": function_arn(region, account, record.name, qualifier),

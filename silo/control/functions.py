@@ -9,7 +9,6 @@ reads of the map need no lock because each write replaces an entry in one step.
 
 from __future__ import annotations
 
-import json
 import logging
 import platform
 import threading
@@ -19,9 +18,9 @@ from dataclasses import replace
 from typing import Any
 
 from silo.config import Settings
-from silo.control import permissions, silo_settings, tags, validation
+from silo.control import silo_settings, validation, versions
 from silo.control.configuration import function_configuration, function_spec, lambda_timestamp
-from silo.control.fields import dict_member, str_member
+from silo.control.fields import str_member
 from silo.control.names import (
     LATEST,
     FunctionRef,
@@ -30,12 +29,12 @@ from silo.control.names import (
     not_found,
     parse_function_name,
 )
+from silo.control.resources import REVISION_MISMATCH, PolicyAndTagOperations
 from silo.control.violations import Violations, enum_constraint
 from silo.errors import (
     InvalidParameterValueException,
     PreconditionFailedException,
     ResourceConflictException,
-    ResourceNotFoundException,
 )
 from silo.runtimes import catalog
 from silo.store.code import MAX_UNZIPPED_BYTES, MAX_ZIPPED_BYTES, CodeStore
@@ -51,10 +50,6 @@ MIN_UNRESERVED = 100
 ACCOUNT_CONCURRENCY = 1000
 # Lambda's default code storage quota per account and region (75 GB).
 TOTAL_CODE_SIZE_LIMIT = 80_530_636_800
-REVISION_MISMATCH = (
-    "The Revision Id provided does not match the latest Revision Id. "
-    "Call the GetFunction/GetAlias API to retrieve the latest Revision Id"
-)
 
 
 def host_architecture() -> str:
@@ -62,11 +57,13 @@ def host_architecture() -> str:
     return "arm64" if machine in ("aarch64", "arm64") else "x86_64"
 
 
-class FunctionService:
+class FunctionService(PolicyAndTagOperations):
     """Create, read, update, delete and resolve functions.
 
-    `on_change(function_arn)` runs after every change that makes the live environments of a
-    function stale (UpdateFunctionCode, UpdateFunctionConfiguration, DeleteFunction).
+    `on_change(function_arn, version)` runs after every change that makes live environments stale:
+    `$LATEST`'s after UpdateFunctionCode and UpdateFunctionConfiguration, one version's after it is
+    deleted, and every version's (`version` None) after DeleteFunction or a change of silo's settings. A
+    published version never changes, so its environments stay warm whatever happens to `$LATEST`.
     """
 
     def __init__(
@@ -74,7 +71,7 @@ class FunctionService:
         settings: Settings,
         db: Database,
         code_store: CodeStore,
-        on_change: Callable[[str], None],
+        on_change: Callable[[str, str | None], None],
         *,
         available_runtimes: Callable[[], list[str]] = catalog.available_runtimes,
         architecture: str | None = None,
@@ -90,7 +87,9 @@ class FunctionService:
         self._architecture = architecture or host_architecture()
         self.concurrency_limit = concurrency_limit
         self._write_lock = threading.RLock()
-        self._specs: dict[str, FunctionSpec] = {}
+        self._specs: dict[str, FunctionSpec] = {}  # each function's $LATEST, by name
+        self._versions: dict[tuple[str, str], FunctionSpec] = {}  # published versions, by (name, number)
+        self._records: dict[str, dict[str, FunctionRecord]] = {}  # every stored version, by name and version
         self._load()
 
     # -- start-up ---------------------------------------------------------------------------------
@@ -98,7 +97,7 @@ class FunctionService:
     def _load(self) -> None:
         """Fill the map from the database; repair unpacked code from its blob; drop orphaned code."""
         self.code.clear_scratch()
-        for record in self.repo.all_versions():
+        for record in self.repo.all_versions(None):
             if not self.code.directory(record.code_sha256).is_dir():
                 self._restore_code(record)
             self._remember(record)
@@ -121,11 +120,31 @@ class FunctionService:
         return function_spec(record, self.code.directory(record.code_sha256), self.region, self.account, function)
 
     def _remember(self, record: FunctionRecord) -> None:
-        """Mirror a stored version in memory, where `resolve` finds it."""
+        """Mirror a stored version in memory, where `resolve` finds it. A published version follows its
+        function's $LATEST for the function's own members (reserved concurrency, silo's settings), so a
+        change of $LATEST renews their specs too (each $LATEST is loaded before its versions)."""
+        versions = self._records.setdefault(record.name, {})
+        versions[record.version] = record
+        if record.version != LATEST:
+            self._versions[(record.name, record.version)] = self._spec(record, versions[LATEST])
+            return
         self._specs[record.name] = self._spec(record)
+        for number, published in versions.items():
+            if number != LATEST:
+                self._versions[(record.name, number)] = self._spec(published, record)
 
-    def _configuration(self, record: FunctionRecord) -> dict[str, Any]:
-        return function_configuration(record, self.region, self.account)
+    def _forget(self, name: str, version: str | None = None) -> None:
+        """Drop a deleted function (`version` None) or one of its published versions from memory."""
+        if version is None:
+            self._specs.pop(name, None)
+            for number in self._records.pop(name, {}):
+                self._versions.pop((name, number), None)
+            return
+        self._records.get(name, {}).pop(version, None)
+        self._versions.pop((name, version), None)
+
+    def _configuration(self, record: FunctionRecord, as_addressed: str | None = None) -> dict[str, Any]:
+        return function_configuration(record, self.region, self.account, as_addressed)
 
     def _arn(self, name: str) -> str:
         return function_arn(self.region, self.account, name)
@@ -136,15 +155,29 @@ class FunctionService:
             raise not_found(ref.region or self.region, ref.account or self.account, ref.name, ref.qualifier)
 
     def _record(self, function_name: str, qualifier: str | None, *, namespaced: bool) -> FunctionRecord:
+        return self._addressed(function_name, qualifier, namespaced=namespaced)[0]
+
+    def _addressed(
+        self, function_name: str, qualifier: str | None, *, namespaced: bool
+    ) -> tuple[FunctionRecord, str | None]:
+        """The stored version a request addresses, and the qualifier it was addressed with (None: none)."""
         ref = parse_function_name(function_name, namespaced=namespaced)
         wanted = merge_qualifier(ref, qualifier)
         self._check_home(ref)
         record = self.repo.get(ref.name)
         if record is None:
             raise not_found(self.region, self.account, ref.name)
-        if wanted not in (None, LATEST):
+        if wanted in (None, LATEST):
+            return record, wanted
+        version = self._version_of(ref.name, wanted)
+        published = None if version is None else self.repo.get(ref.name, version)
+        if published is None:
             raise not_found(self.region, self.account, ref.name, wanted)
-        return record
+        return published, wanted
+
+    def _version_of(self, name: str, qualifier: str) -> str | None:
+        """The published version a qualifier other than $LATEST names (None: none)."""
+        return qualifier if qualifier.isdigit() and qualifier.isascii() else None
 
     def _unqualified(self, function_name: str) -> FunctionRecord:
         """The $LATEST record of an update target; updates apply to the unpublished version only."""
@@ -161,9 +194,9 @@ class FunctionService:
         if revision_id is not None and revision_id != record.revision_id:
             raise PreconditionFailedException(REVISION_MISMATCH)
 
-    def _notify(self, name: str) -> None:
+    def _notify(self, name: str, version: str | None = LATEST) -> None:
         try:
-            self.on_change(self._arn(name))
+            self.on_change(self._arn(name), version)
         except Exception:
             # The change is committed; failing the request now would make the client retry a write
             # that already happened. Stale environments are the router's to clean up.
@@ -205,29 +238,37 @@ class FunctionService:
             if not inserted:
                 raise ResourceConflictException(f"Function already exist: {name}")
             self._remember(record)
+            if request.publish:
+                # Lambda answers with $LATEST's configuration as created, numbered as the version published.
+                published = self._publish(record, None)
+                return {**self._configuration(record), "Version": published.version}
         return self._configuration(record)
 
     def get_function(
         self, function_name: str, qualifier: str | None, code_location: Callable[[str], str]
     ) -> dict[str, Any]:
-        """GetFunction. `code_location(name)` gives the URL this server serves the package at."""
-        record = self._record(function_name, qualifier, namespaced=True)
+        """GetFunction. `code_location(name)` gives the URL this server serves the package at (`name` may
+        carry a qualifier, `name:1`)."""
+        record, addressed = self._addressed(function_name, qualifier, namespaced=True)
+        whole = self._records.get(record.name, {}).get(LATEST, record).config
+        where = record.name if addressed in (None, LATEST) else f"{record.name}:{addressed}"
         out: dict[str, Any] = {
-            "Configuration": self._configuration(record),
-            "Code": {"RepositoryType": "S3", "Location": code_location(record.name)},
+            "Configuration": self._configuration(record, addressed),
+            "Code": {"RepositoryType": "S3", "Location": code_location(where)},
         }
-        if record.config.get("Tags"):
-            out["Tags"] = dict(record.config["Tags"])
-        if "ReservedConcurrentExecutions" in record.config:
-            out["Concurrency"] = {"ReservedConcurrentExecutions": record.config["ReservedConcurrentExecutions"]}
+        if whole.get("Tags"):
+            out["Tags"] = dict(whole["Tags"])
+        if "ReservedConcurrentExecutions" in whole:
+            out["Concurrency"] = {"ReservedConcurrentExecutions": whole["ReservedConcurrentExecutions"]}
         return out
 
     def get_function_configuration(self, function_name: str, qualifier: str | None) -> dict[str, Any]:
         """GetFunctionConfiguration."""
-        return self._configuration(self._record(function_name, qualifier, namespaced=True))
+        record, addressed = self._addressed(function_name, qualifier, namespaced=True)
+        return self._configuration(record, addressed)
 
     def function_code(self, function_name: str) -> bytes:
-        """The deployment package of a function's $LATEST, as uploaded."""
+        """The deployment package of a function's version (`name:1`; a bare name: $LATEST), as uploaded."""
         record = self._record(function_name, None, namespaced=True)
         return self.code.read_blob(record.code_sha256)
 
@@ -287,8 +328,10 @@ class FunctionService:
             self._remember(record)
             if current.code_sha256 != record.code_sha256:
                 self._collect(current.code_sha256)
+            published = self._publish(record, None) if request.publish else None
         self._notify(record.name)
-        return self._configuration(record)
+        # With Publish, Lambda answers with the version published (AWS-recorded).
+        return self._configuration(published or record)
 
     def update_function_configuration(self, function_name: str, body: dict[str, Any]) -> dict[str, Any]:
         """UpdateFunctionConfiguration: members present replace the current ones; TenancyConfig never changes."""
@@ -373,21 +416,35 @@ class FunctionService:
             if not self.repo.replace(record, current.revision_id):
                 raise PreconditionFailedException(REVISION_MISMATCH)
             self._remember(record)
-        self._notify(record.name)
+        # The backend and the network are the function's, so every version's environments go.
+        self._notify(record.name, None)
         return settings
 
     def delete_function(self, function_name: str, qualifier: str | None = None) -> None:
-        """DeleteFunction. Deleting `$LATEST` alone is refused, as on Lambda."""
+        """DeleteFunction: the whole function, or with a qualifier one published version. Deleting `$LATEST`
+        alone is refused, as on Lambda."""
         ref = parse_function_name(function_name, namespaced=True)
         wanted = merge_qualifier(ref, qualifier)
         if wanted == LATEST:
             raise InvalidParameterValueException("$LATEST version cannot be deleted without deleting the function.")
         with self._write_lock:
-            record = self._record(function_name, qualifier, namespaced=True)
-            self.repo.delete(record.name)
-            self._specs.pop(record.name, None)
-            self._collect(record.code_sha256)
-        self._notify(record.name)
+            if wanted is not None:
+                record = self._record(function_name, qualifier, namespaced=True)
+                self._check_unaliased(record)
+                if not self.repo.delete_version(record.name, record.version):
+                    raise not_found(self.region, self.account, record.name, wanted)
+                self._forget(record.name, record.version)
+                self._collect(record.code_sha256)
+            else:
+                record = self._record(function_name, None, namespaced=True)
+                shas = {r.code_sha256 for r in self._records.get(record.name, {}).values()}
+                self.repo.delete(record.name)
+                self._forget(record.name)
+                self._collect(record.code_sha256, *shas)
+        self._notify(record.name, record.version if wanted is not None else None)
+
+    def _check_unaliased(self, record: FunctionRecord) -> None:
+        """A version an alias points to cannot be deleted (the aliases of part three extend this)."""
 
     def get_account_settings(self) -> dict[str, Any]:
         """GetAccountSettings: silo's limits and what this server stores."""
@@ -403,113 +460,70 @@ class FunctionService:
             "AccountUsage": {"TotalCodeSize": total, "FunctionCount": count},
         }
 
-    # -- code signing, tags, resource policies -------------------------------------------------------
+    # -- versions ---------------------------------------------------------------------------------
 
-    def get_function_code_signing_config(self, function_name: str) -> dict[str, str]:
-        """GetFunctionCodeSigningConfig: silo signs no code, so every function answers as Lambda does for
-        one without a code signing configuration (an empty ARN)."""
-        record = self._record(function_name, None, namespaced=True)
-        return {"CodeSigningConfigArn": "", "FunctionName": record.name}
+    def publish_version(self, function_name: str, body: dict[str, Any]) -> dict[str, Any]:
+        """PublishVersion: an immutable snapshot of $LATEST with the next number; when $LATEST has not
+        changed since the last version, that version, as on Lambda."""
+        request = versions.publish_request(body)
+        with self._write_lock:
+            latest = self._unqualified(function_name)
+            self._check_revision(latest, request.revision_id)
+            versions.check_code_sha256(request.code_sha256, latest)
+            return self._configuration(self._publish(latest, request.description))
 
-    def _tagged(self, resource: str) -> FunctionRecord:
-        ref = tags.resource_function(resource)
-        self._check_home(ref)
-        record = self.repo.get(ref.name)
-        if record is None:
-            raise not_found(self.region, self.account, ref.name)
+    def _publish(self, latest: FunctionRecord, description: str | None) -> FunctionRecord:
+        """Publish `latest` (held under the write lock). $LATEST gets a new RevisionId, as on Lambda."""
+        last = self.repo.last_version(latest.name)
+        newest = max(self._published(latest.name), key=lambda r: int(r.version), default=None)
+        if newest is not None and versions.unchanged(latest, newest):
+            return newest
+        record = FunctionRecord(
+            name=latest.name,
+            version=str(last + 1),
+            config=versions.version_config(latest, description),
+            code_sha256=latest.code_sha256,
+            code_size=latest.code_size,
+            revision_id=str(uuid.uuid4()),
+            last_modified=lambda_timestamp(),
+        )
+        renewed = replace(latest, revision_id=str(uuid.uuid4()))
+        if not self.repo.publish(record, renewed, latest.revision_id):
+            raise PreconditionFailedException(REVISION_MISMATCH)
+        self._remember(renewed)
+        self._remember(record)
         return record
 
-    def list_tags(self, resource: str) -> dict[str, Any]:
-        """ListTags of a function ARN."""
-        return {"Tags": dict(self._tagged(resource).config.get("Tags", {}))}
+    def _published(self, name: str) -> list[FunctionRecord]:
+        return [r for v, r in self._records.get(name, {}).items() if v != LATEST]
 
-    def tag_resource(self, resource: str, body: dict[str, Any]) -> None:
-        """TagResource: the tags given are added to the function's, replacing those of the same key."""
-        given = dict_member(body, "Tags")
-        if given is None:
-            raise validation.missing("tags")
-        checked = tags.check_tags(given)
-        with self._write_lock:
-            current = self._tagged(resource)
-            self._set_function_member(current, "Tags", tags.merged(current.config.get("Tags", {}), checked))
-
-    def untag_resource(self, resource: str, keys: list[str] | None) -> None:
-        """UntagResource: the keys named go; keys the function does not have are no error."""
-        if keys is None:
-            raise validation.missing("tagKeys")
-        with self._write_lock:
-            current = self._tagged(resource)
-            left = {k: v for k, v in current.config.get("Tags", {}).items() if k not in keys}
-            self._set_function_member(current, "Tags", left or None)
-
-    def _policy_target(self, function_name: str, qualifier: str | None) -> tuple[FunctionRecord, str | None]:
-        """The version whose policy a request addresses, and the qualifier its statements name."""
-        ref = parse_function_name(function_name, namespaced=True)
-        wanted = merge_qualifier(ref, qualifier)
-        return self._record(function_name, qualifier, namespaced=True), wanted
-
-    def add_permission(self, function_name: str, qualifier: str | None, body: dict[str, Any]) -> dict[str, str]:
-        """AddPermission: one statement more in the policy of the function (or of a version or alias)."""
-        ref = parse_function_name(function_name, namespaced=True)
-        if merge_qualifier(ref, qualifier) == LATEST:
-            raise InvalidParameterValueException(permissions.LATEST_REFUSED)
-        with self._write_lock:
-            record, wanted = self._policy_target(function_name, qualifier)
-            self._check_revision(record, str_member(body, "RevisionId"))
-            arn = function_arn(self.region, self.account, record.name, wanted)
-            new = permissions.statement(body, arn, self.account)
-            statements = permissions.added(record.config.get("Policy", []), new)
-            self._set_policy(record, statements)
-        return {"Statement": json.dumps(new, separators=(",", ":"))}
-
-    def remove_permission(
-        self, function_name: str, statement_id: str, qualifier: str | None, revision_id: str | None
-    ) -> None:
-        """RemovePermission: the statement goes; a policy left empty is no policy."""
-        permissions.check_statement_id(statement_id)
-        ref = parse_function_name(function_name, namespaced=True)
-        wanted = merge_qualifier(ref, qualifier)
-        with self._write_lock:
-            try:
-                record, wanted = self._policy_target(function_name, qualifier)
-            except ResourceNotFoundException as exc:
-                if self.repo.get(ref.name) is not None:
-                    raise
-                raise ResourceNotFoundException(
-                    f"No policy found for: {function_arn(self.region, self.account, ref.name, wanted)}"
-                ) from exc
-            self._check_revision(record, revision_id)
-            self._set_policy(record, permissions.removed(record.config.get("Policy", []), statement_id))
-
-    def get_policy(self, function_name: str, qualifier: str | None) -> dict[str, str]:
-        """GetPolicy: the policy document as a JSON string, with the revision it belongs to."""
-        try:
-            record, _ = self._policy_target(function_name, qualifier)
-        except ResourceNotFoundException:
-            raise ResourceNotFoundException(permissions.NO_RESOURCE) from None
-        statements = record.config.get("Policy")
-        if not statements:
-            raise ResourceNotFoundException(permissions.NO_RESOURCE)
-        return {"Policy": permissions.document(statements), "RevisionId": record.revision_id}
-
-    def _set_policy(self, current: FunctionRecord, statements: list[dict[str, Any]]) -> None:
-        # A policy is part of its version's state, so changing it gives the version a new RevisionId, as
-        # on Lambda; what the environments run is unchanged, so none is retired (spec.revision_id is the
-        # digest of what they run, silo.control.configuration.run_digest).
-        config = {k: v for k, v in current.config.items() if k != "Policy"}
-        if statements:
-            config["Policy"] = statements
-        record = replace(current, config=config, revision_id=str(uuid.uuid4()))
-        if not self.repo.replace(record, current.revision_id):
-            raise PreconditionFailedException(REVISION_MISMATCH)
-        self._remember(record)
+    def list_versions_by_function(
+        self, function_name: str, marker: str | None, max_items: int | None
+    ) -> dict[str, Any]:
+        """ListVersionsByFunction: $LATEST first, then the published versions by number; pages of at most 50."""
+        if max_items is not None and not 1 <= max_items <= 10000:
+            v = Violations()
+            bound = "greater than or equal to 1" if max_items < 1 else "less than or equal to 10000"
+            v.add(max_items, "maxItems", f"Member must have value {bound}")
+            v.raise_if_any()
+        latest = self._record(function_name, None, namespaced=True)
+        limit = min(max_items or versions.LIST_PAGE_MAX, versions.LIST_PAGE_MAX)
+        after = versions.after_marker(marker)
+        page: list[tuple[FunctionRecord, str | None]] = [] if after >= 0 else [(latest, LATEST)]
+        # One more than asked tells whether another page exists.
+        page += [(r, None) for r in self.repo.versions(latest.name, max(after, 0), limit + 1 - len(page))]
+        out: dict[str, Any] = {"Versions": [self._configuration(r, shown) for r, shown in page[:limit]]}
+        if len(page) > limit:
+            out["NextMarker"] = page[limit - 1][0].version
+        return out
 
     # -- the invoke path ----------------------------------------------------------------------------
 
     def resolve(self, function_name: str, qualifier: str | None) -> FunctionSpec:
         """The FunctionSpec an Invoke addresses, from memory.
 
-        Accepts a name, `name:qualifier`, a partial ARN or a full ARN. Only `$LATEST` exists.
+        Accepts a name, `name:qualifier`, a partial ARN or a full ARN; the qualifier is `$LATEST` or a
+        published version's number.
         """
         if qualifier is None or qualifier == LATEST:
             spec = self._specs.get(function_name)
@@ -521,10 +535,14 @@ class FunctionService:
         spec = self._specs.get(ref.name)
         if spec is None:
             raise not_found(self.region, self.account, ref.name)
-        if wanted not in (None, LATEST):
+        if wanted in (None, LATEST):
+            return spec
+        version = self._version_of(ref.name, wanted)
+        published = None if version is None else self._versions.get((ref.name, version))
+        if published is None:
             raise not_found(self.region, self.account, ref.name, wanted)
-        return spec
+        return published
 
     def functions(self) -> list[FunctionSpec]:
-        """Every function's current spec (e.g. for pre-warming at start)."""
-        return list(self._specs.values())
+        """Every function's $LATEST and published versions (e.g. for pre-warming at start)."""
+        return [*self._specs.values(), *self._versions.values()]

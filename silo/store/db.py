@@ -146,6 +146,12 @@ MIGRATIONS: tuple[str, ...] = (
     );
     ALTER TABLE async_events ADD COLUMN caller_key TEXT;
     """,
+    # 6: published versions (silo.store.functions). A version is a row of `function_versions` like
+    # `$LATEST`; `last_version` is the number the newest one got, kept on the function, because Lambda
+    # never gives a number twice, not even that of a deleted version.
+    """
+    ALTER TABLE functions ADD COLUMN last_version INTEGER NOT NULL DEFAULT 0;
+    """,
 )
 
 # SQLite's page cache per connection (its default is 2 MiB). Log lines of many tenants land all over the

@@ -7,12 +7,15 @@ The server lives for the whole session (tests/conftest.py), so every test uses i
 from __future__ import annotations
 
 import json
+import urllib.request
+from pathlib import Path
 from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.compat.test_control_plane import create, error_of, unique
+from tests.compat.test_control_plane import create, error_of, make_zip, unique
+from tests.support import ROLE, create_python_function, payload_of, zip_files
 
 ACCOUNT = "000000000000"
 
@@ -208,3 +211,228 @@ def test_permission_errors(lambda_client: Any) -> None:
             break
     else:
         pytest.fail("60 statements of 600 bytes were all taken, past Lambda's 20 KiB a policy")
+
+
+# -- versions ---------------------------------------------------------------------------------------
+
+COUNTER = (
+    "import os\n"
+    "count = 0\n"
+    "MARK = {mark!r}\n"
+    "def handler(event, context):\n"
+    "    global count\n"
+    "    count += 1\n"
+    "    return {{'mark': MARK, 'count': count, 'version': context.function_version,\n"
+    "            'invoked': context.invoked_function_arn, 'tenant': context.tenant_id, 'pid': os.getpid()}}\n"
+)
+
+
+def counter(mark: str) -> bytes:
+    return zip_files({"app.py": COUNTER.format(mark=mark)})
+
+
+def invoke(client: Any, name: str, qualifier: str | None = None, tenant: str | None = None) -> tuple[str, Any]:
+    kwargs: dict[str, Any] = {"FunctionName": name}
+    if qualifier is not None:
+        kwargs["Qualifier"] = qualifier
+    if tenant is not None:
+        kwargs["TenantId"] = tenant
+    response = client.invoke(**kwargs)
+    assert "FunctionError" not in response, response["Payload"].read()
+    return response["ExecutedVersion"], payload_of(response)
+
+
+def test_publish_list_and_get_versions(lambda_client: Any, silo_server: Any) -> None:
+    name = unique("ver")
+    created = create(lambda_client, name, Description="first")
+    err = error_of(lambda: lambda_client.publish_version(FunctionName=name, RevisionId="stale"))
+    assert code_of(err)[:2] == ("PreconditionFailedException", 412)
+    err = error_of(lambda: lambda_client.publish_version(FunctionName=name, CodeSha256="not-the-sha"))
+    assert code_of(err) == (
+        "InvalidParameterValueException",
+        400,
+        f"CodeSHA256 (not-the-sha) is different from current CodeSHA256 in $LATEST ({created['CodeSha256']}). "
+        "Please try again with the CodeSHA256 in $LATEST.",
+    )
+    v1 = lambda_client.publish_version(
+        FunctionName=name, Description="v1", CodeSha256=created["CodeSha256"], RevisionId=created["RevisionId"]
+    )
+    assert v1["ResponseMetadata"]["HTTPStatusCode"] == 201
+    assert (v1["Version"], v1["FunctionArn"], v1["Description"]) == ("1", arn(name, "1"), "v1")
+    assert v1["RevisionId"] != created["RevisionId"]
+    latest = lambda_client.get_function(FunctionName=name)["Configuration"]
+    assert latest["RevisionId"] != created["RevisionId"], "publishing gives $LATEST a new RevisionId"
+    assert (latest["Version"], latest["Description"]) == ("$LATEST", "first")
+    # Nothing changed since version 1: Lambda publishes nothing and answers with it.
+    again = lambda_client.publish_version(FunctionName=name)
+    assert (again["Version"], again["RevisionId"]) == ("1", v1["RevisionId"])
+
+    lambda_client.update_function_code(FunctionName=name, ZipFile=make_zip(("bootstrap", b"two")))
+    v2 = lambda_client.publish_version(FunctionName=name)
+    assert (v2["Version"], v2["Description"]) == ("2", "first")
+    assert v2["CodeSha256"] != v1["CodeSha256"]
+    one = lambda_client.get_function(FunctionName=name, Qualifier="1")
+    assert (one["Configuration"]["FunctionArn"], one["Configuration"]["CodeSha256"]) == (
+        arn(name, "1"),
+        v1["CodeSha256"],
+    )
+    with urllib.request.urlopen(one["Code"]["Location"]) as resp:
+        assert resp.read() == make_zip()
+    assert lambda_client.get_function_configuration(FunctionName=f"{name}:2")["FunctionArn"] == arn(name, "2")
+    assert lambda_client.get_function_configuration(FunctionName=name, Qualifier="$LATEST")["FunctionArn"] == arn(
+        name, "$LATEST"
+    )
+    for qualifier in ("9", "no-such-alias"):
+        err = error_of(lambda q=qualifier: lambda_client.get_function(FunctionName=name, Qualifier=q))  # type: ignore[misc]
+        assert code_of(err) == ("ResourceNotFoundException", 404, f"Function not found: {arn(name, qualifier)}")
+
+    listed = lambda_client.list_versions_by_function(FunctionName=name)
+    assert [(v["Version"], v["FunctionArn"]) for v in listed["Versions"]] == [
+        ("$LATEST", arn(name, "$LATEST")),
+        ("1", arn(name, "1")),
+        ("2", arn(name, "2")),
+    ]
+    assert "NextMarker" not in listed
+    pages = list(lambda_client.get_paginator("list_versions_by_function").paginate(FunctionName=name, MaxItems=1))
+    assert [v["Version"] for page in pages for v in page["Versions"]] == ["$LATEST", "1", "2"]
+    first = lambda_client.list_versions_by_function(FunctionName=name, MaxItems=1)
+    assert (len(first["Versions"]), first["NextMarker"]) == (1, "$LATEST")
+
+    # Deleting a version leaves the others; its number is never given again; $LATEST cannot go alone.
+    assert lambda_client.delete_function(FunctionName=name, Qualifier="2")["ResponseMetadata"]["HTTPStatusCode"] == 204
+    err = error_of(lambda: lambda_client.delete_function(FunctionName=name, Qualifier="$LATEST"))
+    assert code_of(err) == (
+        "InvalidParameterValueException",
+        400,
+        "$LATEST version cannot be deleted without deleting the function.",
+    )
+    err = error_of(lambda: lambda_client.delete_function(FunctionName=name, Qualifier="2"))
+    assert code_of(err) == ("ResourceNotFoundException", 404, f"Function not found: {arn(name, '2')}")
+    silo_server.restart()
+    lambda_client.update_function_configuration(FunctionName=name, Description="third")
+    v3 = lambda_client.publish_version(FunctionName=name)
+    assert v3["Version"] == "3", "a deleted version's number is not given again, even after a restart"
+    assert [v["Version"] for v in lambda_client.list_versions_by_function(FunctionName=name)["Versions"]] == [
+        "$LATEST",
+        "1",
+        "3",
+    ]
+    assert lambda_client.get_function(FunctionName=name, Qualifier="1")["Configuration"]["Description"] == "v1"
+    lambda_client.delete_function(FunctionName=name)
+    err = error_of(lambda: lambda_client.get_function(FunctionName=name, Qualifier="1"))
+    assert code_of(err)[:2] == ("ResourceNotFoundException", 404)
+
+
+def test_publish_with_create_and_update_code(lambda_client: Any) -> None:
+    name = unique("pub")
+    created = create(lambda_client, name, Publish=True)
+    assert (created["Version"], created["FunctionArn"]) == ("1", arn(name))
+    assert [v["Version"] for v in lambda_client.list_versions_by_function(FunctionName=name)["Versions"]] == [
+        "$LATEST",
+        "1",
+    ]
+    updated = lambda_client.update_function_code(FunctionName=name, ZipFile=make_zip(("bootstrap", b"2")), Publish=True)
+    assert (updated["Version"], updated["FunctionArn"]) == ("2", arn(name, "2"))
+    assert lambda_client.get_function(FunctionName=name)["Configuration"]["CodeSha256"] == updated["CodeSha256"]
+    same = lambda_client.update_function_code(FunctionName=name, ZipFile=make_zip(("bootstrap", b"2")), Publish=True)
+    assert same["Version"] == "2", "the same code again publishes nothing new"
+    err = error_of(lambda: lambda_client.publish_version(FunctionName=f"{name}:1"))
+    assert code_of(err)[:2] == ("InvalidParameterValueException", 400)
+
+
+def test_versions_run_their_own_code_and_stay_warm(lambda_client: Any) -> None:
+    name = unique("warm")
+    create_python_function(lambda_client, name, COUNTER.format(mark="one"))
+    lambda_client.publish_version(FunctionName=name)
+    assert invoke(lambda_client, name, "1")[1]["count"] == 1
+    executed, body = invoke(lambda_client, name, "1")
+    assert (executed, body["mark"], body["count"], body["version"]) == ("1", "one", 2, "1")
+    assert body["invoked"] == arn(name, "1")
+    executed, body = invoke(lambda_client, f"{name}:1")
+    assert (executed, body["count"]) == ("1", 3)
+    pid = body["pid"]
+    assert invoke(lambda_client, name)[1]["version"] == "$LATEST"
+
+    # Updating $LATEST retires $LATEST's environments only: version 1's keeps its count.
+    lambda_client.update_function_code(FunctionName=name, ZipFile=counter("two"))
+    lambda_client.get_waiter("function_updated_v2").wait(FunctionName=name)
+    executed, body = invoke(lambda_client, name)
+    assert (executed, body["mark"], body["count"]) == ("$LATEST", "two", 1)
+    executed, body = invoke(lambda_client, name, "1")
+    assert (executed, body["mark"], body["count"], body["pid"]) == ("1", "one", 4, pid)
+    lambda_client.update_function_configuration(FunctionName=name, Environment={"Variables": {"KEY": "v"}})
+    assert invoke(lambda_client, name, "1")[1]["count"] == 5
+
+    lambda_client.delete_function(FunctionName=name, Qualifier="1")
+    err = error_of(lambda: lambda_client.invoke(FunctionName=name, Qualifier="1"))
+    assert code_of(err) == ("ResourceNotFoundException", 404, f"Function not found: {arn(name, '1')}")
+    err = error_of(lambda: lambda_client.invoke(FunctionName=name, Qualifier="7"))
+    assert code_of(err)[:2] == ("ResourceNotFoundException", 404)
+    assert invoke(lambda_client, name)[1]["mark"] == "two"
+
+
+def test_a_version_keeps_tenant_isolation(lambda_client: Any) -> None:
+    name = unique("tenver")
+    create_python_function(lambda_client, name, COUNTER.format(mark="iso"), per_tenant=True)
+    v1 = lambda_client.publish_version(FunctionName=name)
+    assert v1["TenancyConfig"] == {"TenantIsolationMode": "PER_TENANT"}
+    err = error_of(lambda: lambda_client.invoke(FunctionName=name, Qualifier="1"))
+    assert code_of(err)[:2] == ("InvalidParameterValueException", 400)
+    assert [invoke(lambda_client, name, "1", "blue")[1]["count"] for _ in range(2)] == [1, 2]
+    executed, body = invoke(lambda_client, name, "1", "red")
+    assert (executed, body["count"], body["tenant"]) == ("1", 1, "red")
+    assert invoke(lambda_client, name, None, "blue")[1]["count"] == 1, "$LATEST's environments are not version 1's"
+
+
+def test_terraforms_read_sequence_with_the_aws_cli(aws_cli: Any, tmp_path: Path, unique_name: str) -> None:
+    """What Terraform's aws_lambda_function reads right after a create, each with `aws lambda ...`."""
+    package = tmp_path / "code.zip"
+    package.write_bytes(make_zip())
+    created = aws_cli(
+        "lambda",
+        "create-function",
+        "--function-name",
+        unique_name,
+        "--runtime",
+        "provided.al2023",
+        "--role",
+        ROLE,
+        "--handler",
+        "bootstrap",
+        "--zip-file",
+        f"fileb://{package}",
+        "--tags",
+        "owner=terraform",
+        "--publish",
+    )
+    assert created.returncode == 0, created.stderr
+
+    def read(*args: str) -> Any:
+        done = aws_cli("lambda", *args)
+        assert done.returncode == 0, (args, done.stderr)
+        return json.loads(done.stdout)
+
+    got = read("get-function", "--function-name", unique_name)
+    assert (got["Configuration"]["FunctionArn"], got["Tags"]) == (arn(unique_name), {"owner": "terraform"})
+    versions = read("list-versions-by-function", "--function-name", unique_name)
+    assert [v["Version"] for v in versions["Versions"]] == ["$LATEST", "1"]
+    signing = read("get-function-code-signing-config", "--function-name", unique_name)
+    assert signing == {"CodeSigningConfigArn": "", "FunctionName": unique_name}
+    assert read("list-tags", "--resource", arn(unique_name)) == {"Tags": {"owner": "terraform"}}
+    missing = aws_cli("lambda", "get-policy", "--function-name", unique_name)
+    assert missing.returncode != 0
+    assert "ResourceNotFoundException" in missing.stderr and "does not exist" in missing.stderr
+    read(
+        "add-permission",
+        "--function-name",
+        unique_name,
+        "--statement-id",
+        "apigw",
+        "--action",
+        "lambda:InvokeFunction",
+        "--principal",
+        "apigateway.amazonaws.com",
+    )
+    policy = json.loads(read("get-policy", "--function-name", unique_name)["Policy"])
+    assert [s["Sid"] for s in policy["Statement"]] == ["apigw"]
+    assert read("get-function", "--function-name", unique_name, "--qualifier", "1")["Configuration"]["Version"] == "1"
