@@ -54,7 +54,7 @@ class InvalidParameterValueException(LambdaError):
     code = "InvalidParameterValueException"
     status = 400
     message_key = "message"
-    error_type = "User"
+    error_type: str | None = "User"
 
 
 class ValidationException(LambdaError):

@@ -157,6 +157,37 @@ class FunctionRoutes:
         )
         return render.json_response(page)
 
+    async def create_alias(self, request: Request) -> Response:
+        body = await read_json_body(request, "CreateAlias")
+        name = request.path_params["function_name"]
+        return render.json_response(await run_in_threadpool(self.service.create_alias, name, body), status=201)
+
+    async def list_aliases(self, request: Request) -> Response:
+        q = request.query_params
+        page = self.service.list_aliases(
+            request.path_params["function_name"],
+            q.get("FunctionVersion"),
+            q.get("Marker"),
+            parse_max_items(q.get("MaxItems")),
+        )
+        return render.json_response(page)
+
+    async def get_alias(self, request: Request) -> Response:
+        p = request.path_params
+        return render.json_response(self.service.get_alias(p["function_name"], p["alias"]))
+
+    async def update_alias(self, request: Request) -> Response:
+        body = await read_json_body(request, "UpdateAlias")
+        p = request.path_params
+        return render.json_response(
+            await run_in_threadpool(self.service.update_alias, p["function_name"], p["alias"], body)
+        )
+
+    async def delete_alias(self, request: Request) -> Response:
+        p = request.path_params
+        await run_in_threadpool(self.service.delete_alias, p["function_name"], p["alias"])
+        return no_content()
+
     async def get_function_code_signing_config(self, request: Request) -> Response:
         name = request.path_params["function_name"]
         return render.json_response(self.service.get_function_code_signing_config(name))
@@ -240,6 +271,11 @@ def routes(service: FunctionService, presign: Presigner | None = None) -> list[R
         Route("/2017-10-31/functions/{function_name}/concurrency", h.delete_function_concurrency, methods=["DELETE"]),
         Route(fn + "/versions", h.publish_version, methods=["POST"]),
         Route(fn + "/versions", h.list_versions_by_function, methods=["GET"]),
+        Route(fn + "/aliases", h.create_alias, methods=["POST"]),
+        Route(fn + "/aliases", h.list_aliases, methods=["GET"]),
+        Route(fn + "/aliases/{alias}", h.get_alias, methods=["GET"]),
+        Route(fn + "/aliases/{alias}", h.update_alias, methods=["PUT"]),
+        Route(fn + "/aliases/{alias}", h.delete_alias, methods=["DELETE"]),
         Route(fn + "/policy", h.add_permission, methods=["POST"]),
         Route(fn + "/policy", h.get_policy, methods=["GET"]),
         Route(fn + "/policy/{statement_id}", h.remove_permission, methods=["DELETE"]),

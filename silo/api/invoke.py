@@ -30,7 +30,7 @@ INVOCATION_TYPES = ("RequestResponse", "Event", "DryRun")
 
 
 class FunctionResolver(Protocol):
-    def resolve(self, function_name: str, qualifier: str | None) -> FunctionSpec: ...
+    def resolve(self, function_name: str, qualifier: str | None, tenant_id: str | None = None) -> FunctionSpec: ...
 
 
 class Invoker(Protocol):
@@ -169,7 +169,7 @@ class InvokeEndpoint:
         if principal is not None and not principal.admin:
             # Decided before the function is looked up: a tenant-bound key learns nothing of other functions.
             tenant_id = caller_tenant(principal, parse_function_name(name, namespaced=True).name, tenant_id)
-        spec = self._functions.resolve(name, qualifier)
+        spec = self._functions.resolve(name, qualifier, tenant_id)
         invocation_type = headers.get(b"x-amz-invocation-type", "RequestResponse")
         if invocation_type not in INVOCATION_TYPES:
             raise errors.InvalidParameterValueException(

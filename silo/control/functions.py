@@ -19,6 +19,7 @@ from typing import Any
 
 from silo.config import Settings
 from silo.control import silo_settings, validation, versions
+from silo.control.aliasing import AliasOperations
 from silo.control.configuration import function_configuration, function_spec, lambda_timestamp
 from silo.control.fields import str_member
 from silo.control.names import (
@@ -37,6 +38,7 @@ from silo.errors import (
     ResourceConflictException,
 )
 from silo.runtimes import catalog
+from silo.store.aliases import AliasRepository
 from silo.store.code import MAX_UNZIPPED_BYTES, MAX_ZIPPED_BYTES, CodeStore
 from silo.store.db import Database
 from silo.store.functions import FunctionRecord, FunctionRepository
@@ -57,7 +59,7 @@ def host_architecture() -> str:
     return "arm64" if machine in ("aarch64", "arm64") else "x86_64"
 
 
-class FunctionService(PolicyAndTagOperations):
+class FunctionService(PolicyAndTagOperations, AliasOperations):
     """Create, read, update, delete and resolve functions.
 
     `on_change(function_arn, version)` runs after every change that makes live environments stale:
@@ -81,6 +83,7 @@ class FunctionService(PolicyAndTagOperations):
         self.region = settings.region
         self.account = settings.account_id
         self.repo = FunctionRepository(db)
+        self.alias_repo = AliasRepository(db)
         self.code = code_store
         self.on_change = on_change
         self._available_runtimes = available_runtimes
@@ -90,6 +93,7 @@ class FunctionService(PolicyAndTagOperations):
         self._specs: dict[str, FunctionSpec] = {}  # each function's $LATEST, by name
         self._versions: dict[tuple[str, str], FunctionSpec] = {}  # published versions, by (name, number)
         self._records: dict[str, dict[str, FunctionRecord]] = {}  # every stored version, by name and version
+        self._aliases = {}
         self._load()
 
     # -- start-up ---------------------------------------------------------------------------------
@@ -101,6 +105,8 @@ class FunctionService(PolicyAndTagOperations):
             if not self.code.directory(record.code_sha256).is_dir():
                 self._restore_code(record)
             self._remember(record)
+        for alias in self.alias_repo.all():
+            self._remember_alias(alias)
         self.code.collect(self.repo.code_in_use())
 
     def _restore_code(self, record: FunctionRecord) -> None:
@@ -137,6 +143,7 @@ class FunctionService(PolicyAndTagOperations):
         """Drop a deleted function (`version` None) or one of its published versions from memory."""
         if version is None:
             self._specs.pop(name, None)
+            self._aliases.pop(name, None)
             for number in self._records.pop(name, {}):
                 self._versions.pop((name, number), None)
             return
@@ -176,8 +183,12 @@ class FunctionService(PolicyAndTagOperations):
         return published, wanted
 
     def _version_of(self, name: str, qualifier: str) -> str | None:
-        """The published version a qualifier other than $LATEST names (None: none)."""
-        return qualifier if qualifier.isdigit() and qualifier.isascii() else None
+        """The version a qualifier other than $LATEST names: a number, or an alias's version (None: none).
+        Reads report an alias's own version, not the one a weight may send a call to."""
+        if qualifier.isdigit() and qualifier.isascii():
+            return qualifier
+        alias = self._aliases.get(name, {}).get(qualifier)
+        return None if alias is None else alias.function_version
 
     def _unqualified(self, function_name: str) -> FunctionRecord:
         """The $LATEST record of an update target; updates apply to the unpublished version only."""
@@ -444,7 +455,13 @@ class FunctionService(PolicyAndTagOperations):
         self._notify(record.name, record.version if wanted is not None else None)
 
     def _check_unaliased(self, record: FunctionRecord) -> None:
-        """A version an alias points to cannot be deleted (the aliases of part three extend this)."""
+        """A version an alias sends calls to cannot be deleted."""
+        used_by = self._aliases_of_version(record.name, record.version)
+        if used_by:
+            raise ResourceConflictException(
+                f"Version {record.version} of function {self._arn(record.name)} cannot be deleted: the alias(es) "
+                f"{', '.join(used_by)} send calls to it. Point them at another version, or delete them, first."
+            )
 
     def get_account_settings(self) -> dict[str, Any]:
         """GetAccountSettings: silo's limits and what this server stores."""
@@ -519,11 +536,12 @@ class FunctionService(PolicyAndTagOperations):
 
     # -- the invoke path ----------------------------------------------------------------------------
 
-    def resolve(self, function_name: str, qualifier: str | None) -> FunctionSpec:
+    def resolve(self, function_name: str, qualifier: str | None, tenant_id: str | None = None) -> FunctionSpec:
         """The FunctionSpec an Invoke addresses, from memory.
 
-        Accepts a name, `name:qualifier`, a partial ARN or a full ARN; the qualifier is `$LATEST` or a
-        published version's number.
+        Accepts a name, `name:qualifier`, a partial ARN or a full ARN; the qualifier is `$LATEST`, a
+        published version's number or an alias. Through an alias with a weighted second version, the
+        version is picked for this call (by `tenant_id` for a PER_TENANT function; silo.control.aliases).
         """
         if qualifier is None or qualifier == LATEST:
             spec = self._specs.get(function_name)
@@ -537,7 +555,12 @@ class FunctionService(PolicyAndTagOperations):
             raise not_found(self.region, self.account, ref.name)
         if wanted in (None, LATEST):
             return spec
-        version = self._version_of(ref.name, wanted)
+        if wanted.isdigit() and wanted.isascii():
+            version: str | None = wanted
+        else:
+            version = self._through_alias(ref.name, wanted, spec.per_tenant, tenant_id)
+        if version == LATEST:
+            return spec
         published = None if version is None else self._versions.get((ref.name, version))
         if published is None:
             raise not_found(self.region, self.account, ref.name, wanted)

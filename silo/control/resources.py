@@ -14,15 +14,20 @@ import uuid
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from silo.control import permissions, tags, validation
+from silo.control import aliases, permissions, tags, validation
 from silo.control.fields import dict_member, str_member
 from silo.control.names import LATEST, FunctionRef, function_arn, merge_qualifier, not_found, parse_function_name
 from silo.errors import InvalidParameterValueException, PreconditionFailedException, ResourceNotFoundException
+from silo.store.aliases import AliasRecord
 from silo.store.functions import FunctionRecord, FunctionRepository
 
 REVISION_MISMATCH = (
     "The Revision Id provided does not match the latest Revision Id. "
     "Call the GetFunction/GetAlias API to retrieve the latest Revision Id"
+)
+POLICY_REVISION_MISMATCH = (
+    "The Revision Id provided does not match the latest Revision Id. "
+    "Call the GetPolicy API to retrieve the latest Revision Id"
 )
 
 
@@ -45,6 +50,10 @@ class PolicyAndTagOperations:
         def _set_function_member(self, current: FunctionRecord, key: str, value: Any) -> None: ...
 
         def _remember(self, record: FunctionRecord) -> None: ...
+
+        def _alias(self, name: str, alias: str) -> AliasRecord: ...
+
+        def _store_alias(self, record: AliasRecord, expected_revision: str) -> None: ...
 
     def get_function_code_signing_config(self, function_name: str) -> dict[str, str]:
         """GetFunctionCodeSigningConfig: silo signs no code, so every function answers as Lambda does for
@@ -83,11 +92,31 @@ class PolicyAndTagOperations:
             left = {k: v for k, v in current.config.get("Tags", {}).items() if k not in keys}
             self._set_function_member(current, "Tags", left or None)
 
-    def _policy_target(self, function_name: str, qualifier: str | None) -> tuple[FunctionRecord, str | None]:
-        """The version whose policy a request addresses, and the qualifier its statements name."""
+    def _policy_target(
+        self, function_name: str, qualifier: str | None
+    ) -> tuple[FunctionRecord | AliasRecord, str | None]:
+        """What holds the policy a request addresses (a version, or an alias), and the qualifier its
+        statements name."""
         ref = parse_function_name(function_name, namespaced=True)
         wanted = merge_qualifier(ref, qualifier)
+        if wanted is not None and aliases.is_alias(wanted):
+            self._check_home(ref)
+            latest = self._record(ref.name, None, namespaced=True)
+            return self._alias(latest.name, wanted), wanted
         return self._record(function_name, qualifier, namespaced=True), wanted
+
+    @staticmethod
+    def _statements(holder: FunctionRecord | AliasRecord) -> list[dict[str, Any]]:
+        if isinstance(holder, AliasRecord):
+            return list(holder.policy)
+        return list(holder.config.get("Policy", []))
+
+    def _check_holder_revision(self, holder: FunctionRecord | AliasRecord, revision_id: str | None) -> None:
+        if revision_id is not None and revision_id != holder.revision_id:
+            # Lambda names GetPolicy for an alias's revision, GetFunction/GetAlias otherwise (AWS-recorded).
+            raise PreconditionFailedException(
+                POLICY_REVISION_MISMATCH if isinstance(holder, AliasRecord) else REVISION_MISMATCH
+            )
 
     def add_permission(self, function_name: str, qualifier: str | None, body: dict[str, Any]) -> dict[str, str]:
         """AddPermission: one statement more in the policy of the function (or of a version or alias)."""
@@ -95,12 +124,11 @@ class PolicyAndTagOperations:
         if merge_qualifier(ref, qualifier) == LATEST:
             raise InvalidParameterValueException(permissions.LATEST_REFUSED)
         with self._write_lock:
-            record, wanted = self._policy_target(function_name, qualifier)
-            self._check_revision(record, str_member(body, "RevisionId"))
-            arn = function_arn(self.region, self.account, record.name, wanted)
+            holder, wanted = self._policy_target(function_name, qualifier)
+            self._check_holder_revision(holder, str_member(body, "RevisionId"))
+            arn = function_arn(self.region, self.account, holder.name, wanted)
             new = permissions.statement(body, arn, self.account)
-            statements = permissions.added(record.config.get("Policy", []), new)
-            self._set_policy(record, statements)
+            self._set_policy(holder, permissions.added(self._statements(holder), new))
         return {"Statement": json.dumps(new, separators=(",", ":"))}
 
     def remove_permission(
@@ -112,31 +140,34 @@ class PolicyAndTagOperations:
         wanted = merge_qualifier(ref, qualifier)
         with self._write_lock:
             try:
-                record, wanted = self._policy_target(function_name, qualifier)
+                holder, wanted = self._policy_target(function_name, qualifier)
             except ResourceNotFoundException as exc:
                 if self.repo.get(ref.name) is not None:
                     raise
                 raise ResourceNotFoundException(
                     f"No policy found for: {function_arn(self.region, self.account, ref.name, wanted)}"
                 ) from exc
-            self._check_revision(record, revision_id)
-            self._set_policy(record, permissions.removed(record.config.get("Policy", []), statement_id))
+            self._check_holder_revision(holder, revision_id)
+            self._set_policy(holder, permissions.removed(self._statements(holder), statement_id))
 
     def get_policy(self, function_name: str, qualifier: str | None) -> dict[str, str]:
         """GetPolicy: the policy document as a JSON string, with the revision it belongs to."""
         try:
-            record, _ = self._policy_target(function_name, qualifier)
+            holder, _ = self._policy_target(function_name, qualifier)
         except ResourceNotFoundException:
             raise ResourceNotFoundException(permissions.NO_RESOURCE) from None
-        statements = record.config.get("Policy")
+        statements = self._statements(holder)
         if not statements:
             raise ResourceNotFoundException(permissions.NO_RESOURCE)
-        return {"Policy": permissions.document(statements), "RevisionId": record.revision_id}
+        return {"Policy": permissions.document(statements), "RevisionId": holder.revision_id}
 
-    def _set_policy(self, current: FunctionRecord, statements: list[dict[str, Any]]) -> None:
-        # A policy is part of its version's state, so changing it gives the version a new RevisionId, as
-        # on Lambda; what the environments run is unchanged, so none is retired (spec.revision_id is the
+    def _set_policy(self, current: FunctionRecord | AliasRecord, statements: list[dict[str, Any]]) -> None:
+        # A policy is part of its version's (or alias's) state, so changing it gives a new RevisionId, as on
+        # Lambda; what the environments run is unchanged, so none is retired (spec.revision_id is the
         # digest of what they run, silo.control.configuration.run_digest).
+        if isinstance(current, AliasRecord):
+            self._store_alias(replace(current, policy=statements, revision_id=str(uuid.uuid4())), current.revision_id)
+            return
         config = {k: v for k, v in current.config.items() if k != "Policy"}
         if statements:
             config["Policy"] = statements

@@ -152,6 +152,21 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE functions ADD COLUMN last_version INTEGER NOT NULL DEFAULT 0;
     """,
+    # 7: aliases (silo.store.aliases). An alias names a version of its function and, with `weights`
+    # (JSON, {"version": weight}), a second one; it has its own revision and resource policy, and goes
+    # with its function.
+    """
+    CREATE TABLE function_aliases (
+        name             TEXT NOT NULL REFERENCES functions(name) ON DELETE CASCADE,
+        alias            TEXT NOT NULL,
+        function_version TEXT NOT NULL,
+        description      TEXT NOT NULL,
+        weights          TEXT NOT NULL,
+        policy           TEXT NOT NULL,
+        revision_id      TEXT NOT NULL,
+        PRIMARY KEY (name, alias)
+    );
+    """,
 )
 
 # SQLite's page cache per connection (its default is 2 MiB). Log lines of many tenants land all over the

@@ -7,15 +7,18 @@ The server lives for the whole session (tests/conftest.py), so every test uses i
 from __future__ import annotations
 
 import json
+import time
 import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 from botocore.exceptions import ClientError
 
+from silo.control import aliases
 from tests.compat.test_control_plane import create, error_of, make_zip, unique
-from tests.support import ROLE, create_python_function, payload_of, zip_files
+from tests.support import ROLE, TIME_SCALE, SignedBy, create_python_function, payload_of, zip_files
 
 ACCOUNT = "000000000000"
 
@@ -436,3 +439,264 @@ def test_terraforms_read_sequence_with_the_aws_cli(aws_cli: Any, tmp_path: Path,
     policy = json.loads(read("get-policy", "--function-name", unique_name)["Policy"])
     assert [s["Sid"] for s in policy["Statement"]] == ["apigw"]
     assert read("get-function", "--function-name", unique_name, "--qualifier", "1")["Configuration"]["Version"] == "1"
+
+
+# -- aliases ----------------------------------------------------------------------------------------
+
+
+def two_versions(client: Any, name: str, *, per_tenant: bool = False) -> None:
+    """A Python function with versions 1 and 2, each answering with its version and a count."""
+    create_python_function(client, name, COUNTER.format(mark="one"), per_tenant=per_tenant)
+    client.publish_version(FunctionName=name)
+    client.update_function_code(FunctionName=name, ZipFile=counter("two"))
+    client.get_waiter("function_updated_v2").wait(FunctionName=name)
+    assert client.publish_version(FunctionName=name)["Version"] == "2"
+
+
+def test_alias_lifecycle(lambda_client: Any, silo_server: Any) -> None:
+    name = unique("alias")
+    create(lambda_client, name)
+    lambda_client.publish_version(FunctionName=name)
+    lambda_client.update_function_code(FunctionName=name, ZipFile=make_zip(("bootstrap", b"2")))
+    lambda_client.publish_version(FunctionName=name)
+    live = lambda_client.create_alias(
+        FunctionName=name,
+        Name="live",
+        FunctionVersion="1",
+        Description="the live one",
+        RoutingConfig={"AdditionalVersionWeights": {"2": 0.2}},
+    )
+    assert live["ResponseMetadata"]["HTTPStatusCode"] == 201
+    expected = {
+        "AliasArn": arn(name, "live"),
+        "Name": "live",
+        "FunctionVersion": "1",
+        "Description": "the live one",
+        "RoutingConfig": {"AdditionalVersionWeights": {"2": 0.2}},
+        "RevisionId": live["RevisionId"],
+    }
+    assert {k: v for k, v in live.items() if k != "ResponseMetadata"} == expected
+    got = lambda_client.get_alias(FunctionName=name, Name="live")
+    assert {k: v for k, v in got.items() if k != "ResponseMetadata"} == expected
+    plain = lambda_client.create_alias(FunctionName=name, Name="edge", FunctionVersion="$LATEST")
+    assert (plain["Description"], "RoutingConfig" in plain) == ("", False)
+    assert [a["Name"] for a in lambda_client.list_aliases(FunctionName=name)["Aliases"]] == ["edge", "live"]
+    assert [a["Name"] for a in lambda_client.list_aliases(FunctionName=name, FunctionVersion="2")["Aliases"]] == [
+        "live"
+    ]
+    pages = list(lambda_client.get_paginator("list_aliases").paginate(FunctionName=name, MaxItems=1))
+    assert [a["Name"] for page in pages for a in page["Aliases"]] == ["edge", "live"]
+
+    # Reads through an alias report its version, under the alias's ARN (AWS-recorded).
+    config = lambda_client.get_function(FunctionName=name, Qualifier="live")["Configuration"]
+    assert (config["FunctionArn"], config["Version"]) == (arn(name, "live"), "1")
+    assert lambda_client.get_function_configuration(FunctionName=arn(name, "edge"))["Version"] == "$LATEST"
+
+    err = error_of(lambda: lambda_client.update_alias(FunctionName=name, Name="live", RevisionId="stale"))
+    assert code_of(err)[:2] == ("PreconditionFailedException", 412)
+    updated = lambda_client.update_alias(
+        FunctionName=name, Name="live", Description="moved", FunctionVersion="2", RoutingConfig={}
+    )
+    assert (updated["FunctionVersion"], updated["Description"], "RoutingConfig" in updated) == ("2", "moved", False)
+    assert updated["RevisionId"] != live["RevisionId"]
+
+    err = error_of(lambda: lambda_client.create_alias(FunctionName=name, Name="live", FunctionVersion="1"))
+    assert code_of(err) == ("ResourceConflictException", 409, f"Alias already exists: {arn(name, 'live')}")
+    err = error_of(lambda: lambda_client.get_alias(FunctionName=name, Name="gone"))
+    assert code_of(err) == ("ResourceNotFoundException", 404, f"Cannot find alias arn: {arn(name, 'gone')}")
+    err = error_of(lambda: lambda_client.update_alias(FunctionName=name, Name="gone", Description="x"))
+    assert code_of(err) == ("ResourceNotFoundException", 404, f"Alias not found: {arn(name, 'gone')}")
+    assert lambda_client.delete_alias(FunctionName=name, Name="gone")["ResponseMetadata"]["HTTPStatusCode"] == 204
+    err = error_of(lambda: lambda_client.create_alias(FunctionName=name, Name="2024", FunctionVersion="1"))
+    assert code_of(err)[:2] == ("ValidationException", 400)
+    assert "Value '2024' at 'name'" in code_of(err)[2]
+    err = error_of(lambda: lambda_client.create_alias(FunctionName=name, Name="ten", FunctionVersion="10"))
+    assert code_of(err) == ("ResourceNotFoundException", 404, f"Function not found: {arn(name, '10')}")
+    err = error_of(lambda: lambda_client.invoke(FunctionName=name, Qualifier="no-alias"))
+    assert code_of(err) == ("ResourceNotFoundException", 404, f"Function not found: {arn(name, 'no-alias')}")
+
+    # A version an alias sends calls to cannot be deleted.
+    err = error_of(lambda: lambda_client.delete_function(FunctionName=name, Qualifier="2"))
+    assert code_of(err)[:2] == ("ResourceConflictException", 409)
+    assert "live" in code_of(err)[2]
+
+    # An alias has its own resource policy and revision.
+    added = lambda_client.add_permission(
+        FunctionName=name, Qualifier="live", StatementId="sns", Action="lambda:InvokeFunction", Principal="*"
+    )
+    assert json.loads(added["Statement"])["Resource"] == arn(name, "live")
+    policy = lambda_client.get_policy(FunctionName=name, Qualifier="live")
+    assert policy["RevisionId"] == lambda_client.get_alias(FunctionName=name, Name="live")["RevisionId"]
+    err = error_of(lambda: lambda_client.get_policy(FunctionName=name))
+    assert code_of(err)[0] == "ResourceNotFoundException", "the alias's policy is not the function's"
+    err = error_of(
+        lambda: lambda_client.add_permission(
+            FunctionName=name, Qualifier="live", StatementId="x", Action="lambda:*", Principal="*", RevisionId="old"
+        )
+    )
+    assert code_of(err) == (
+        "PreconditionFailedException",
+        412,
+        "The Revision Id provided does not match the latest Revision Id. Call the GetPolicy API to retrieve the "
+        "latest Revision Id",
+    )
+    err = error_of(
+        lambda: lambda_client.add_permission(
+            FunctionName=name, Qualifier="gone", StatementId="x", Action="lambda:*", Principal="*"
+        )
+    )
+    assert code_of(err) == ("ResourceNotFoundException", 404, f"Cannot find alias arn: {arn(name, 'gone')}")
+
+    silo_server.restart()
+    assert lambda_client.get_alias(FunctionName=name, Name="live")["FunctionVersion"] == "2"
+    assert json.loads(lambda_client.get_policy(FunctionName=name, Qualifier="live")["Policy"])["Statement"]
+    lambda_client.delete_alias(FunctionName=name, Name="live")
+    assert [a["Name"] for a in lambda_client.list_aliases(FunctionName=name)["Aliases"]] == ["edge"]
+    lambda_client.delete_function(FunctionName=name, Qualifier="2")
+
+
+def test_routing_config_is_checked_as_lambda_checks_it(lambda_client: Any) -> None:
+    name = unique("routing")
+    create(lambda_client, name)
+    lambda_client.publish_version(FunctionName=name)
+    lambda_client.update_function_code(FunctionName=name, ZipFile=make_zip(("bootstrap", b"2")))
+    lambda_client.publish_version(FunctionName=name)
+
+    def refused(version: str, weights: dict[str, float]) -> tuple[str, int, str]:
+        return code_of(
+            error_of(
+                lambda: lambda_client.create_alias(
+                    FunctionName=name,
+                    Name="a",
+                    FunctionVersion=version,
+                    RoutingConfig={"AdditionalVersionWeights": weights},
+                )
+            )
+        )
+
+    assert refused("1", {"2": 2.0}) == (
+        "ValidationException",
+        400,
+        "1 validation error detected: Value '{2=2.0}' at 'routingConfig.additionalVersionWeights' failed to "
+        "satisfy constraint: Map value must satisfy constraint: [Member must have value less than or equal to 1.0, "
+        "Member must have value greater than or equal to 0.0, Member must not be null]",
+    )
+    assert refused("1", {"$LATEST": 0.5})[:2] == ("ValidationException", 400)
+    assert refused("1", {"2": 0.5, "3": 0.1}) == (
+        "InvalidParameterValueException",
+        400,
+        "Number of items in AdditionalVersionWeights cannot be greater than 1",
+    )
+    assert refused("1", {"1": 0.5}) == (
+        "InvalidParameterValueException",
+        400,
+        "Invalid function version 1. Function version 1 is already included in routing configuration.",
+    )
+    assert refused("$LATEST", {"1": 0.5}) == (
+        "InvalidParameterValueException",
+        400,
+        "$LATEST is not supported for an alias pointing to more than 1 version",
+    )
+    assert refused("1", {"10": 0.5}) == ("ResourceNotFoundException", 404, f"Function not found: {arn(name, '10')}")
+    assert lambda_client.list_aliases(FunctionName=name)["Aliases"] == []
+
+
+def test_a_weighted_alias_splits_calls_by_weight(lambda_client: Any) -> None:
+    name = unique("split")
+    two_versions(lambda_client, name)
+    lambda_client.create_alias(
+        FunctionName=name, Name="canary", FunctionVersion="1", RoutingConfig={"AdditionalVersionWeights": {"2": 0.3}}
+    )
+    ran: list[str] = []
+    for i in range(1000):
+        target = (name, "canary") if i % 2 else (arn(name, "canary"), None)
+        executed, body = invoke(lambda_client, *target)
+        assert executed == body["version"], "X-Amz-Executed-Version names the version that ran"
+        assert body["mark"] == {"1": "one", "2": "two"}[executed]
+        assert body["invoked"] == arn(name, "canary")
+        ran.append(executed)
+    share = ran.count("2") / len(ran)
+    # 1,000 draws of a 0.3 chance: the standard deviation is 0.0145, so 0.06 is more than four of them.
+    assert abs(share - 0.3) < 0.06, share
+    assert set(ran) == {"1", "2"}
+
+
+def test_a_tenant_stays_on_one_version_while_the_weights_hold(lambda_client: Any) -> None:
+    name = unique("sticky")
+    two_versions(lambda_client, name, per_tenant=True)
+    lambda_client.create_alias(
+        FunctionName=name, Name="canary", FunctionVersion="1", RoutingConfig={"AdditionalVersionWeights": {"2": 0.5}}
+    )
+    tenants = [f"tenant-{i}" for i in range(16)]
+    seen: dict[str, set[str]] = {t: set() for t in tenants}
+    counts: dict[str, list[int]] = {t: [] for t in tenants}
+    for _ in range(4):
+        for tenant in tenants:
+            executed, body = invoke(lambda_client, name, "canary", tenant)
+            assert (body["tenant"], body["version"]) == (tenant, executed)
+            seen[tenant].add(executed)
+            counts[tenant].append(body["count"])
+    for tenant in tenants:
+        assert len(seen[tenant]) == 1, f"{tenant} ran {sorted(seen[tenant])}"
+        expected = "2" if aliases.tenant_point(name, "canary", tenant) < 0.5 else "1"
+        assert seen[tenant] == {expected}
+        assert counts[tenant] == [1, 2, 3, 4], "each tenant's calls reuse its own warm environment"
+    assert {v for s in seen.values() for v in s} == {"1", "2"}, "16 tenants at 0.5 all landed on one version"
+    # Raising the weight moves tenants onto version 2 only; at 1.0 all of them are there.
+    lambda_client.update_alias(FunctionName=name, Name="canary", RoutingConfig={"AdditionalVersionWeights": {"2": 0.8}})
+    for tenant in tenants:
+        executed, _ = invoke(lambda_client, name, "canary", tenant)
+        if seen[tenant] == {"2"}:
+            assert executed == "2", f"{tenant} moved back to version 1 when the weight of 2 went up"
+    lambda_client.update_alias(FunctionName=name, Name="canary", RoutingConfig={"AdditionalVersionWeights": {"2": 1.0}})
+    assert {invoke(lambda_client, name, "canary", t)[0] for t in tenants} == {"2"}
+    err = error_of(lambda: lambda_client.invoke(FunctionName=name, Qualifier="canary"))
+    assert code_of(err)[:2] == ("InvalidParameterValueException", 400)
+
+
+def test_event_invoke_config_of_a_version_and_an_alias(lambda_client: Any) -> None:
+    name = unique("eic")
+    create(lambda_client, name)
+    lambda_client.publish_version(FunctionName=name)
+    lambda_client.create_alias(FunctionName=name, Name="live", FunctionVersion="1")
+    for qualifier in ("1", "live"):
+        put = lambda_client.put_function_event_invoke_config(
+            FunctionName=name, Qualifier=qualifier, MaximumRetryAttempts=0
+        )
+        assert put["FunctionArn"] == arn(name, qualifier)
+        got = lambda_client.get_function_event_invoke_config(FunctionName=name, Qualifier=qualifier)
+        assert got["MaximumRetryAttempts"] == 0
+    listed = lambda_client.list_function_event_invoke_configs(FunctionName=name)["FunctionEventInvokeConfigs"]
+    assert sorted(c["FunctionArn"] for c in listed) == [arn(name, "1"), arn(name, "live")]
+    err = error_of(
+        lambda: lambda_client.put_function_event_invoke_config(FunctionName=name, Qualifier="7", MaximumRetryAttempts=0)
+    )
+    assert code_of(err)[:2] == ("ResourceNotFoundException", 404)
+    # A deleted alias (or version) takes its config with it.
+    lambda_client.delete_alias(FunctionName=name, Name="live")
+    err = error_of(lambda: lambda_client.get_function_event_invoke_config(FunctionName=name, Qualifier="live"))
+    assert code_of(err)[:2] == ("ResourceNotFoundException", 404)
+    lambda_client.delete_function(FunctionName=name, Qualifier="1")
+    assert lambda_client.list_function_event_invoke_configs(FunctionName=name)["FunctionEventInvokeConfigs"] == []
+
+
+def test_async_invoke_through_an_alias(lambda_client: Any, silo_server: Any) -> None:
+    name = unique("asyncalias")
+    two_versions(lambda_client, name)
+    lambda_client.create_alias(FunctionName=name, Name="live", FunctionVersion="2")
+    accepted = lambda_client.invoke(FunctionName=name, Qualifier="live", InvocationType="Event", Payload=b"{}")
+    assert accepted["StatusCode"] == 202
+    request_id = accepted["ResponseMetadata"]["RequestId"]
+    deadline = time.monotonic() + 30 * TIME_SCALE
+    while True:
+        event = requests.get(
+            f"{silo_server.endpoint}/silo/v1/functions/{name}/events/{request_id}",
+            auth=SignedBy(silo_server.endpoint),
+            timeout=30,
+        ).json()
+        if event.get("State") == "succeeded":
+            break
+        assert time.monotonic() < deadline, event
+        time.sleep(0.1)
+    assert event["ExecutedVersion"] == "2"
+    assert json.loads(event["ResponsePayload"])["invoked"] == arn(name, "live")
