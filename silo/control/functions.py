@@ -302,11 +302,32 @@ class FunctionService(PolicyAndTagOperations, AliasOperations):
             # Only Lambda@Edge replicas have a master region, and silo has none.
             return {"Functions": []}
         limit = min(max_items or LIST_PAGE_MAX, LIST_PAGE_MAX)
+        if function_version == "ALL":
+            return self._list_every_version(marker, limit)
         # One more than asked tells whether another page exists without a second query.
         records = self.repo.list_page(marker, limit + 1)
         out: dict[str, Any] = {"Functions": [self._configuration(r) for r in records[:limit]]}
         if len(records) > limit:
             out["NextMarker"] = records[limit - 1].name
+        return out
+
+    def _list_every_version(self, marker: str | None, limit: int) -> dict[str, Any]:
+        """ListFunctions with FunctionVersion=ALL: every function's $LATEST (its ARN qualified, as on Lambda)
+        and then its published versions. The marker is `name:version` of the last one listed."""
+        if marker is None:
+            after = ("", -1)
+        elif ":" in marker:
+            name, version = marker.rsplit(":", 1)
+            after = (name, versions.after_marker(version))
+        else:  # a function's name: after all of it
+            after = (marker, 1 << 62)
+        records = self.repo.every_version_page(after, limit + 1)
+        out: dict[str, Any] = {
+            "Functions": [self._configuration(r, LATEST if r.version == LATEST else None) for r in records[:limit]]
+        }
+        if len(records) > limit:
+            last = records[limit - 1]
+            out["NextMarker"] = f"{last.name}:{last.version}"
         return out
 
     def update_function_code(self, function_name: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -523,7 +544,12 @@ class FunctionService(PolicyAndTagOperations, AliasOperations):
             bound = "greater than or equal to 1" if max_items < 1 else "less than or equal to 10000"
             v.add(max_items, "maxItems", f"Member must have value {bound}")
             v.raise_if_any()
-        latest = self._record(function_name, None, namespaced=True)
+        # Every version of the function, whichever one a qualifier in the name names.
+        ref = parse_function_name(function_name, namespaced=True)
+        self._check_home(ref)
+        latest = self.repo.get(ref.name)
+        if latest is None:
+            raise not_found(self.region, self.account, ref.name)
         limit = min(max_items or versions.LIST_PAGE_MAX, versions.LIST_PAGE_MAX)
         after = versions.after_marker(marker)
         page: list[tuple[FunctionRecord, str | None]] = [] if after >= 0 else [(latest, LATEST)]

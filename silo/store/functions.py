@@ -151,6 +151,18 @@ class FunctionRepository:
             ).fetchall()
         return [_record(r) for r in rows]
 
+    def every_version_page(self, after: tuple[str, int], limit: int) -> list[FunctionRecord]:
+        """Up to `limit` versions of every function, by name and then $LATEST (as 0) and the numbers, strictly
+        after `after` = (name, place); a place of -1 starts at that function's $LATEST."""
+        order = "CASE WHEN version = '$LATEST' THEN 0 ELSE CAST(version AS INTEGER) END"
+        with self.db.reading() as conn:
+            rows = conn.execute(
+                f"SELECT {_COLUMNS} FROM function_versions WHERE name > ? OR (name = ? AND {order} > ?) "
+                f"ORDER BY name, {order} LIMIT ?",
+                (after[0], after[0], after[1], limit),
+            ).fetchall()
+        return [_record(r) for r in rows]
+
     def all_versions(self, version: str | None = LATEST) -> list[FunctionRecord]:
         """Every function's `version` (None: every version of every function, each $LATEST first)."""
         with self.db.reading() as conn:

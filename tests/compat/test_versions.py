@@ -700,3 +700,30 @@ def test_async_invoke_through_an_alias(lambda_client: Any, silo_server: Any) -> 
         time.sleep(0.1)
     assert event["ExecutedVersion"] == "2"
     assert json.loads(event["ResponsePayload"])["invoked"] == arn(name, "live")
+
+
+def test_list_functions_with_every_version(lambda_client: Any) -> None:
+    prefix = unique("all")
+    names = [f"{prefix}-a", f"{prefix}-b"]
+    create(lambda_client, names[0], Publish=True)
+    create(lambda_client, names[1])
+    listed = [
+        (f["FunctionArn"], f["Version"])
+        for page in lambda_client.get_paginator("list_functions").paginate(
+            FunctionVersion="ALL", PaginationConfig={"PageSize": 1}
+        )
+        for f in page["Functions"]
+        if f["FunctionName"].startswith(prefix)
+    ]
+    assert listed == [
+        (arn(names[0], "$LATEST"), "$LATEST"),
+        (arn(names[0], "1"), "1"),
+        (arn(names[1], "$LATEST"), "$LATEST"),
+    ]
+    plain = [
+        f["FunctionArn"]
+        for page in lambda_client.get_paginator("list_functions").paginate()
+        for f in page["Functions"]
+        if f["FunctionName"] in names
+    ]
+    assert plain == [arn(names[0]), arn(names[1])]
