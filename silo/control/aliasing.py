@@ -15,7 +15,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from silo.control import aliases
-from silo.control.names import LATEST, FunctionRef, function_arn, not_found
+from silo.control.names import LATEST, function_arn, not_found
 from silo.control.violations import Violations
 from silo.errors import PreconditionFailedException, ResourceConflictException, ResourceNotFoundException
 from silo.store.aliases import AliasRecord, AliasRepository
@@ -40,8 +40,6 @@ class AliasOperations:
     if TYPE_CHECKING:
 
         def _unqualified(self, function_name: str) -> FunctionRecord: ...
-
-        def _check_home(self, ref: FunctionRef) -> None: ...
 
     # -- helpers ----------------------------------------------------------------------------------
 

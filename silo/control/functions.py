@@ -129,13 +129,13 @@ class FunctionService(PolicyAndTagOperations, AliasOperations):
         """Mirror a stored version in memory, where `resolve` finds it. A published version follows its
         function's $LATEST for the function's own members (reserved concurrency, silo's settings), so a
         change of $LATEST renews their specs too (each $LATEST is loaded before its versions)."""
-        versions = self._records.setdefault(record.name, {})
-        versions[record.version] = record
+        stored = self._records.setdefault(record.name, {})
+        stored[record.version] = record
         if record.version != LATEST:
-            self._versions[(record.name, record.version)] = self._spec(record, versions[LATEST])
+            self._versions[(record.name, record.version)] = self._spec(record, stored[LATEST])
             return
         self._specs[record.name] = self._spec(record)
-        for number, published in versions.items():
+        for number, published in stored.items():
             if number != LATEST:
                 self._versions[(record.name, number)] = self._spec(published, record)
 
