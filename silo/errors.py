@@ -54,7 +54,7 @@ class InvalidParameterValueException(LambdaError):
     code = "InvalidParameterValueException"
     status = 400
     message_key = "message"
-    error_type = "User"
+    error_type: str | None = "User"
 
 
 class ValidationException(LambdaError):
@@ -74,6 +74,13 @@ class ResourceConflictException(LambdaError):
 class PreconditionFailedException(LambdaError):
     code = "PreconditionFailedException"
     status = 412
+    message_key = "message"
+    error_type = "User"
+
+
+class PolicyLengthExceededException(LambdaError):
+    code = "PolicyLengthExceededException"
+    status = 400
     message_key = "message"
     error_type = "User"
 

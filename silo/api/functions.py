@@ -145,6 +145,88 @@ class FunctionRoutes:
         await run_in_threadpool(self.service.delete_function_concurrency, request.path_params["function_name"])
         return no_content()
 
+    async def publish_version(self, request: Request) -> Response:
+        body = await read_json_body(request, "PublishVersion")
+        name = request.path_params["function_name"]
+        return render.json_response(await run_in_threadpool(self.service.publish_version, name, body), status=201)
+
+    async def list_versions_by_function(self, request: Request) -> Response:
+        q = request.query_params
+        page = self.service.list_versions_by_function(
+            request.path_params["function_name"], q.get("Marker"), parse_max_items(q.get("MaxItems"))
+        )
+        return render.json_response(page)
+
+    async def create_alias(self, request: Request) -> Response:
+        body = await read_json_body(request, "CreateAlias")
+        name = request.path_params["function_name"]
+        return render.json_response(await run_in_threadpool(self.service.create_alias, name, body), status=201)
+
+    async def list_aliases(self, request: Request) -> Response:
+        q = request.query_params
+        page = self.service.list_aliases(
+            request.path_params["function_name"],
+            q.get("FunctionVersion"),
+            q.get("Marker"),
+            parse_max_items(q.get("MaxItems")),
+        )
+        return render.json_response(page)
+
+    async def get_alias(self, request: Request) -> Response:
+        p = request.path_params
+        return render.json_response(self.service.get_alias(p["function_name"], p["alias"]))
+
+    async def update_alias(self, request: Request) -> Response:
+        body = await read_json_body(request, "UpdateAlias")
+        p = request.path_params
+        return render.json_response(
+            await run_in_threadpool(self.service.update_alias, p["function_name"], p["alias"], body)
+        )
+
+    async def delete_alias(self, request: Request) -> Response:
+        p = request.path_params
+        await run_in_threadpool(self.service.delete_alias, p["function_name"], p["alias"])
+        return no_content()
+
+    async def get_function_code_signing_config(self, request: Request) -> Response:
+        name = request.path_params["function_name"]
+        return render.json_response(self.service.get_function_code_signing_config(name))
+
+    async def list_tags(self, request: Request) -> Response:
+        return render.json_response(self.service.list_tags(request.path_params["resource"]))
+
+    async def tag_resource(self, request: Request) -> Response:
+        body = await read_json_body(request, "TagResource")
+        await run_in_threadpool(self.service.tag_resource, request.path_params["resource"], body)
+        return no_content()
+
+    async def untag_resource(self, request: Request) -> Response:
+        keys = request.query_params.getlist("tagKeys") if "tagKeys" in request.query_params else None
+        await run_in_threadpool(self.service.untag_resource, request.path_params["resource"], keys)
+        return no_content()
+
+    async def add_permission(self, request: Request) -> Response:
+        body = await read_json_body(request, "AddPermission")
+        name = request.path_params["function_name"]
+        qualifier = request.query_params.get("Qualifier")
+        out = await run_in_threadpool(self.service.add_permission, name, qualifier, body)
+        return render.json_response(out, status=201)
+
+    async def remove_permission(self, request: Request) -> Response:
+        q = request.query_params
+        await run_in_threadpool(
+            self.service.remove_permission,
+            request.path_params["function_name"],
+            request.path_params["statement_id"],
+            q.get("Qualifier"),
+            q.get("RevisionId"),
+        )
+        return no_content()
+
+    async def get_policy(self, request: Request) -> Response:
+        name = request.path_params["function_name"]
+        return render.json_response(self.service.get_policy(name, request.query_params.get("Qualifier")))
+
     async def get_silo_settings(self, request: Request) -> Response:
         return render.json_response(self.service.get_silo_settings(request.path_params["function_name"]))
 
@@ -187,6 +269,24 @@ def routes(service: FunctionService, presign: Presigner | None = None) -> list[R
         Route("/2017-10-31/functions/{function_name}/concurrency", h.put_function_concurrency, methods=["PUT"]),
         Route("/2019-09-30/functions/{function_name}/concurrency", h.get_function_concurrency, methods=["GET"]),
         Route("/2017-10-31/functions/{function_name}/concurrency", h.delete_function_concurrency, methods=["DELETE"]),
+        Route(fn + "/versions", h.publish_version, methods=["POST"]),
+        Route(fn + "/versions", h.list_versions_by_function, methods=["GET"]),
+        Route(fn + "/aliases", h.create_alias, methods=["POST"]),
+        Route(fn + "/aliases", h.list_aliases, methods=["GET"]),
+        Route(fn + "/aliases/{alias}", h.get_alias, methods=["GET"]),
+        Route(fn + "/aliases/{alias}", h.update_alias, methods=["PUT"]),
+        Route(fn + "/aliases/{alias}", h.delete_alias, methods=["DELETE"]),
+        Route(fn + "/policy", h.add_permission, methods=["POST"]),
+        Route(fn + "/policy", h.get_policy, methods=["GET"]),
+        Route(fn + "/policy/{statement_id}", h.remove_permission, methods=["DELETE"]),
+        Route("/2017-03-31/tags/{resource}", h.list_tags, methods=["GET"]),
+        Route("/2017-03-31/tags/{resource}", h.tag_resource, methods=["POST"]),
+        Route("/2017-03-31/tags/{resource}", h.untag_resource, methods=["DELETE"]),
+        Route(
+            "/2020-06-30/functions/{function_name}/code-signing-config",
+            h.get_function_code_signing_config,
+            methods=["GET"],
+        ),
         Route("/2016-08-19/account-settings", h.get_account_settings, methods=["GET"]),
         Route("/2016-08-19/account-settings/", h.get_account_settings, methods=["GET"]),
         Route(CODE_PATH, h.download_code, methods=["GET"]),

@@ -30,7 +30,7 @@ INVOCATION_TYPES = ("RequestResponse", "Event", "DryRun")
 
 
 class FunctionResolver(Protocol):
-    def resolve(self, function_name: str, qualifier: str | None) -> FunctionSpec: ...
+    def resolve(self, function_name: str, qualifier: str | None, tenant_id: str | None = None) -> FunctionSpec: ...
 
 
 class Invoker(Protocol):
@@ -169,7 +169,7 @@ class InvokeEndpoint:
         if principal is not None and not principal.admin:
             # Decided before the function is looked up: a tenant-bound key learns nothing of other functions.
             tenant_id = caller_tenant(principal, parse_function_name(name, namespaced=True).name, tenant_id)
-        spec = self._functions.resolve(name, qualifier)
+        spec = self._functions.resolve(name, qualifier, tenant_id)
         invocation_type = headers.get(b"x-amz-invocation-type", "RequestResponse")
         if invocation_type not in INVOCATION_TYPES:
             raise errors.InvalidParameterValueException(
@@ -199,11 +199,16 @@ class InvokeEndpoint:
                 caller_key=None if principal is None else principal.key_id,
             )
             return 202, [(b"x-amzn-requestid", request_id.encode()), (b"content-length", b"0")], b""
+        addressed = (
+            merge_qualifier(parse_function_name(name, namespaced=True), qualifier) if ":" in name or qualifier else None
+        )
         inv = Invocation(
             request_id=request_id,
             payload=payload,
             tenant_id=tenant_id,
-            invoked_arn=spec.function_arn,
+            # The ARN as invoked, qualified when the call named a version or an alias (Lambda's
+            # Lambda-Runtime-Invoked-Function-Arn, the context's invoked_function_arn).
+            invoked_arn=spec.function_arn if addressed is None else f"{spec.function_arn}:{addressed}",
             client_context=headers.get(b"x-amz-client-context"),
             want_log_tail=headers.get(b"x-amz-log-type") == "Tail",
             caller_key=None if principal is None else principal.key_id,

@@ -158,9 +158,11 @@ async def run(settings: Settings) -> None:
     sys.setswitchinterval(SWITCH_INTERVAL_S)
     loop = asyncio.get_running_loop()
 
-    def retire(function_arn: str) -> None:
+    def retire(function_arn: str, version: str | None) -> None:
         # The control plane applies changes in worker threads; the router lives on the event loop.
-        loop.call_soon_threadsafe(router.retire, function_arn)
+        loop.call_soon_threadsafe(router.retire, function_arn, version)
+        if version is not None:
+            return
         # A deleted function's pending async events go to its dead-letter list now, before a new
         # function of the same name could take them (this runs in the worker thread that deleted it).
         name = function_arn.rsplit(":", 1)[-1]

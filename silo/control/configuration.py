@@ -8,6 +8,8 @@ TenancyConfig appears in all of them or in none.
 from __future__ import annotations
 
 import base64
+import hashlib
+import json
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -28,10 +30,14 @@ def code_sha256_b64(sha256_hex: str) -> str:
     return base64.b64encode(bytes.fromhex(sha256_hex)).decode()
 
 
-def function_configuration(record: FunctionRecord, region: str, account: str) -> dict[str, Any]:
-    """The FunctionConfiguration of a stored version, in the model's member order."""
+def function_configuration(
+    record: FunctionRecord, region: str, account: str, as_addressed: str | None = None
+) -> dict[str, Any]:
+    """The FunctionConfiguration of a stored version, in the model's member order. Its FunctionArn carries
+    the qualifier the request gave (`as_addressed`: `$LATEST`, a version or an alias), else the version's
+    number, and none for an unqualified $LATEST, as on Lambda."""
     c = record.config
-    qualifier = None if record.version == LATEST else record.version
+    qualifier = as_addressed or (None if record.version == LATEST else record.version)
     out: dict[str, Any] = {
         "FunctionName": record.name,
         "FunctionArn": function_arn(region, account, record.name, qualifier),
@@ -64,15 +70,41 @@ def function_configuration(record: FunctionRecord, region: str, account: str) ->
     return out
 
 
-def function_spec(record: FunctionRecord, code_dir: Path, region: str, account: str) -> FunctionSpec:
-    """What the invoke path needs to start and drive environments of this version."""
-    c = record.config
+# Members of the function as a whole, kept in $LATEST's configuration: a published version takes them from
+# there, not from its snapshot (its reserved concurrency, tags and silo's settings are the function's).
+FUNCTION_MEMBERS = ("Tags", "ReservedConcurrentExecutions", "Silo")
+# Members that change nothing an environment runs: a change to them leaves the environments warm.
+NOT_RUN = ("Tags", "ReservedConcurrentExecutions", "Policy", "Description")
+
+
+def run_digest(config: dict[str, Any], code_sha256: str) -> str:
+    """What the environments of a version run, as one digest: the code and every member they read.
+
+    It is the FunctionSpec's revision_id, so placement drops an idle environment whose version changed under
+    it, but not one whose version only got a new policy, tag or description (each a new RevisionId)."""
+    ran = {k: v for k, v in config.items() if k not in NOT_RUN}
+    text = json.dumps([code_sha256, ran], sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def snapshot(config: dict[str, Any]) -> dict[str, Any]:
+    """A published version's configuration: $LATEST's, without the function's members and its policy."""
+    return {k: v for k, v in config.items() if k not in (*FUNCTION_MEMBERS, "Policy")}
+
+
+def function_spec(
+    record: FunctionRecord, code_dir: Path, region: str, account: str, function: FunctionRecord | None = None
+) -> FunctionSpec:
+    """What the invoke path needs to start and drive environments of this version. `function` is the
+    function's $LATEST, whose function-wide members a published version follows (None: `record` is it)."""
+    whole = (function or record).config
+    c = {**snapshot(record.config), **{k: whole[k] for k in FUNCTION_MEMBERS if k in whole}}
     logging = c["LoggingConfig"]
     return FunctionSpec(
         function_name=record.name,
         function_arn=function_arn(region, account, record.name),
         version=record.version,
-        revision_id=record.revision_id,
+        revision_id=run_digest(c, record.code_sha256),
         runtime=c["Runtime"],
         handler=c["Handler"],
         code_dir=code_dir,

@@ -18,7 +18,8 @@ from dataclasses import replace
 from typing import Any
 
 from silo.config import Settings
-from silo.control import silo_settings, validation
+from silo.control import silo_settings, validation, versions
+from silo.control.aliasing import AliasOperations
 from silo.control.configuration import function_configuration, function_spec, lambda_timestamp
 from silo.control.fields import str_member
 from silo.control.names import (
@@ -29,6 +30,7 @@ from silo.control.names import (
     not_found,
     parse_function_name,
 )
+from silo.control.resources import REVISION_MISMATCH, PolicyAndTagOperations
 from silo.control.violations import Violations, enum_constraint
 from silo.errors import (
     InvalidParameterValueException,
@@ -36,6 +38,7 @@ from silo.errors import (
     ResourceConflictException,
 )
 from silo.runtimes import catalog
+from silo.store.aliases import AliasRepository
 from silo.store.code import MAX_UNZIPPED_BYTES, MAX_ZIPPED_BYTES, CodeStore
 from silo.store.db import Database
 from silo.store.functions import FunctionRecord, FunctionRepository
@@ -49,10 +52,6 @@ MIN_UNRESERVED = 100
 ACCOUNT_CONCURRENCY = 1000
 # Lambda's default code storage quota per account and region (75 GB).
 TOTAL_CODE_SIZE_LIMIT = 80_530_636_800
-REVISION_MISMATCH = (
-    "The Revision Id provided does not match the latest Revision Id. "
-    "Call the GetFunction/GetAlias API to retrieve the latest Revision Id"
-)
 
 
 def host_architecture() -> str:
@@ -60,11 +59,13 @@ def host_architecture() -> str:
     return "arm64" if machine in ("aarch64", "arm64") else "x86_64"
 
 
-class FunctionService:
+class FunctionService(PolicyAndTagOperations, AliasOperations):
     """Create, read, update, delete and resolve functions.
 
-    `on_change(function_arn)` runs after every change that makes the live environments of a
-    function stale (UpdateFunctionCode, UpdateFunctionConfiguration, DeleteFunction).
+    `on_change(function_arn, version)` runs after every change that makes live environments stale:
+    `$LATEST`'s after UpdateFunctionCode and UpdateFunctionConfiguration, one version's after it is
+    deleted, and every version's (`version` None) after DeleteFunction or a change of silo's settings. A
+    published version never changes, so its environments stay warm whatever happens to `$LATEST`.
     """
 
     def __init__(
@@ -72,7 +73,7 @@ class FunctionService:
         settings: Settings,
         db: Database,
         code_store: CodeStore,
-        on_change: Callable[[str], None],
+        on_change: Callable[[str, str | None], None],
         *,
         available_runtimes: Callable[[], list[str]] = catalog.available_runtimes,
         architecture: str | None = None,
@@ -82,13 +83,17 @@ class FunctionService:
         self.region = settings.region
         self.account = settings.account_id
         self.repo = FunctionRepository(db)
+        self.alias_repo = AliasRepository(db)
         self.code = code_store
         self.on_change = on_change
         self._available_runtimes = available_runtimes
         self._architecture = architecture or host_architecture()
         self.concurrency_limit = concurrency_limit
         self._write_lock = threading.RLock()
-        self._specs: dict[str, FunctionSpec] = {}
+        self._specs: dict[str, FunctionSpec] = {}  # each function's $LATEST, by name
+        self._versions: dict[tuple[str, str], FunctionSpec] = {}  # published versions, by (name, number)
+        self._records: dict[str, dict[str, FunctionRecord]] = {}  # every stored version, by name and version
+        self._aliases = {}
         self._load()
 
     # -- start-up ---------------------------------------------------------------------------------
@@ -96,10 +101,12 @@ class FunctionService:
     def _load(self) -> None:
         """Fill the map from the database; repair unpacked code from its blob; drop orphaned code."""
         self.code.clear_scratch()
-        for record in self.repo.all_versions():
+        for record in self.repo.all_versions(None):
             if not self.code.directory(record.code_sha256).is_dir():
                 self._restore_code(record)
-            self._specs[record.name] = self._spec(record)
+            self._remember(record)
+        for alias in self.alias_repo.all():
+            self._remember_alias(alias)
         self.code.collect(self.repo.code_in_use())
 
     def _restore_code(self, record: FunctionRecord) -> None:
@@ -115,11 +122,36 @@ class FunctionService:
     def _rules(self) -> validation.Rules:
         return validation.Rules(tuple(self._available_runtimes()), self._architecture)
 
-    def _spec(self, record: FunctionRecord) -> FunctionSpec:
-        return function_spec(record, self.code.directory(record.code_sha256), self.region, self.account)
+    def _spec(self, record: FunctionRecord, function: FunctionRecord | None = None) -> FunctionSpec:
+        return function_spec(record, self.code.directory(record.code_sha256), self.region, self.account, function)
 
-    def _configuration(self, record: FunctionRecord) -> dict[str, Any]:
-        return function_configuration(record, self.region, self.account)
+    def _remember(self, record: FunctionRecord) -> None:
+        """Mirror a stored version in memory, where `resolve` finds it. A published version follows its
+        function's $LATEST for the function's own members (reserved concurrency, silo's settings), so a
+        change of $LATEST renews their specs too (each $LATEST is loaded before its versions)."""
+        stored = self._records.setdefault(record.name, {})
+        stored[record.version] = record
+        if record.version != LATEST:
+            self._versions[(record.name, record.version)] = self._spec(record, stored[LATEST])
+            return
+        self._specs[record.name] = self._spec(record)
+        for number, published in stored.items():
+            if number != LATEST:
+                self._versions[(record.name, number)] = self._spec(published, record)
+
+    def _forget(self, name: str, version: str | None = None) -> None:
+        """Drop a deleted function (`version` None) or one of its published versions from memory."""
+        if version is None:
+            self._specs.pop(name, None)
+            self._aliases.pop(name, None)
+            for number in self._records.pop(name, {}):
+                self._versions.pop((name, number), None)
+            return
+        self._records.get(name, {}).pop(version, None)
+        self._versions.pop((name, version), None)
+
+    def _configuration(self, record: FunctionRecord, as_addressed: str | None = None) -> dict[str, Any]:
+        return function_configuration(record, self.region, self.account, as_addressed)
 
     def _arn(self, name: str) -> str:
         return function_arn(self.region, self.account, name)
@@ -130,15 +162,33 @@ class FunctionService:
             raise not_found(ref.region or self.region, ref.account or self.account, ref.name, ref.qualifier)
 
     def _record(self, function_name: str, qualifier: str | None, *, namespaced: bool) -> FunctionRecord:
+        return self._addressed(function_name, qualifier, namespaced=namespaced)[0]
+
+    def _addressed(
+        self, function_name: str, qualifier: str | None, *, namespaced: bool
+    ) -> tuple[FunctionRecord, str | None]:
+        """The stored version a request addresses, and the qualifier it was addressed with (None: none)."""
         ref = parse_function_name(function_name, namespaced=namespaced)
         wanted = merge_qualifier(ref, qualifier)
         self._check_home(ref)
         record = self.repo.get(ref.name)
         if record is None:
             raise not_found(self.region, self.account, ref.name)
-        if wanted not in (None, LATEST):
+        if wanted in (None, LATEST):
+            return record, wanted
+        version = self._version_of(ref.name, wanted)
+        published = None if version is None else self.repo.get(ref.name, version)
+        if published is None:
             raise not_found(self.region, self.account, ref.name, wanted)
-        return record
+        return published, wanted
+
+    def _version_of(self, name: str, qualifier: str) -> str | None:
+        """The version a qualifier other than $LATEST names: a number, or an alias's version (None: none).
+        Reads report an alias's own version, not the one a weight may send a call to."""
+        if qualifier.isdigit() and qualifier.isascii():
+            return qualifier
+        alias = self._aliases.get(name, {}).get(qualifier)
+        return None if alias is None else alias.function_version
 
     def _unqualified(self, function_name: str) -> FunctionRecord:
         """The $LATEST record of an update target; updates apply to the unpublished version only."""
@@ -155,9 +205,9 @@ class FunctionService:
         if revision_id is not None and revision_id != record.revision_id:
             raise PreconditionFailedException(REVISION_MISMATCH)
 
-    def _notify(self, name: str) -> None:
+    def _notify(self, name: str, version: str | None = LATEST) -> None:
         try:
-            self.on_change(self._arn(name))
+            self.on_change(self._arn(name), version)
         except Exception:
             # The change is committed; failing the request now would make the client retry a write
             # that already happened. Stale environments are the router's to clean up.
@@ -198,30 +248,38 @@ class FunctionService:
                     self._collect(stored_sha)
             if not inserted:
                 raise ResourceConflictException(f"Function already exist: {name}")
-            self._specs[name] = self._spec(record)
+            self._remember(record)
+            if request.publish:
+                # Lambda answers with $LATEST's configuration as created, numbered as the version published.
+                published = self._publish(record, None)
+                return {**self._configuration(record), "Version": published.version}
         return self._configuration(record)
 
     def get_function(
         self, function_name: str, qualifier: str | None, code_location: Callable[[str], str]
     ) -> dict[str, Any]:
-        """GetFunction. `code_location(name)` gives the URL this server serves the package at."""
-        record = self._record(function_name, qualifier, namespaced=True)
+        """GetFunction. `code_location(name)` gives the URL this server serves the package at (`name` may
+        carry a qualifier, `name:1`)."""
+        record, addressed = self._addressed(function_name, qualifier, namespaced=True)
+        whole = self._records.get(record.name, {}).get(LATEST, record).config
+        where = record.name if addressed in (None, LATEST) else f"{record.name}:{addressed}"
         out: dict[str, Any] = {
-            "Configuration": self._configuration(record),
-            "Code": {"RepositoryType": "S3", "Location": code_location(record.name)},
+            "Configuration": self._configuration(record, addressed),
+            "Code": {"RepositoryType": "S3", "Location": code_location(where)},
         }
-        if record.config.get("Tags"):
-            out["Tags"] = dict(record.config["Tags"])
-        if "ReservedConcurrentExecutions" in record.config:
-            out["Concurrency"] = {"ReservedConcurrentExecutions": record.config["ReservedConcurrentExecutions"]}
+        if whole.get("Tags"):
+            out["Tags"] = dict(whole["Tags"])
+        if "ReservedConcurrentExecutions" in whole:
+            out["Concurrency"] = {"ReservedConcurrentExecutions": whole["ReservedConcurrentExecutions"]}
         return out
 
     def get_function_configuration(self, function_name: str, qualifier: str | None) -> dict[str, Any]:
         """GetFunctionConfiguration."""
-        return self._configuration(self._record(function_name, qualifier, namespaced=True))
+        record, addressed = self._addressed(function_name, qualifier, namespaced=True)
+        return self._configuration(record, addressed)
 
     def function_code(self, function_name: str) -> bytes:
-        """The deployment package of a function's $LATEST, as uploaded."""
+        """The deployment package of a function's version (`name:1`; a bare name: $LATEST), as uploaded."""
         record = self._record(function_name, None, namespaced=True)
         return self.code.read_blob(record.code_sha256)
 
@@ -244,11 +302,32 @@ class FunctionService:
             # Only Lambda@Edge replicas have a master region, and silo has none.
             return {"Functions": []}
         limit = min(max_items or LIST_PAGE_MAX, LIST_PAGE_MAX)
+        if function_version == "ALL":
+            return self._list_every_version(marker, limit)
         # One more than asked tells whether another page exists without a second query.
         records = self.repo.list_page(marker, limit + 1)
         out: dict[str, Any] = {"Functions": [self._configuration(r) for r in records[:limit]]}
         if len(records) > limit:
             out["NextMarker"] = records[limit - 1].name
+        return out
+
+    def _list_every_version(self, marker: str | None, limit: int) -> dict[str, Any]:
+        """ListFunctions with FunctionVersion=ALL: every function's $LATEST (its ARN qualified, as on Lambda)
+        and then its published versions. The marker is `name:version` of the last one listed."""
+        if marker is None:
+            after = ("", -1)
+        elif ":" in marker:
+            name, version = marker.rsplit(":", 1)
+            after = (name, versions.after_marker(version))
+        else:  # a function's name: after all of it
+            after = (marker, 1 << 62)
+        records = self.repo.every_version_page(after, limit + 1)
+        out: dict[str, Any] = {
+            "Functions": [self._configuration(r, LATEST if r.version == LATEST else None) for r in records[:limit]]
+        }
+        if len(records) > limit:
+            last = records[limit - 1]
+            out["NextMarker"] = f"{last.name}:{last.version}"
         return out
 
     def update_function_code(self, function_name: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -278,11 +357,13 @@ class FunctionService:
                 if request.dry_run:
                     return self._configuration(replace(record, revision_id=current.revision_id))
                 raise PreconditionFailedException(REVISION_MISMATCH)
-            self._specs[record.name] = self._spec(record)
+            self._remember(record)
             if current.code_sha256 != record.code_sha256:
                 self._collect(current.code_sha256)
+            published = self._publish(record, None) if request.publish else None
         self._notify(record.name)
-        return self._configuration(record)
+        # With Publish, Lambda answers with the version published (AWS-recorded).
+        return self._configuration(published or record)
 
     def update_function_configuration(self, function_name: str, body: dict[str, Any]) -> dict[str, Any]:
         """UpdateFunctionConfiguration: members present replace the current ones; TenancyConfig never changes."""
@@ -293,7 +374,7 @@ class FunctionService:
             record = replace(current, config=config, revision_id=str(uuid.uuid4()), last_modified=lambda_timestamp())
             if not self.repo.replace(record, current.revision_id):
                 raise PreconditionFailedException(REVISION_MISMATCH)
-            self._specs[record.name] = self._spec(record)
+            self._remember(record)
         self._notify(record.name)
         return self._configuration(record)
 
@@ -341,13 +422,17 @@ class FunctionService:
     def _set_reserved(self, current: FunctionRecord, reserved: int | None) -> None:
         # Reserving concurrency changes no code or configuration the environments run, so the revision
         # stays and no environment is retired; the router reads the new limit on the next call.
-        config = {k: v for k, v in current.config.items() if k != "ReservedConcurrentExecutions"}
-        if reserved is not None:
-            config["ReservedConcurrentExecutions"] = reserved
+        self._set_function_member(current, "ReservedConcurrentExecutions", reserved)
+
+    def _set_function_member(self, current: FunctionRecord, key: str, value: Any) -> None:
+        """Set (or, with None, remove) a member of the function as a whole, kept in $LATEST's configuration."""
+        config = {k: v for k, v in current.config.items() if k != key}
+        if value is not None:
+            config[key] = value
         record = replace(current, config=config)
         if not self.repo.replace(record, current.revision_id):
             raise PreconditionFailedException(REVISION_MISMATCH)
-        self._specs[record.name] = self._spec(record)
+        self._remember(record)
 
     def get_silo_settings(self, function_name: str) -> dict[str, Any]:
         """silo's own settings of a function (sandbox backend, network)."""
@@ -362,22 +447,42 @@ class FunctionService:
             record = replace(current, config=config, revision_id=str(uuid.uuid4()), last_modified=lambda_timestamp())
             if not self.repo.replace(record, current.revision_id):
                 raise PreconditionFailedException(REVISION_MISMATCH)
-            self._specs[record.name] = self._spec(record)
-        self._notify(record.name)
+            self._remember(record)
+        # The backend and the network are the function's, so every version's environments go.
+        self._notify(record.name, None)
         return settings
 
     def delete_function(self, function_name: str, qualifier: str | None = None) -> None:
-        """DeleteFunction. Deleting `$LATEST` alone is refused, as on Lambda."""
+        """DeleteFunction: the whole function, or with a qualifier one published version. Deleting `$LATEST`
+        alone is refused, as on Lambda."""
         ref = parse_function_name(function_name, namespaced=True)
         wanted = merge_qualifier(ref, qualifier)
         if wanted == LATEST:
             raise InvalidParameterValueException("$LATEST version cannot be deleted without deleting the function.")
         with self._write_lock:
-            record = self._record(function_name, qualifier, namespaced=True)
-            self.repo.delete(record.name)
-            self._specs.pop(record.name, None)
-            self._collect(record.code_sha256)
-        self._notify(record.name)
+            if wanted is not None:
+                record = self._record(function_name, qualifier, namespaced=True)
+                self._check_unaliased(record)
+                if not self.repo.delete_version(record.name, record.version):
+                    raise not_found(self.region, self.account, record.name, wanted)
+                self._forget(record.name, record.version)
+                self._collect(record.code_sha256)
+            else:
+                record = self._record(function_name, None, namespaced=True)
+                shas = {r.code_sha256 for r in self._records.get(record.name, {}).values()}
+                self.repo.delete(record.name)
+                self._forget(record.name)
+                self._collect(record.code_sha256, *shas)
+        self._notify(record.name, record.version if wanted is not None else None)
+
+    def _check_unaliased(self, record: FunctionRecord) -> None:
+        """A version an alias sends calls to cannot be deleted."""
+        used_by = self._aliases_of_version(record.name, record.version)
+        if used_by:
+            raise ResourceConflictException(
+                f"Version {record.version} of function {self._arn(record.name)} cannot be deleted: the alias(es) "
+                f"{', '.join(used_by)} send calls to it. Point them at another version, or delete them, first."
+            )
 
     def get_account_settings(self) -> dict[str, Any]:
         """GetAccountSettings: silo's limits and what this server stores."""
@@ -393,12 +498,76 @@ class FunctionService:
             "AccountUsage": {"TotalCodeSize": total, "FunctionCount": count},
         }
 
+    # -- versions ---------------------------------------------------------------------------------
+
+    def publish_version(self, function_name: str, body: dict[str, Any]) -> dict[str, Any]:
+        """PublishVersion: an immutable snapshot of $LATEST with the next number; when $LATEST has not
+        changed since the last version, that version, as on Lambda."""
+        request = versions.publish_request(body)
+        with self._write_lock:
+            latest = self._unqualified(function_name)
+            self._check_revision(latest, request.revision_id)
+            versions.check_code_sha256(request.code_sha256, latest)
+            return self._configuration(self._publish(latest, request.description))
+
+    def _publish(self, latest: FunctionRecord, description: str | None) -> FunctionRecord:
+        """Publish `latest` (held under the write lock). $LATEST gets a new RevisionId, as on Lambda."""
+        last = self.repo.last_version(latest.name)
+        newest = max(self._published(latest.name), key=lambda r: int(r.version), default=None)
+        if newest is not None and versions.unchanged(latest, newest):
+            return newest
+        record = FunctionRecord(
+            name=latest.name,
+            version=str(last + 1),
+            config=versions.version_config(latest, description),
+            code_sha256=latest.code_sha256,
+            code_size=latest.code_size,
+            revision_id=str(uuid.uuid4()),
+            last_modified=lambda_timestamp(),
+        )
+        renewed = replace(latest, revision_id=str(uuid.uuid4()))
+        if not self.repo.publish(record, renewed, latest.revision_id):
+            raise PreconditionFailedException(REVISION_MISMATCH)
+        self._remember(renewed)
+        self._remember(record)
+        return record
+
+    def _published(self, name: str) -> list[FunctionRecord]:
+        return [r for v, r in self._records.get(name, {}).items() if v != LATEST]
+
+    def list_versions_by_function(
+        self, function_name: str, marker: str | None, max_items: int | None
+    ) -> dict[str, Any]:
+        """ListVersionsByFunction: $LATEST first, then the published versions by number; pages of at most 50."""
+        if max_items is not None and not 1 <= max_items <= 10000:
+            v = Violations()
+            bound = "greater than or equal to 1" if max_items < 1 else "less than or equal to 10000"
+            v.add(max_items, "maxItems", f"Member must have value {bound}")
+            v.raise_if_any()
+        # Every version of the function, whichever one a qualifier in the name names.
+        ref = parse_function_name(function_name, namespaced=True)
+        self._check_home(ref)
+        latest = self.repo.get(ref.name)
+        if latest is None:
+            raise not_found(self.region, self.account, ref.name)
+        limit = min(max_items or versions.LIST_PAGE_MAX, versions.LIST_PAGE_MAX)
+        after = versions.after_marker(marker)
+        page: list[tuple[FunctionRecord, str | None]] = [] if after >= 0 else [(latest, LATEST)]
+        # One more than asked tells whether another page exists.
+        page += [(r, None) for r in self.repo.versions(latest.name, max(after, 0), limit + 1 - len(page))]
+        out: dict[str, Any] = {"Versions": [self._configuration(r, shown) for r, shown in page[:limit]]}
+        if len(page) > limit:
+            out["NextMarker"] = page[limit - 1][0].version
+        return out
+
     # -- the invoke path ----------------------------------------------------------------------------
 
-    def resolve(self, function_name: str, qualifier: str | None) -> FunctionSpec:
+    def resolve(self, function_name: str, qualifier: str | None, tenant_id: str | None = None) -> FunctionSpec:
         """The FunctionSpec an Invoke addresses, from memory.
 
-        Accepts a name, `name:qualifier`, a partial ARN or a full ARN. Only `$LATEST` exists.
+        Accepts a name, `name:qualifier`, a partial ARN or a full ARN; the qualifier is `$LATEST`, a
+        published version's number or an alias. Through an alias with a weighted second version, the
+        version is picked for this call (by `tenant_id` for a PER_TENANT function; silo.control.aliases).
         """
         if qualifier is None or qualifier == LATEST:
             spec = self._specs.get(function_name)
@@ -410,10 +579,19 @@ class FunctionService:
         spec = self._specs.get(ref.name)
         if spec is None:
             raise not_found(self.region, self.account, ref.name)
-        if wanted not in (None, LATEST):
+        if wanted in (None, LATEST):
+            return spec
+        if wanted.isdigit() and wanted.isascii():
+            version: str | None = wanted
+        else:
+            version = self._through_alias(ref.name, wanted, spec.per_tenant, tenant_id)
+        if version == LATEST:
+            return spec
+        published = None if version is None else self._versions.get((ref.name, version))
+        if published is None:
             raise not_found(self.region, self.account, ref.name, wanted)
-        return spec
+        return published
 
     def functions(self) -> list[FunctionSpec]:
-        """Every function's current spec (e.g. for pre-warming at start)."""
-        return list(self._specs.values())
+        """Every function's $LATEST and published versions (e.g. for pre-warming at start)."""
+        return [*self._specs.values(), *self._versions.values()]

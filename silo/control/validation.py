@@ -12,7 +12,7 @@ TenancyConfig, Tags.
 Members silo does not act on and that change nothing a caller can observe about running code
 (VpcConfig, KMSKeyArn, DeadLetterConfig, ImageConfig, CodeSigningConfigArn, ...) are ignored like any
 unknown member. Members whose silent loss would make a function behave differently from what was
-asked (Layers, FileSystemConfigs, Publish, S3 or image code) are refused with a clear message.
+asked (Layers, FileSystemConfigs, PublishTo, S3 or image code) are refused with a clear message.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from silo.control import env_vars
+from silo.control import env_vars, tags
 from silo.control.fields import (
     bool_member,
     dict_member,
@@ -33,7 +33,7 @@ from silo.control.fields import (
 )
 from silo.control.names import FunctionRef, function_ref, match_function_name
 from silo.control.violations import Violations, enum_constraint
-from silo.errors import InvalidParameterValueException, InvalidRequestContentException
+from silo.errors import InvalidParameterValueException, InvalidRequestContentException, ValidationException
 from silo.runtimes import catalog
 
 ROLE_PATTERN = r"arn:(aws[a-zA-Z-]*)?:iam::\d{12}:role/?[a-zA-Z_0-9+=,.@\-_/]+"
@@ -76,6 +76,7 @@ class CreateRequest:
     ref: FunctionRef
     config: dict[str, Any]
     zip_bytes: bytes
+    publish: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +85,14 @@ class CodeRequest:
     architectures: list[str] | None
     revision_id: str | None
     dry_run: bool
+    publish: bool = False
+
+
+def missing(member: str) -> ValidationException:
+    """A required member left out, in the validator's words."""
+    return ValidationException(
+        f"1 validation error detected: Value null at '{member}' failed to satisfy constraint: Member must not be null"
+    )
 
 
 def _check_shapes(body: dict[str, Any], v: Violations) -> None:
@@ -230,9 +239,10 @@ def _refuse_unsupported(body: dict[str, Any]) -> None:
         raise InvalidParameterValueException("silo does not support layers yet; include the code in the package.")
     if list_member(body, "FileSystemConfigs"):
         raise InvalidParameterValueException("silo does not support FileSystemConfigs.")
-    if bool_member(body, "Publish"):
+    if str_member(body, "PublishTo") is not None:
         raise InvalidParameterValueException(
-            "silo does not publish versions yet; only $LATEST exists. Retry without Publish."
+            "silo does not support PublishTo (LATEST_PUBLISHED, for capacity providers); publish a version "
+            "with Publish or PublishVersion."
         )
 
 
@@ -325,10 +335,10 @@ def create_request(body: dict[str, Any], rules: Rules) -> CreateRequest:
         config["Environment"] = {"Variables": variables}
     if tenancy is not None:
         config["TenancyConfig"] = tenancy
-    tags = dict_member(body, "Tags")
-    if tags:
-        config["Tags"] = {str(k): str(val) for k, val in tags.items()}
-    return CreateRequest(ref, config, zip_bytes)
+    given_tags = dict_member(body, "Tags")
+    if given_tags:
+        config["Tags"] = tags.for_create(given_tags)
+    return CreateRequest(ref, config, zip_bytes, publish=bool(bool_member(body, "Publish")))
 
 
 def update_configuration(body: dict[str, Any], current: dict[str, Any], name: str, rules: Rules) -> dict[str, Any]:
@@ -385,13 +395,15 @@ def update_code(body: dict[str, Any], rules: Rules) -> CodeRequest:
     archs = _check_architectures(body, v)
     v.raise_if_any()
     _check_host_architecture(archs, rules)
-    if bool_member(body, "Publish"):
+    if str_member(body, "PublishTo") is not None:
         raise InvalidParameterValueException(
-            "silo does not publish versions yet; only $LATEST exists. Retry without Publish."
+            "silo does not support PublishTo (LATEST_PUBLISHED, for capacity providers); publish a version "
+            "with Publish or PublishVersion."
         )
     return CodeRequest(
         zip_bytes=decode_zip(body, "ZipFile"),
         architectures=archs,
         revision_id=str_member(body, "RevisionId"),
         dry_run=bool(bool_member(body, "DryRun")),
+        publish=bool(bool_member(body, "Publish")),
     )

@@ -45,7 +45,7 @@ DETAIL_MAX = 300
 
 
 class FunctionResolver(Protocol):
-    def resolve(self, function_name: str, qualifier: str | None) -> FunctionSpec: ...
+    def resolve(self, function_name: str, qualifier: str | None, tenant_id: str | None = None) -> FunctionSpec: ...
 
 
 class PolicySource(Protocol):
@@ -205,7 +205,7 @@ class Dispatcher:
     async def _attempt(self, ev: QueuedEvent) -> Settlement:
         assert ev.attempt_id is not None  # claim_due opened it
         try:
-            spec = self.functions.resolve(ev.function_name, ev.qualifier)
+            spec = self.functions.resolve(ev.function_name, ev.qualifier, ev.tenant_id)
         except errors.ResourceNotFoundException as exc:
             return self._dead(ev, Condition.FUNCTION_DELETED, exc.message)
         policy = await asyncio.to_thread(self.policies.policy, ev.function_name, ev.qualifier)
@@ -213,11 +213,13 @@ class Dispatcher:
             return await self._final(ev, spec, policy, Condition.EVENT_AGE_EXCEEDED, "skipped", "too old to run")
         if spec.per_tenant != (ev.tenant_id is not None):
             return self._dead(ev, Condition.TENANT_MISMATCH, "the function's tenant isolation mode no longer fits")
+        # The ARN as invoked: qualified when the call named a version or an alias.
+        invoked = spec.function_arn if ev.qualifier is None else f"{spec.function_arn}:{ev.qualifier}"
         inv = Invocation(
             request_id=ev.request_id,
             payload=ev.payload,
             tenant_id=ev.tenant_id,
-            invoked_arn=spec.function_arn,
+            invoked_arn=invoked,
             caller_key=ev.caller_key,
         )
         try:

@@ -444,11 +444,12 @@ class Router:
             )
         return backend
 
-    def retire(self, function_arn: str) -> None:
-        """The function changed or is gone: no environment of it may serve another call."""
-        for stem in self.stems.of_function(function_arn):
+    def retire(self, function_arn: str, version: str | None = None) -> None:
+        """A version of the function changed or is gone (`version` None: all of it): no environment of it
+        may serve another call. The environments of the function's other versions stay warm."""
+        for stem in self.stems.of_function(function_arn, version):
             self._forget(cast(Environment, stem))
-        for key in [k for k in self._pools if k.function_arn == function_arn]:
+        for key in [k for k in self._pools if k.function_arn == function_arn and version in (None, k.version)]:
             for env in list(self._pools.get(key, [])):
                 env.retired = True
                 if env.state is not EnvState.BUSY:

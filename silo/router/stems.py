@@ -107,9 +107,14 @@ class StemPools:
         else:
             pool.failures += 1
 
-    def of_function(self, function_arn: str) -> list[Growing]:
-        """Every stem of the function, of any version and revision."""
-        return [stem for key, pool in self._pools.items() if key[0] == function_arn for stem in pool.stems]
+    def of_function(self, function_arn: str, version: str | None = None) -> list[Growing]:
+        """Every stem of the function (of one version, when given), of any revision."""
+        return [
+            stem
+            for key, pool in self._pools.items()
+            if key[0] == function_arn and version in (None, key[1])
+            for stem in pool.stems
+        ]
 
     def wanted(self, key: StemKey, memory_mb: int, budget_mb: int, now: float | None = None) -> int:
         """How many more stems to grow for `key` now."""

@@ -146,7 +146,28 @@ MIGRATIONS: tuple[str, ...] = (
     );
     ALTER TABLE async_events ADD COLUMN caller_key TEXT;
     """,
-    # 6: the id of the caller key that sent an invocation, on its START line (silo.store.logs).
+    # 6: published versions (silo.store.functions). A version is a row of `function_versions` like
+    # `$LATEST`; `last_version` is the number the newest one got, kept on the function, because Lambda
+    # never gives a number twice, not even that of a deleted version.
+    """
+    ALTER TABLE functions ADD COLUMN last_version INTEGER NOT NULL DEFAULT 0;
+    """,
+    # 7: aliases (silo.store.aliases). An alias names a version of its function and, with `weights`
+    # (JSON, {"version": weight}), a second one; it has its own revision and resource policy, and goes
+    # with its function.
+    """
+    CREATE TABLE function_aliases (
+        name             TEXT NOT NULL REFERENCES functions(name) ON DELETE CASCADE,
+        alias            TEXT NOT NULL,
+        function_version TEXT NOT NULL,
+        description      TEXT NOT NULL,
+        weights          TEXT NOT NULL,
+        policy           TEXT NOT NULL,
+        revision_id      TEXT NOT NULL,
+        PRIMARY KEY (name, alias)
+    );
+    """,
+    # 8: the id of the caller key that sent an invocation, on its START line (silo.store.logs).
     """
     ALTER TABLE log_events ADD COLUMN caller_key TEXT;
     """,

@@ -41,6 +41,10 @@ def _record(row: sqlite3.Row) -> FunctionRecord:
     )
 
 
+class _Stale(Exception):
+    """A compare-and-set found the row changed: the transaction is rolled back."""
+
+
 _COLUMNS = "name, version, config, code_sha256, code_size, revision_id, last_modified"
 
 
@@ -87,6 +91,51 @@ class FunctionRepository:
             ).fetchone()
         return None if row is None else _record(row)
 
+    def publish(self, version: FunctionRecord, latest: FunctionRecord, expected_revision: str) -> bool:
+        """Store a new published version and $LATEST's new revision in one transaction, only if $LATEST is
+        still at `expected_revision` and the version's number is the one after the function's last."""
+        try:
+            with self.db.transaction() as conn:
+                cur = conn.execute(
+                    "UPDATE functions SET last_version = ? WHERE name = ? AND last_version = ?",
+                    (int(version.version), version.name, int(version.version) - 1),
+                )
+                if cur.rowcount != 1:
+                    raise _Stale
+                cur = conn.execute(
+                    "UPDATE function_versions SET revision_id = ? WHERE name = ? AND version = ? AND revision_id = ?",
+                    (latest.revision_id, latest.name, LATEST, expected_revision),
+                )
+                if cur.rowcount != 1:
+                    raise _Stale  # rolls the first update back
+                self._insert_version(conn, version)
+        except _Stale:
+            return False
+        return True
+
+    def last_version(self, name: str) -> int:
+        """The number the function's newest version got (0: none yet); deleted versions count."""
+        with self.db.reading() as conn:
+            row = conn.execute("SELECT last_version FROM functions WHERE name = ?", (name,)).fetchone()
+        return 0 if row is None else int(row[0])
+
+    def versions(self, name: str, after: int, limit: int) -> list[FunctionRecord]:
+        """Up to `limit` published versions of a function, by number, strictly after `after`."""
+        with self.db.reading() as conn:
+            rows = conn.execute(
+                f"SELECT {_COLUMNS} FROM function_versions WHERE name = ? AND version != ? "
+                "AND CAST(version AS INTEGER) > ? ORDER BY CAST(version AS INTEGER) LIMIT ?",
+                (name, LATEST, after, limit),
+            ).fetchall()
+        return [_record(r) for r in rows]
+
+    def delete_version(self, name: str, version: str) -> bool:
+        """Delete one published version, and the asynchronous invocation config of it; False when none."""
+        with self.db.transaction() as conn:
+            cur = conn.execute("DELETE FROM function_versions WHERE name = ? AND version = ?", (name, version))
+            conn.execute("DELETE FROM event_invoke_configs WHERE function_name = ? AND qualifier = ?", (name, version))
+            return cur.rowcount == 1
+
     def delete(self, name: str) -> bool:
         """Delete a function and all its versions; False when there was none."""
         with self.db.transaction() as conn:
@@ -102,11 +151,30 @@ class FunctionRepository:
             ).fetchall()
         return [_record(r) for r in rows]
 
-    def all_versions(self, version: str = LATEST) -> list[FunctionRecord]:
+    def every_version_page(self, after: tuple[str, int], limit: int) -> list[FunctionRecord]:
+        """Up to `limit` versions of every function, by name and then $LATEST (as 0) and the numbers, strictly
+        after `after` = (name, place); a place of -1 starts at that function's $LATEST."""
+        order = "CASE WHEN version = '$LATEST' THEN 0 ELSE CAST(version AS INTEGER) END"
         with self.db.reading() as conn:
             rows = conn.execute(
-                f"SELECT {_COLUMNS} FROM function_versions WHERE version = ? ORDER BY name", (version,)
+                f"SELECT {_COLUMNS} FROM function_versions WHERE name > ? OR (name = ? AND {order} > ?) "
+                f"ORDER BY name, {order} LIMIT ?",
+                (after[0], after[0], after[1], limit),
             ).fetchall()
+        return [_record(r) for r in rows]
+
+    def all_versions(self, version: str | None = LATEST) -> list[FunctionRecord]:
+        """Every function's `version` (None: every version of every function, each $LATEST first)."""
+        with self.db.reading() as conn:
+            if version is None:
+                rows = conn.execute(
+                    f"SELECT {_COLUMNS} FROM function_versions ORDER BY name, version != ?, CAST(version AS INTEGER)",
+                    (LATEST,),
+                ).fetchall()
+            else:
+                rows = conn.execute(
+                    f"SELECT {_COLUMNS} FROM function_versions WHERE version = ? ORDER BY name", (version,)
+                ).fetchall()
         return [_record(r) for r in rows]
 
     def code_in_use(self) -> set[str]:

@@ -78,6 +78,9 @@ def flatmap_path_parameters(context: schemathesis.HookContext, path_parameters: 
         swaps["RequestId"] = st.sampled_from([*KNOWN_REQUEST_IDS, path_parameters["RequestId"]])
     if "TenantId" in path_parameters:
         swaps["TenantId"] = st.sampled_from([*TENANTS, path_parameters["TenantId"]])
+    if "Resource" in path_parameters:
+        arns = [f"arn:aws:lambda:us-east-1:000000000000:function:{name}" for name in FUNCTIONS]
+        swaps["Resource"] = st.sampled_from([*arns, path_parameters["Resource"]])
     if not swaps:
         return st.just(path_parameters)
     return st.fixed_dictionaries(swaps).map(lambda drawn: {**path_parameters, **drawn})

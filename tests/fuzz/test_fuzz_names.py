@@ -203,7 +203,7 @@ def functions(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FunctionServ
     settings = Settings(data_dir=tmp_path_factory.mktemp("names") / "data")
     db = open_database(settings.db_path)
     svc = FunctionService(
-        settings, db, CodeStore(settings.code_dir), lambda arn: None, available_runtimes=lambda: ["python3.11"]
+        settings, db, CodeStore(settings.code_dir), lambda arn, version: None, available_runtimes=lambda: ["python3.11"]
     )
     code = zip_files({"app.py": "def handler(e, c):\n    return e\n"})
     for name, extra in (("f", {"TenancyConfig": {"TenantIsolationMode": "PER_TENANT"}}), ("g", {})):

@@ -97,7 +97,7 @@ def app(tmp_path: Path) -> Iterator[Starlette]:
         settings,
         db,
         CodeStore(settings.code_dir),
-        lambda arn: None,
+        lambda arn, version: None,
         available_runtimes=lambda: ["python3.11"],
         architecture="x86_64",
     )
@@ -163,7 +163,7 @@ def test_get_configuration_by_arn_and_qualifier(app: Starlette) -> None:
     arn = "arn%3Aaws%3Alambda%3Aus-east-1%3A000000000000%3Afunction%3Afn"
     reply = call(app, "GET", f"/2015-03-31/functions/{arn}/configuration", query="Qualifier=%24LATEST")
     assert reply.status == 200
-    assert reply.json()["FunctionArn"] == "arn:aws:lambda:us-east-1:000000000000:function:fn"
+    assert reply.json()["FunctionArn"] == "arn:aws:lambda:us-east-1:000000000000:function:fn:$LATEST"
     missing = call(app, "GET", "/2015-03-31/functions/fn/configuration", query="Qualifier=9")
     assert missing.status == 404
     assert missing.headers["x-amzn-errortype"] == "ResourceNotFoundException"

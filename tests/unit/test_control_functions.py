@@ -52,7 +52,7 @@ class World:
 
     def __init__(self, data_dir: Path) -> None:
         self.settings = Settings(data_dir=data_dir)
-        self.changes: list[str] = []
+        self.changes: list[tuple[str, str | None]] = []
         self.dbs: list[Database] = []
 
     def service(self) -> FunctionService:
@@ -62,7 +62,7 @@ class World:
             self.settings,
             db,
             CodeStore(self.settings.code_dir),
-            self.changes.append,
+            lambda arn, version: self.changes.append((arn, version)),
             available_runtimes=lambda: ["python3.11", "python3.12", "provided.al2023"],
             architecture="x86_64",
         )
@@ -119,7 +119,8 @@ def test_get_function_and_configuration_agree(svc: FunctionService) -> None:
     got = svc.get_function("fn", None, lambda name: f"http://silo/code/{name}")
     assert got["Configuration"] == created
     assert got["Code"] == {"RepositoryType": "S3", "Location": "http://silo/code/fn"}
-    assert svc.get_function_configuration("fn", "$LATEST") == created
+    # Named explicitly, $LATEST is in the ARN, as Lambda reports it (AWS-recorded).
+    assert svc.get_function_configuration("fn", "$LATEST") == {**created, "FunctionArn": f"{ARN}:fn:$LATEST"}
     assert svc.get_function_configuration(f"{ARN}:fn", None) == created
     assert svc.get_function_configuration("000000000000:function:fn", None) == created
     assert created["Environment"] == {"Variables": {"K1": "v"}}
@@ -207,7 +208,7 @@ def test_update_code_changes_sha_revision_and_collects_old_code(svc: FunctionSer
     assert unpacked(world) == {hashlib.sha256(new_code).hexdigest()}
     assert not old_dirs & unpacked(world)
     assert svc.resolve("fn", None).code_dir.name == hashlib.sha256(new_code).hexdigest()
-    assert world.changes == [f"{ARN}:fn"]
+    assert world.changes == [(f"{ARN}:fn", "$LATEST")]
 
 
 def test_shared_code_is_kept_until_its_last_user_goes(svc: FunctionService, world: World) -> None:
@@ -259,7 +260,7 @@ def test_delete(svc: FunctionService, world: World) -> None:
         svc.delete_function("fn", "$LATEST")
     assert info.value.message == "$LATEST version cannot be deleted without deleting the function."
     svc.delete_function("fn")
-    assert world.changes == [f"{ARN}:fn"]
+    assert world.changes == [(f"{ARN}:fn", None)]
     with pytest.raises(ResourceNotFoundException):
         svc.resolve("fn", None)
     with pytest.raises(ResourceNotFoundException):
@@ -364,7 +365,7 @@ def test_account_settings(svc: FunctionService) -> None:
 
 
 def test_failing_on_change_does_not_undo_the_update(world: World) -> None:
-    def explode(arn: str) -> None:
+    def explode(arn: str, version: str | None) -> None:
         raise RuntimeError("router is down")
 
     svc = world.service()

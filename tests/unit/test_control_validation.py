@@ -284,8 +284,8 @@ def test_unknown_members_are_ignored() -> None:
     assert "SomethingNew" not in request.config
 
 
-def test_publish_and_layers_are_refused_clearly() -> None:
-    assert "Publish" in fails(InvalidParameterValueException, Publish=True)
+def test_publish_to_and_layers_are_refused_clearly() -> None:
+    assert "PublishTo" in fails(InvalidParameterValueException, PublishTo="LATEST_PUBLISHED")
     assert "layers" in fails(InvalidParameterValueException, Layers=["arn:aws:lambda:us-east-1:1:layer:x:1"])
 
 

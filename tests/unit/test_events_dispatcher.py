@@ -28,7 +28,7 @@ class Functions:
     def __init__(self, *specs: FunctionSpec) -> None:
         self.specs = {s.function_name: s for s in specs}
 
-    def resolve(self, function_name: str, qualifier: str | None) -> FunctionSpec:
+    def resolve(self, function_name: str, qualifier: str | None, tenant_id: str | None = None) -> FunctionSpec:
         name = function_name.rsplit(":", 1)[-1] if function_name.startswith("arn:") else function_name
         if name not in self.specs:
             raise errors.ResourceNotFoundException(f"Function not found: {ARN}{name}")

@@ -92,3 +92,35 @@ def test_data_survives_reopening(tmp_path: Path) -> None:
     db = open_database(tmp_path / "silo.db")
     assert FunctionRepository(db).all_versions() == [record("f")]
     db.close()
+
+
+def test_publish_is_one_compare_and_set_of_number_and_revision(db: Database) -> None:
+    repo = FunctionRepository(db)
+    assert repo.insert(record("f"), created_at="t")
+    v1 = replace(record("f", revision="v1"), version="1")
+    assert not repo.publish(replace(v1, version="2"), record("f", revision="r2"), "r1"), "a number skipped"
+    assert not repo.publish(v1, record("f", revision="r2"), "stale"), "$LATEST moved on"
+    assert (repo.last_version("f"), repo.get("f", "1"), repo.get("f")) == (0, None, record("f"))
+    assert repo.publish(v1, record("f", revision="r2"), "r1")
+    assert (repo.last_version("f"), repo.get("f", "1"), repo.get("f")) == (1, v1, record("f", revision="r2"))
+    assert not repo.publish(v1, record("f", revision="r3"), "r2"), "a number given twice"
+    # A deleted version's number stays taken.
+    assert repo.delete_version("f", "1")
+    assert not repo.delete_version("f", "1")
+    assert repo.last_version("f") == 1
+    assert repo.versions("f", 0, 10) == []
+
+
+def test_versions_are_listed_by_number(db: Database) -> None:
+    repo = FunctionRepository(db)
+    assert repo.insert(record("f"), created_at="t")
+    latest = record("f")
+    for n in range(1, 12):
+        renewed = record("f", revision=f"r{n + 1}")
+        assert repo.publish(replace(record("f", revision=f"v{n}"), version=str(n)), renewed, latest.revision_id)
+        latest = renewed
+    assert [r.version for r in repo.versions("f", 0, 20)] == [str(n) for n in range(1, 12)]
+    assert [r.version for r in repo.versions("f", 9, 20)] == ["10", "11"]
+    assert [r.version for r in repo.all_versions(None)] == ["$LATEST", *[str(n) for n in range(1, 12)]]
+    every = repo.every_version_page(("f", 0), 3)
+    assert [r.version for r in every] == ["1", "2", "3"]
