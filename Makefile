@@ -64,7 +64,9 @@ lock:
 	"$$tool/bin/uv" pip compile $(LOCK_FLAGS) $(LOCK_UPGRADE) pyproject.toml requirements/build.in \
 		-o requirements/server.txt && \
 	"$$tool/bin/uv" pip compile $(LOCK_FLAGS) $(LOCK_UPGRADE) --extra test -c requirements/server.txt \
-		pyproject.toml requirements/build.in -o requirements/test.txt
+		pyproject.toml requirements/build.in -o requirements/test.txt && \
+	"$$tool/bin/uv" pip compile $(LOCK_FLAGS) $(LOCK_UPGRADE) requirements/awslambdaric.in \
+		-o requirements/awslambdaric.txt
 
 clean:
 	rm -rf $(VENV) .silo .pytest_cache .mypy_cache .ruff_cache

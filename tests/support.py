@@ -32,6 +32,8 @@ from silo.types import FunctionSpec
 # What every client of a test server is given besides its key (SiloServer.aws_env() adds the key).
 CREDENTIALS = {"AWS_DEFAULT_REGION": "us-east-1"}
 ROLE = "arn:aws:iam::000000000000:role/silo-test"
+# awslambdaric and what it needs, pinned with hashes (`make lock`), for the tests that install it.
+AWSLAMBDARIC_REQUIREMENTS = Path(__file__).resolve().parents[1] / "requirements" / "awslambdaric.txt"
 # How many times longer to wait for servers and answers: the cgroup-v2 VM (tests/cgroup2) runs everything 15-40
 # times slower than a host does.
 TIME_SCALE = float(os.environ.get("SILO_TEST_TIME_SCALE", "1"))

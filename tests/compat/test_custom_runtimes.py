@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.support import ROLE, payload_of, zip_files
+from tests.support import AWSLAMBDARIC_REQUIREMENTS, ROLE, payload_of, zip_files
 
 # A complete custom runtime in a few lines: it speaks the Runtime API itself.
 SCRIPT_BOOTSTRAP = """#!/usr/bin/env python3
@@ -64,7 +64,8 @@ ENV_PATH = "/usr/local/bin:/usr/bin:/bin"
 
 @pytest.fixture(scope="session")
 def awslambdaric_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """awslambdaric from PyPI, built for the `python3` that the bootstrap will find in the environment."""
+    """awslambdaric from PyPI, built for the `python3` that the bootstrap will find in the environment, at the
+    versions and hashes of requirements/awslambdaric.txt."""
     version = subprocess.run(
         ["python3", "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
         capture_output=True,
@@ -86,7 +87,9 @@ def awslambdaric_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
             version,
             "--target",
             str(target),
-            "awslambdaric",
+            "--require-hashes",
+            "-r",
+            str(AWSLAMBDARIC_REQUIREMENTS),
         ],
         check=True,
         timeout=600,

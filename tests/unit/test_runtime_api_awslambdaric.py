@@ -18,6 +18,7 @@ import pytest
 
 from silo.runtime_api import RuntimeChannel
 from silo.types import Invocation
+from tests.support import AWSLAMBDARIC_REQUIREMENTS
 
 ARN = "arn:aws:lambda:us-east-1:123456789012:function:ric"
 SOURCE = """
@@ -31,12 +32,16 @@ def handler(event, context):
 @pytest.fixture(scope="module")
 def awslambdaric(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
     tag = f"awslambdaric-py{sys.version_info[0]}{sys.version_info[1]}"
-    cache = request.config.cache
+    # pytest's cache keeps it between runs; without the cache plugin (-p no:cacheprovider) it has no `cache`.
+    cache = getattr(request.config, "cache", None)
     target = cache.mkdir(tag) if cache is not None else tmp_path_factory.mktemp(tag)
     if not (target / "awslambdaric").is_dir():
         command = [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
         done = subprocess.run(
-            [*command, "--target", str(target), "awslambdaric>=3.1"], capture_output=True, text=True, timeout=600
+            [*command, "--target", str(target), "--require-hashes", "-r", str(AWSLAMBDARIC_REQUIREMENTS)],
+            capture_output=True,
+            text=True,
+            timeout=600,
         )
         assert done.returncode == 0, f"awslambdaric could not be installed from PyPI: {done.stderr[-300:]}"
     return target
