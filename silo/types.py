@@ -49,6 +49,7 @@ class FunctionSpec:
     region: str = "us-east-1"
     sandbox: str = "default"  # silo's own setting: which backend runs the environments
     network: str = "none"  # silo's own setting: "none" (loopback only) or "outbound"
+    host_services: tuple[str, ...] = ()  # silo's own setting: host loopback ports it may reach ("127.0.0.1:5432")
     reserved_concurrency: int | None = None
     tenant_max_concurrency: int | None = None  # silo's own per-tenant caps; None: no cap
     tenant_max_environments: int | None = None

@@ -149,6 +149,8 @@ def settings(client: Client, name: str, changes: dict[str, Any]) -> int:
     for key, value in current.items():
         if key == "Gateway":
             shown = "none" if value is None else json.dumps(value, separators=(",", ":"))
+        elif key == "HostServices":
+            shown = ", ".join(value) or "none"
         else:
             shown = "no cap" if value is None else value
         print(f"{key:22} {shown}")

@@ -73,7 +73,8 @@ def _parser() -> argparse.ArgumentParser:
     limits = sub.add_parser(
         "settings",
         parents=[endpoint],
-        help="show or change silo's own settings of a function: sandbox, network, per-tenant limits, gateway",
+        help="show or change silo's own settings of a function: sandbox, network, host services, per-tenant "
+        "limits, gateway",
     )
     limits.add_argument("name")
     limits.add_argument("--sandbox", choices=["default", "jail", "gvisor"], help="backend for its environments")
@@ -83,6 +84,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     limits.add_argument(
         "--tenant-max-environments", type=_cap, metavar="N|none", help="environments one tenant may have"
+    )
+    limits.add_argument(
+        "--host-service",
+        action="append",
+        metavar="127.0.0.1:PORT|none",
+        help="a TCP port of the host's loopback its outbound environments may reach at their gateway's address "
+        "(repeat for more; the list replaces the one set before); none removes them all",
     )
     limits.add_argument(
         "--gateway",
@@ -216,6 +224,8 @@ def main(argv: list[str] | None = None) -> int:
                     given[key] = None
             if args.gateway is not None:
                 given["Gateway"] = functions.gateway_setting(args.gateway)
+            if args.host_service is not None:
+                given["HostServices"] = [s for s in args.host_service if s.lower() != "none"]
             return functions.settings(client, args.name, given)
         return functions.invoke(client, args.name, args.tenant, args.payload, args.logs)
     except ApiError as exc:

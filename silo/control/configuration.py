@@ -120,6 +120,7 @@ def function_spec(
         region=region,
         sandbox=c.get("Silo", {}).get("Sandbox", "default"),
         network=c.get("Silo", {}).get("Network", "none"),
+        host_services=tuple(c.get("Silo", {}).get("HostServices") or ()),
         reserved_concurrency=c.get("ReservedConcurrentExecutions"),
         tenant_max_concurrency=c.get("Silo", {}).get("TenantMaxConcurrency"),
         tenant_max_environments=c.get("Silo", {}).get("TenantMaxEnvironments"),

@@ -1,7 +1,8 @@
 """silo's own per-function settings, beyond Lambda's configuration: which sandbox backend runs the
 function's environments, whether they may open connections out of the host, and per-tenant caps on
-concurrent invocations and on environments (null: no cap), and the `Gateway` that lets end users call
-the function with a verified token (silo.control.gateway_settings; null: no gateway).
+concurrent invocations and on environments (null: no cap), the `Gateway` that lets end users call
+the function with a verified token (silo.control.gateway_settings; null: no gateway), and the
+`HostServices` of the host's loopback an outbound environment may reach (silo.jail.network).
 
 They live in the function's stored configuration under `Silo` and never appear in Lambda's
 FunctionConfiguration, so boto3 and the AWS CLI see exactly what Lambda would show.
@@ -9,6 +10,7 @@ FunctionConfiguration, so boto3 and the AWS CLI see exactly what Lambda would sh
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 
 from silo.control import gateway_settings
@@ -22,7 +24,10 @@ DEFAULTS: dict[str, Any] = {
     "TenantMaxConcurrency": None,
     "TenantMaxEnvironments": None,
     "Gateway": None,
+    "HostServices": [],
 }
+# Ports of the host's loopback one function's environments may reach: a handful, not a range.
+HOST_SERVICES_MAX = 16
 TENANT_CAPS = ("TenantMaxConcurrency", "TenantMaxEnvironments")
 
 
@@ -52,6 +57,45 @@ def validate(body: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
                     f"{key} must be a whole number of at least 1, or null for no cap; got {value!r}."
                 )
             settings[key] = value
+    if "HostServices" in body:
+        settings["HostServices"] = host_services(body["HostServices"])
+    if settings["HostServices"] and settings["Network"] != "outbound":
+        raise InvalidParameterValueException(
+            "HostServices are reached through an outbound environment's network: set Network to outbound too "
+            "(it still reaches nothing else of the host)."
+        )
     if "Gateway" in body:
         settings["Gateway"] = gateway_settings.validate(body["Gateway"], per_tenant="TenancyConfig" in config)
     return settings
+
+
+def host_services(value: Any) -> list[str]:
+    """`["127.0.0.1:5432", ...]`: TCP ports on the host's loopback, each as address:port, without repeats."""
+    if value is None:
+        return []
+    if not isinstance(value, list) or len(value) > HOST_SERVICES_MAX:
+        raise InvalidParameterValueException(
+            f'HostServices must be a list of at most {HOST_SERVICES_MAX} host services as "address:port", '
+            f'for example ["127.0.0.1:5432"]; got {value!r}.'
+        )
+    found: list[str] = []
+    for item in value:
+        address, _, port = item.rpartition(":") if isinstance(item, str) else ("", "", "")
+        try:
+            ip = ipaddress.IPv4Address(address)
+            number = int(port) if port.isdigit() else 0
+        except ValueError:
+            ip, number = None, 0
+        if ip is None or not ip.is_loopback or not 1 <= number <= 65535:
+            raise InvalidParameterValueException(
+                f'HostServices entry {item!r} is not a TCP port of the host\'s loopback as "address:port" '
+                '(an IPv4 address of 127.0.0.0/8, a port 1-65535), for example "127.0.0.1:5432". A service '
+                "listening on all addresses listens on 127.0.0.1 too."
+            )
+        canonical = f"{ip}:{number}"
+        if any(f.split(":")[1] == str(number) for f in found):
+            raise InvalidParameterValueException(
+                f"HostServices names port {number} twice; an environment reaches each port at one address."
+            )
+        found.append(canonical)
+    return found

@@ -189,6 +189,15 @@ def disable_ipv6(link: str) -> None:
         raise NetworkUnavailable(f"switch IPv6 off on {link}: {exc}") from exc
 
 
+def route_localnet(link: str) -> None:
+    """Let `link` carry loopback addresses, which the kernel otherwise drops as martians: the host end of an
+    environment whose host services are translated to the loopback (silo.jail.network)."""
+    try:
+        Path(f"/proc/sys/net/ipv4/conf/{link}/route_localnet").write_text("1")
+    except OSError as exc:
+        raise NetworkUnavailable(f"let {link} carry loopback addresses: {exc}") from exc
+
+
 def delete_link(link: str) -> None:
     """Delete `link` (with its veth peer); one already gone, as when its namespace died first, is fine."""
     try:

@@ -11,7 +11,13 @@ uplinks (the interfaces of the host's default routes) and one nftables table per
   address into a container's;
 - nothing reaches link-local addresses (cloud metadata at 169.254.169.254) or another environment;
 - an environment leaves only through an uplink, so the host's bridges and containers stay out of reach;
-- nothing from outside opens a connection to an environment; no IPv6 at all.
+- nothing from outside opens a connection to an environment; no IPv6 at all;
+- the one exception, per environment of a function whose silo setting `HostServices` names them: TCP
+  ports of the host's loopback (`127.0.0.1:5432`), reached at the environment's gateway address and
+  the same port, translated (DNAT) to the loopback address. The `host_services` set holds (gateway,
+  link, port) for each such environment, the `host_dnat` map its target; both are emptied of an
+  environment's elements before its address is given to another, and the link alone accepts
+  loopback destinations (`route_localnet`), only as translated.
 
 The rules match the daemon's link prefix and the pool, so an environment adds no rule: launching one costs
 two netlink requests (the veth, the host end's address) and a sysctl write (no IPv6 on the host end); the
@@ -47,6 +53,7 @@ from silo.jail.netlink import (
     disable_ipv6,
     firewall_loaded,
     forget_connections,
+    route_localnet,
 )
 
 log = logging.getLogger(__name__)
@@ -61,6 +68,7 @@ FORWARD_GUARD = "silo switched forwarding on"
 IP_FORWARD = Path("/proc/sys/net/ipv4/ip_forward")
 ROUTES = Path("/proc/net/route")
 LINK_LOCAL = "169.254.0.0/16"
+LOOPBACK = "127.0.0.0/8"
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,14 +101,22 @@ table inet {table} {{}}
 delete table inet {table}
 table inet {table} {{
   set uplinks {{ type ifname; {f"elements = {{ {elements} }}" if elements else ""} }}
+  set host_services {{ type ipv4_addr . ifname . inet_service; }}
+  map host_dnat {{ type ipv4_addr . ifname . inet_service : ipv4_addr; }}
   chain prerouting {{
     type filter hook prerouting priority raw; policy accept;
+    iifname "{prefix}*" ip daddr . iifname . tcp dport @host_services accept
     iifname "{prefix}*" fib daddr type local drop
     iifname "{prefix}*" ip daddr {{ {LINK_LOCAL}, {ALL_POOL} }} drop
     iifname "{prefix}*" meta nfproto ipv6 drop
   }}
+  chain dstnat {{
+    type nat hook prerouting priority dstnat; policy accept;
+    iifname "{prefix}*" dnat ip to ip daddr . iifname . tcp dport map @host_dnat
+  }}
   chain input {{
     type filter hook input priority filter - 10; policy accept;
+    iifname "{prefix}*" ct status dnat ip daddr {LOOPBACK} accept
     iifname "{prefix}*" drop
   }}
   chain forward {{
@@ -200,6 +216,7 @@ class OutboundNetwork:
         self._ready = False
         self._guard = False
         self._uplinks: frozenset[str] = frozenset()
+        self._host_services: dict[int, str] = {}  # slot: the elements it added, to delete with it
 
     def sweep(self) -> None:
         """At daemon start: remove the veths and the table a previous run left, keeping its forwarding guard."""
@@ -394,15 +411,56 @@ class OutboundNetwork:
             )
             self._uplinks = uplinks
 
+    def open_host_services(self, lease: Lease, services: tuple[str, ...]) -> None:
+        """Let the environment behind `lease` reach each of `services` (`127.0.0.1:5432`) at its gateway's
+        address and the service's port, and nothing else of the host."""
+        if not services:
+            return
+        keys, targets = [], []
+        for service in services:
+            address, _, port = service.rpartition(":")
+            key = f"{lease.gateway} . {json.dumps(lease.link)} . {int(port)}"
+            keys.append(key)
+            targets.append(f"{key} : {ipaddress.IPv4Address(address)}")
+        # Replies come from the loopback address to a non-loopback link, which the kernel routes only
+        # where route_localnet is on; the firewall lets through only what host_dnat translated.
+        route_localnet(lease.link)
+        elements = (
+            f"{{ {', '.join(keys)} }}\n",
+            f"{{ {', '.join(targets)} }}\n",
+        )
+        # One transaction: both elements are added, or neither.
+        _run(
+            "open the environment's host services",
+            ["nft", "-f", "-"],
+            f"add element inet {self.table} host_services {elements[0]}"
+            f"add element inet {self.table} host_dnat {elements[1]}",
+        )
+        self._host_services[lease.slot] = (
+            f"delete element inet {self.table} host_services {elements[0]}"
+            f"delete element inet {self.table} host_dnat {elements[1]}"
+        )
+
     def release(self, lease: Lease) -> None:
         """After the environment died: delete its veth if the kernel has not yet, forget its connections,
-        and free its address.
+        close its host services, and free its address.
 
         The host's connection tracking keeps an entry per connection the environment made (an
         established TCP one for five days): left there, a late reply would be translated back to the
-        address and forwarded, as part of an established connection, to the next environment given it."""
+        address and forwarded, as part of an established connection, to the next environment given it.
+        An address whose host services cannot be closed is never given again: the next environment
+        there would reach them."""
         delete_link(lease.link)
         forget_connections(lease.address.split("/")[0])
+        closing = self._host_services.pop(lease.slot, None)
+        if closing is not None:
+            try:
+                _run("close the environment's host services", ["nft", "-f", "-"], closing)
+            except NetworkUnavailable as exc:
+                if firewall_loaded(self.table):
+                    log.error("address %s is not used again: %s", lease.address, exc)
+                    return
+                # The table was removed (its elements with it) and is loaded anew before the next use.
         self._free.append(lease.slot)
 
 

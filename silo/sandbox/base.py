@@ -43,6 +43,8 @@ class LaunchSpec:
     memory_mb: int
     ephemeral_mb: int
     network: str = "none"  # "none": loopback only; "outbound": may connect out, never to the host itself
+    # "127.0.0.1:5432": ports of the host's loopback an outbound environment reaches at its gateway's address
+    host_services: tuple[str, ...] = ()
 
 
 class SandboxProcess(Protocol):

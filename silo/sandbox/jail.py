@@ -272,7 +272,7 @@ class JailSandbox:
             control_child.close()
             socks.remove(control_child)
             if lease is not None:
-                await self._build_network(control, child, spec.env_id, lease)
+                await self._build_network(control, child, spec.env_id, lease, spec.host_services)
             listen_sock, connection = await self._await_ready(control, child, spec.env_id)
         except BaseException:
             # Its groups first: a forked environment's pid 1 outlives the process it was forked for.
@@ -342,15 +342,20 @@ class JailSandbox:
         except NetworkUnavailable as exc:
             raise LaunchFailed(f"environment {env_id}: {exc}") from exc
 
-    async def _build_network(self, control: socket.socket, child: ProcessWatch, env_id: str, lease: Lease) -> None:
-        """The jail hands over its network namespace; build the host's end, then let the jail go on."""
+    async def _build_network(
+        self, control: socket.socket, child: ProcessWatch, env_id: str, lease: Lease, host_services: tuple[str, ...]
+    ) -> None:
+        """The jail hands over its network namespace; build the host's end, with the host services the
+        function may reach, then let the jail go on."""
         msg, fds = await self._receive(control, child, env_id)
         if msg != b"netns" or len(fds) != 1:
             for fd in fds:
                 os.close(fd)
             raise LaunchFailed(f"environment {env_id}: expected its network namespace, got {msg[:200]!r}")
+        loop = asyncio.get_running_loop()
         try:
-            await asyncio.get_running_loop().run_in_executor(None, self._network.attach, lease, fds[0])
+            await loop.run_in_executor(None, self._network.attach, lease, fds[0])
+            await loop.run_in_executor(None, self._network.open_host_services, lease, host_services)
         except NetworkUnavailable as exc:
             raise LaunchFailed(f"environment {env_id}: {exc}") from exc
         finally:

@@ -17,6 +17,7 @@ import sys
 import textwrap
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,6 +26,7 @@ from typing import Any
 import pytest
 
 from silo.sandbox.identity import instance_of
+from tests.security.test_auth import silo_cli
 from tests.support import ROLE, SiloServer, make_client, payload_of, python_runtime, signed_request, zip_files
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the jail needs root; CI runs these as root")
@@ -171,7 +173,7 @@ def host_listener() -> Iterator[int]:
     srv.close()
 
 
-def put_settings(server: SiloServer, name: str, body: dict[str, str]) -> dict[str, Any]:
+def put_settings(server: SiloServer, name: str, body: dict[str, Any]) -> dict[str, Any]:
     request = signed_request(
         server.endpoint,
         f"/silo/v1/functions/{name}/settings",
@@ -427,3 +429,97 @@ def test_a_released_address_keeps_no_tracked_connection(client: Any, silo_server
     while tracked_from(address) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert tracked_from(address) == [], "the released address's connections are still tracked"
+
+
+def host_service_elements(server: SiloServer) -> str:
+    """What the daemon's host_services set and host_dnat map hold now."""
+    table = daemon_table(server)
+    kinds = (("set", "host_services"), ("map", "host_dnat"))
+    return "".join(sh("nft", "list", kind, "inet", table, name).stdout for kind, name in kinds)
+
+
+def test_host_services_reach_exactly_their_ports(
+    client: Any, silo_server: SiloServer, world: str, host_listener: int
+) -> None:
+    named = make_probe(client, silo_server, "outbound")
+    services = [f"127.0.0.1:{host_listener}", "127.0.0.1:5432"]
+    assert put_settings(silo_server, named, {"HostServices": services})["HostServices"] == services
+    other = make_probe(client, silo_server, "outbound")
+    address = my_address(client, named, "a")
+    assert address is not None
+    gateway = gateway_of(address)
+    hosts = sorted({"127.0.0.1", gateway, WORLD_HOST, *host_addresses()})
+    ports = [silo_server.port, 5432, 6379, host_listener, host_listener + 1]
+    result = connect(client, named, "a", [(h, p) for h in hosts for p in ports] + [(world, 8080)])
+    connected = sorted(k for k, v in result.items() if v.startswith("connected"))
+    # The two services at the gateway's address and nothing else of the host; the world as before.
+    assert connected == sorted([f"{gateway}:{host_listener}", f"{gateway}:5432", f"{world}:8080"]), result
+    assert result[f"{gateway}:{host_listener}"] == "connected:host service", result
+    # Another tenant's environment of the same function reaches them too; another function's does not.
+    b_gateway = gateway_of(my_address(client, named, "b") or "")
+    b_result = connect(client, named, "b", [(b_gateway, host_listener)])
+    assert b_result[f"{b_gateway}:{host_listener}"] == "connected:host service", b_result
+    theirs = my_address(client, other, "a")
+    assert theirs is not None
+    refused = connect(client, other, "a", [(gateway_of(theirs), host_listener), (gateway_of(theirs), 5432)])
+    assert not any(v.startswith("connected") for v in refused.values()), refused
+    # Retired, its environments leave no element behind, so the next environment at their address gets nothing.
+    assert address in host_service_elements(silo_server) or gateway in host_service_elements(silo_server)
+    link = host_link_of(address)
+    client.delete_function(FunctionName=named)
+    wait_until_gone(link)
+    deadline = time.monotonic() + 30
+    while gateway in host_service_elements(silo_server) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert gateway not in host_service_elements(silo_server), host_service_elements(silo_server)
+
+
+@pytest.mark.parametrize(
+    ("settings", "says"),
+    [
+        ({"HostServices": ["127.0.0.1:5432"]}, "set Network to outbound"),
+        ({"Network": "outbound", "HostServices": ["10.0.0.1:5432"]}, "host's loopback"),
+        ({"Network": "outbound", "HostServices": ["127.0.0.1:0"]}, "host's loopback"),
+        ({"Network": "outbound", "HostServices": ["localhost:5432"]}, "host's loopback"),
+        ({"Network": "outbound", "HostServices": ["127.0.0.1:5432", "127.0.0.2:5432"]}, "port 5432 twice"),
+        ({"Network": "outbound", "HostServices": "127.0.0.1:5432"}, "must be a list"),
+    ],
+)
+def test_host_services_that_make_no_sense_are_refused(
+    client: Any, silo_server: SiloServer, settings: dict[str, Any], says: str
+) -> None:
+    name = make_probe(client, silo_server, "none")
+    request = signed_request(
+        silo_server.endpoint,
+        f"/silo/v1/functions/{name}/settings",
+        data=json.dumps(settings).encode(),
+        method="PUT",
+        headers={"Content-Type": "application/json"},
+    )
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=30)
+    body = json.loads(refused.value.read())
+    assert refused.value.code == 400 and says in (body.get("message") or body.get("Message", "")), body
+    client.delete_function(FunctionName=name)
+
+
+def test_the_silo_cli_sets_and_removes_host_services(client: Any, silo_server: SiloServer) -> None:
+    name = make_probe(client, silo_server, "none")
+    shown = silo_cli(
+        silo_server,
+        "settings",
+        name,
+        "--network",
+        "outbound",
+        "--host-service",
+        "127.0.0.1:5432",
+        "--host-service",
+        "127.0.0.1:6379",
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert "HostServices           127.0.0.1:5432, 127.0.0.1:6379" in shown.stdout, shown.stdout
+    removed = silo_cli(silo_server, "settings", name, "--host-service", "none")
+    assert removed.returncode == 0 and "HostServices           none" in removed.stdout, removed.stdout
+    refused = silo_cli(silo_server, "settings", name, "--network", "none", "--host-service", "127.0.0.1:5432")
+    assert refused.returncode == 1 and "set Network to outbound" in refused.stderr, refused.stderr
+    client.delete_function(FunctionName=name)

@@ -96,11 +96,16 @@ def test_a_pool_overlapping_a_host_route_is_found() -> None:
 
 def test_ruleset_keeps_the_promises() -> None:
     text = network._ruleset(ipaddress.IPv4Network("10.213.0.0/16"), frozenset({"eth0"}), False, "silo-", "silo")
-    # Any address of the host, dropped before DNAT could rewrite it; metadata and other environments too.
+    # Any address of the host, dropped before DNAT could rewrite it, but for the named host services of
+    # each environment; metadata and other environments too.
     assert (
-        'type filter hook prerouting priority raw; policy accept;\n    iifname "silo-*" fib daddr type local drop'
-        in text
-    )
+        "type filter hook prerouting priority raw; policy accept;\n"
+        '    iifname "silo-*" ip daddr . iifname . tcp dport @host_services accept\n'
+        '    iifname "silo-*" fib daddr type local drop'
+    ) in text
+    assert 'iifname "silo-*" dnat ip to ip daddr . iifname . tcp dport map @host_dnat' in text
+    # The host's input takes from an environment only what host_dnat translated to the loopback.
+    assert 'iifname "silo-*" ct status dnat ip daddr 127.0.0.0/8 accept\n    iifname "silo-*" drop' in text
     assert 'iifname "silo-*" ip daddr { 169.254.0.0/16, 10.213.0.0/16 } drop' in text
     assert 'iifname "silo-*" meta nfproto ipv6 drop' in text
     assert 'iifname "silo-*" oifname != @uplinks drop' in text
