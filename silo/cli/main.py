@@ -71,7 +71,8 @@ def _parser() -> argparse.ArgumentParser:
     limits = sub.add_parser(
         "settings",
         parents=[endpoint],
-        help="show or change silo's own settings of a function: sandbox, network, per-tenant limits, gateway",
+        help="show or change silo's own settings of a function: sandbox, network, per-tenant limits, gateway, "
+        "credentials",
     )
     limits.add_argument("name")
     limits.add_argument("--sandbox", choices=["default", "jail", "gvisor"], help="backend for its environments")
@@ -87,6 +88,12 @@ def _parser() -> argparse.ArgumentParser:
         metavar="JSON|@FILE|none",
         help="the end users' door (/gateway/NAME/...): which issuers' tokens it accepts and which claim names "
         "the tenant, as JSON, or @file.json; none removes it (see docs/operating.md, The gateway)",
+    )
+    limits.add_argument(
+        "--credentials",
+        metavar="JSON|@FILE|none",
+        help='what each tenant\'s environments get of their own, e.g. \'{"Token": {}, "Sts": {"DurationSeconds": '
+        "3600}}', as JSON, or @file.json; none removes it (see docs/operating.md, Per-tenant credentials)",
     )
 
     keys = sub.add_parser(
@@ -213,7 +220,9 @@ def main(argv: list[str] | None = None) -> int:
                 if flag in raw and key not in given:
                     given[key] = None
             if args.gateway is not None:
-                given["Gateway"] = functions.gateway_setting(args.gateway)
+                given["Gateway"] = functions.json_setting("--gateway", args.gateway)
+            if args.credentials is not None:
+                given["Credentials"] = functions.json_setting("--credentials", args.credentials)
             return functions.settings(client, args.name, given)
         return functions.invoke(client, args.name, args.tenant, args.payload, args.logs)
     except ApiError as exc:

@@ -1,7 +1,8 @@
 """silo's own per-function settings, beyond Lambda's configuration: which sandbox backend runs the
 function's environments, whether they may open connections out of the host, and per-tenant caps on
-concurrent invocations and on environments (null: no cap), and the `Gateway` that lets end users call
-the function with a verified token (silo.control.gateway_settings; null: no gateway).
+concurrent invocations and on environments (null: no cap), the `Gateway` that lets end users call
+the function with a verified token (silo.control.gateway_settings; null: no gateway), and the
+`Credentials` each tenant's environments get of their own (silo.control.credential_settings; null: none).
 
 They live in the function's stored configuration under `Silo` and never appear in Lambda's
 FunctionConfiguration, so boto3 and the AWS CLI see exactly what Lambda would show.
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from silo.control import gateway_settings
+from silo.control import credential_settings, gateway_settings
 from silo.errors import InvalidParameterValueException
 
 SANDBOXES = ("default", "jail", "gvisor")
@@ -22,6 +23,7 @@ DEFAULTS: dict[str, Any] = {
     "TenantMaxConcurrency": None,
     "TenantMaxEnvironments": None,
     "Gateway": None,
+    "Credentials": None,
 }
 TENANT_CAPS = ("TenantMaxConcurrency", "TenantMaxEnvironments")
 
@@ -54,4 +56,8 @@ def validate(body: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
             settings[key] = value
     if "Gateway" in body:
         settings["Gateway"] = gateway_settings.validate(body["Gateway"], per_tenant="TenancyConfig" in config)
+    if "Credentials" in body:
+        settings["Credentials"] = credential_settings.validate(
+            body["Credentials"], per_tenant="TenancyConfig" in config
+        )
     return settings
