@@ -34,6 +34,7 @@ class CredentialsSetting:
     sts_duration_s: int | None = None  # AssumeRole of the function's Role, per tenant
     sts_session_policy: str | None = None  # a template: `${TenantId}` stands for the tenant id
     token_duration_s: int | None = None  # a JWT signed by silo naming the tenant
+    token_audience: str | None = None  # its `aud`; None: silo's default
 
 
 @dataclass(frozen=True, slots=True)

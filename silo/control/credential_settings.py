@@ -2,13 +2,14 @@
 once they are bound to that tenant (silo.credentials serves them).
 
     {"Sts": {"SessionPolicy": "{...${TenantId}...}", "DurationSeconds": 3600},
-     "Token": {"DurationSeconds": 900}}
+     "Token": {"DurationSeconds": 900, "Audience": "my-services"}}
 
 `Sts`: silo assumes the function's execution role for each tenant, with the session tag TenantId and the
 optional session policy (`${TenantId}` replaced), and the AWS SDKs in the environment find the credentials
 at the container-credentials endpoint. `Token`: a JWT signed by silo that names the tenant, for the user's
-own services. Either may be left out; null removes the setting. Checked here, when the setting is given,
-so that no tenant's call later meets a policy STS refuses for its length or a duration out of bounds.
+own services, with the `aud` they expect (default "silo"). Either may be left out; null removes the
+setting. Checked here, when the setting is given, so that no tenant's call later meets a policy STS
+refuses for its length or a duration out of bounds.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ STS_DEFAULT_S = 3600
 TOKEN_MIN_S = 60
 TOKEN_MAX_S = 3600
 TOKEN_DEFAULT_S = 900
+TOKEN_DEFAULT_AUDIENCE = "silo"
+MAX_AUDIENCE = 256
 
 
 def _refuse(message: str) -> InvalidParameterValueException:
@@ -112,10 +115,15 @@ def _session_policy(value: Any) -> str | None:
 
 
 def _token(value: Any) -> dict[str, Any]:
-    given = _members(value, "Token", ("DurationSeconds",))
-    return {
-        "DurationSeconds": _duration(given.get("DurationSeconds", TOKEN_DEFAULT_S), "Token", TOKEN_MIN_S, TOKEN_MAX_S)
-    }
+    given = _members(value, "Token", ("DurationSeconds", "Audience"))
+    duration = _duration(given.get("DurationSeconds", TOKEN_DEFAULT_S), "Token", TOKEN_MIN_S, TOKEN_MAX_S)
+    audience = given.get("Audience", TOKEN_DEFAULT_AUDIENCE)
+    if not isinstance(audience, str) or not 1 <= len(audience) <= MAX_AUDIENCE or not audience.isprintable():
+        raise _refuse(
+            f"Token.Audience must be 1 to {MAX_AUDIENCE} printable characters, the `aud` the tokens carry for "
+            f"your services to check; got {audience!r}."
+        )
+    return {"DurationSeconds": duration, "Audience": audience}
 
 
 def to_spec(stored: dict[str, Any] | None) -> CredentialsSetting | None:
@@ -128,4 +136,5 @@ def to_spec(stored: dict[str, Any] | None) -> CredentialsSetting | None:
         sts_duration_s=sts["DurationSeconds"] if sts else None,
         sts_session_policy=sts["SessionPolicy"] if sts else None,
         token_duration_s=token["DurationSeconds"] if token else None,
+        token_audience=token["Audience"] if token else None,
     )

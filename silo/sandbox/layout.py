@@ -69,12 +69,14 @@ def runtime_layout(spec: LaunchSpec) -> RuntimeLayout:
             python = f"{LANG_DIR}/{interpreter.executable.relative_to(interpreter.prefix)}"
             extra["LD_LIBRARY_PATH"] = f"{LANG_DIR}/lib"
     argv = catalog.launch_command(spec.runtime, TASK_ROOT, RUNTIME_DIR, python)
+    address = f"127.0.0.1:{RUNTIME_API_PORT}"
     environ = dict(
         spec.environ,
         **extra,
+        **{name: f"http://{address}{path}" for name, path in spec.runtime_api_urls.items()},
         PATH=PATH,
         LAMBDA_TASK_ROOT=TASK_ROOT,
         LAMBDA_RUNTIME_DIR=RUNTIME_DIR,
-        AWS_LAMBDA_RUNTIME_API=f"127.0.0.1:{RUNTIME_API_PORT}",
+        AWS_LAMBDA_RUNTIME_API=address,
     )
     return RuntimeLayout(argv, binds, environ, python)

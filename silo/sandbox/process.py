@@ -150,6 +150,7 @@ class ProcessSandbox:
             runtime_dir = str(catalog.BUILTIN_PYTHON_BOOTSTRAP.parent)
             environ = dict(
                 spec.environ,
+                **{name: f"http://{host}:{port}{path}" for name, path in spec.runtime_api_urls.items()},
                 AWS_LAMBDA_RUNTIME_API=f"{host}:{port}",
                 LAMBDA_TASK_ROOT=str(spec.code_dir),
                 LAMBDA_RUNTIME_DIR=runtime_dir,

@@ -29,9 +29,11 @@ def refused(value: Any, *, per_tenant: bool = True) -> str:
 def test_both_providers_are_stored_with_their_defaults_filled_in() -> None:
     assert validate({"Sts": {}, "Token": {}}, per_tenant=True) == {
         "Sts": {"SessionPolicy": None, "DurationSeconds": 3600},
-        "Token": {"DurationSeconds": 900},
+        "Token": {"DurationSeconds": 900, "Audience": "silo"},
     }
-    assert validate({"Token": {"DurationSeconds": 60}}, per_tenant=True) == {"Token": {"DurationSeconds": 60}}
+    assert validate({"Token": {"DurationSeconds": 60, "Audience": "billing"}}, per_tenant=True) == {
+        "Token": {"DurationSeconds": 60, "Audience": "billing"}
+    }
 
 
 def test_a_policy_given_as_an_object_is_stored_as_its_json_text() -> None:
@@ -46,7 +48,7 @@ def test_a_policy_given_as_an_object_is_stored_as_its_json_text() -> None:
 
 def test_the_setting_travels_through_silo_settings_and_null_removes_it() -> None:
     settings = silo_settings.validate({"Credentials": {"Token": {}}}, PER_TENANT)
-    assert settings["Credentials"] == {"Token": {"DurationSeconds": 900}}
+    assert settings["Credentials"] == {"Token": {"DurationSeconds": 900, "Audience": "silo"}}
     stored = {**PER_TENANT, "Silo": settings}
     assert silo_settings.validate({"Network": "outbound"}, stored)["Credentials"] == settings["Credentials"]
     assert silo_settings.validate({"Credentials": None}, stored)["Credentials"] is None
@@ -55,7 +57,9 @@ def test_the_setting_travels_through_silo_settings_and_null_removes_it() -> None
 
 def test_what_the_environments_are_given_of_it() -> None:
     assert to_spec(None) is None
-    assert to_spec({"Token": {"DurationSeconds": 120}}) == CredentialsSetting(token_duration_s=120)
+    assert to_spec({"Token": {"DurationSeconds": 120, "Audience": "a"}}) == CredentialsSetting(
+        token_duration_s=120, token_audience="a"
+    )
     assert to_spec({"Sts": {"SessionPolicy": "{}", "DurationSeconds": 900}}) == CredentialsSetting(
         sts_duration_s=900, sts_session_policy="{}"
     )
@@ -75,6 +79,8 @@ def test_only_a_tenant_isolated_function_has_credentials_per_tenant() -> None:
         ({"Token": 900}, "Token must be an object"),
         ({"Token": {"Duration": 900}}, "unknown member(s) Duration in Token"),
         ({"Sts": {"Policy": "{}"}}, "unknown member(s) Policy in Sts"),
+        ({"Token": {"Audience": ""}}, "Token.Audience must be 1 to 256 printable characters"),
+        ({"Token": {"Audience": "a\nb"}}, "Token.Audience must be"),
     ],
 )
 def test_malformed_settings_are_refused_saying_what_is_wrong(value: Any, expected: str) -> None:
