@@ -80,6 +80,9 @@ def handler(event, context):
         out["wrong_token"] = ask("SILO_TENANT_TOKEN_URI", right[:-1] + ("A" if right[-1] != "A" else "B"))
         out["aws_wrong_token"] = ask("AWS_CONTAINER_CREDENTIALS_FULL_URI", "wrong")
         out["endpoint"] = ask("SILO_TENANT_TOKEN_URI", right)
+    if event.get("foreign"):  # another environment's token, shown to this one's endpoint
+        out["foreign"] = [ask("SILO_TENANT_TOKEN_URI", event["foreign"]),
+                          ask("AWS_CONTAINER_CREDENTIALS_FULL_URI", event["foreign"])]
     if event.get("aws"):
         import boto3  # no credentials of its own: the SDK finds the container credentials
         frozen = boto3.Session().get_credentials().get_frozen_credentials()
@@ -285,6 +288,10 @@ def test_each_tenant_gets_its_own_token_and_sts_session_and_a_stem_gets_them_onc
     assert again["aws"][0] == a["aws"][0] and claims(server, again["token"])["tenant"] == "tenant-a"
 
     assert_nowhere(server, name, seen, tails)
+
+    # B's environment, shown A's environment's token, gives nothing: the token is A's environment's alone.
+    stolen, _ = invoke(client, name, "tenant-b", foreign=a["authorization"])
+    assert [answer[0] for answer in stolen["foreign"]] == [403, 403]
 
 
 def assert_nowhere(server: SiloServer, name: str, secrets: list[str], tails: list[str]) -> None:
