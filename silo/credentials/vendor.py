@@ -1,12 +1,13 @@
 """Per-tenant credentials, vended to the environments bound to that tenant and to no other.
 
 `CredentialVendor` keeps what the providers made: AWS credentials per (function, role, tenant), renewed
-once half their life has passed (silo.credentials.lifetime), one AssumeRole at a time per key however many
-environments ask. Each environment holds an `EnvironmentCredentials`: its own random authorization token
-(the AWS_CONTAINER_AUTHORIZATION_TOKEN its runtime is started with), its tenant once it is bound, and its
-tenant token. Before each invocation `prepare()` makes sure the tenant's credentials are there (so a call
-whose credentials cannot be had fails before the function runs, with CredentialsUnavailable), and the
-environment's Runtime API serves them through `answer()` to whoever shows the authorization token.
+in the background once half their life has passed (silo.credentials.lifetime), one AssumeRole at a time
+per key however many environments ask. Each environment holds an `EnvironmentCredentials`: its own random
+authorization token (the AWS_CONTAINER_AUTHORIZATION_TOKEN its runtime is started with), its tenant once
+it is bound, and its tenant token. Before each invocation `prepare()` makes sure the tenant's credentials
+are there (so a call whose credentials cannot be had fails before the function runs, with
+CredentialsUnavailable), and the environment's Runtime API serves them through `answer()` to whoever
+shows the authorization token.
 
 Nothing here logs a credential; the operator's log says who failed to get one, and why.
 """
@@ -33,6 +34,9 @@ log = logging.getLogger(__name__)
 Kind = Literal["aws", "token"]
 # Past this many cached credentials, expired ones are dropped when a new one is added.
 PRUNE_ABOVE = 10_000
+# After a failed renewal, the current credentials are handed out this long before STS is asked again, so an
+# outage of STS costs it one request per tenant every few seconds, not one per call.
+RETRY_AFTER_S = 5.0
 
 
 class CredentialVendor:
@@ -48,6 +52,7 @@ class CredentialVendor:
         self.clock = clock
         self._aws: dict[AssumeRequest, AwsCredentials] = {}
         self._flights: dict[AssumeRequest, asyncio.Future[AwsCredentials]] = {}
+        self._failed_at: dict[AssumeRequest, float] = {}
 
     def for_environment(self, spec: FunctionSpec, env_id: str) -> EnvironmentCredentials | None:
         """What an environment of `spec` is given; None when the function has no Credentials setting."""
@@ -56,20 +61,17 @@ class CredentialVendor:
         return EnvironmentCredentials(self, spec, env_id)
 
     async def aws(self, request: AssumeRequest) -> AwsCredentials:
-        """The tenant's AWS credentials: cached until due, then renewed; while a renewal fails, the cached
-        ones still in their life. StsError when there are none to give."""
+        """The tenant's AWS credentials: cached until due, then renewed in the background while the cached
+        ones are handed out (no call waits for STS while they last); StsError when there are none to give."""
         now = self.clock()
         cached = self._aws.get(request)
         if cached is not None and not cached.lease.due(now):
             return cached
-        try:
-            fresh = await asyncio.shield(self._flight(request))
-        except StsError as exc:
-            if cached is not None and cached.lease.usable(self.clock()):
-                log.warning("%s; the tenant's current credentials are used until they end", exc)
-                return cached
-            raise
-        return fresh
+        if cached is not None and cached.lease.usable(now):
+            if now - self._failed_at.get(request, -RETRY_AFTER_S) >= RETRY_AFTER_S:
+                self._flight(request)
+            return cached
+        return await asyncio.shield(self._flight(request))
 
     def _flight(self, request: AssumeRequest) -> asyncio.Future[AwsCredentials]:
         flight = self._flights.get(request)
@@ -89,12 +91,21 @@ class CredentialVendor:
 
     def _landed(self, request: AssumeRequest, flight: asyncio.Future[AwsCredentials]) -> None:
         self._flights.pop(request, None)
-        if flight.cancelled() or flight.exception() is not None:
-            return  # (retrieved: each waiter is told, or falls back)
+        if flight.cancelled():
+            return
+        failure = flight.exception()  # (retrieved: a waiter is told of it itself)
+        if failure is not None:
+            self._failed_at[request] = self.clock()
+            cached = self._aws.get(request)
+            if cached is not None and cached.lease.usable(self.clock()):
+                log.warning("%s; the tenant's current credentials are handed out until they end", failure)
+            return
         if len(self._aws) >= PRUNE_ABOVE:
             now = self.clock()
             for key in [k for k, v in self._aws.items() if not v.lease.usable(now)]:
                 del self._aws[key]
+                self._failed_at.pop(key, None)
+        self._failed_at.pop(request, None)
         self._aws[request] = flight.result()
 
 

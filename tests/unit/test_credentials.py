@@ -21,7 +21,7 @@ from silo.credentials import naming
 from silo.credentials.lifetime import LAST_SECONDS, Lease
 from silo.credentials.sts import AssumeRequest, AwsCredentials, StsRefused, StsUnreachable
 from silo.credentials.tokens import TokenSigner
-from silo.credentials.vendor import CredentialVendor, EnvironmentCredentials
+from silo.credentials.vendor import RETRY_AFTER_S, CredentialVendor, EnvironmentCredentials
 from silo.store.sealing import SealingKeyError
 from silo.types import TENANT_ID_MAX, CredentialsSetting, FunctionSpec
 from tests.support import function_spec
@@ -117,12 +117,22 @@ def test_a_tenants_credentials_come_from_one_assume_role_until_due_then_fresh_on
         clock.now += 449
         assert await v.aws(request) is first
         clock.now += 1
+        # Due: renewed in the background, the current ones handed out meanwhile (no call waits for STS).
+        assert await v.aws(request) is first
+        assert await v.aws(request) is first
+        await settled()
         renewed = await v.aws(request)
         assert renewed.access_key_id != first.access_key_id
         assert renewed.lease.issued_at == clock.now
 
     run(scenario())
     assert len(sts.calls) == 2
+
+
+async def settled() -> None:
+    """Let what runs in the background (a renewal) finish."""
+    for _ in range(5):
+        await asyncio.sleep(0)
 
 
 def test_environments_asking_at_once_share_one_assume_role() -> None:
@@ -174,6 +184,15 @@ def test_a_failed_renewal_hands_out_the_current_credentials_until_their_last_sec
         sts.failure = StsUnreachable("STS down", "silo could not reach STS")
         clock.now += 600
         assert await v.aws(request) is first
+        await settled()
+        assert len(sts.calls) == 2
+        assert await v.aws(request) is first  # the renewal failed: not asked again at once
+        await settled()
+        assert len(sts.calls) == 2
+        clock.now += RETRY_AFTER_S
+        assert await v.aws(request) is first  # asked again a while later, and failed again
+        await settled()
+        assert len(sts.calls) == 3
         clock.now = first.lease.expires_at - LAST_SECONDS
         with pytest.raises(StsUnreachable):
             await v.aws(request)
