@@ -26,7 +26,8 @@ LIMITS = "limits"
 HTTP = "HTTP front"
 ASYNC = "asynchronous invocations"
 TELEMETRY = "logs and metrics"
-GROUPS = (SERVER, SANDBOX, LIMITS, HTTP, ASYNC, TELEMETRY)
+CREDENTIALS = "per-tenant credentials"
+GROUPS = (SERVER, SANDBOX, LIMITS, HTTP, ASYNC, TELEMETRY, CREDENTIALS)
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 LOG_FORMATS = ("text", "json")
@@ -124,6 +125,20 @@ class Settings:
     log_retention_mb: int = setting(64, "MiB of log events stored per function; the oldest go first past it", TELEMETRY)
     metrics_tenant_labels: bool = setting(
         False, "a tenant label on per-call metrics in /metrics (one series per tenant: mind the cardinality)", TELEMETRY
+    )
+
+    sts_endpoint: str = setting(
+        "",
+        "the STS endpoint at which the Sts provider assumes each function's role per tenant, with silo's own AWS "
+        "credentials (botocore's usual chain: AWS_* variables, the shared files, an instance role); empty: AWS "
+        "STS of the region",
+        CREDENTIALS,
+    )
+    token_issuer: str = setting(
+        "",
+        "the iss of tenant tokens: the URL your services know this server by (its keys are at "
+        "<URL>/.well-known/jwks.json); empty: http://HOST:PORT",
+        CREDENTIALS,
     )
 
     @property

@@ -44,6 +44,13 @@ class PlatformError(ServiceException):
     async dispatcher retries it without using one of the event's attempts."""
 
 
+class CredentialsUnavailable(ServiceException):
+    """The function's per-tenant credentials could not be had (STS refused or could not be reached), so the
+    function did not run: it never runs without them, nor with anyone else's. Lambda's ServiceException on
+    the wire (Lambda has no code of its own for a failure to get its execution role's credentials); not a
+    PlatformError, so an asynchronous event uses up one of its attempts on it, as on any service error."""
+
+
 class ResourceNotFoundException(LambdaError):
     code = "ResourceNotFoundException"
     status = 404

@@ -27,6 +27,17 @@ class EnvState(enum.Enum):
 
 
 @dataclass(frozen=True, slots=True)
+class CredentialsSetting:
+    """silo's `Credentials` setting of a function, as checked: which providers vend credentials of its own to
+    each tenant's environments once they are bound, and for how long each lasts (None: that provider is off)."""
+
+    sts_duration_s: int | None = None  # AssumeRole of the function's Role, per tenant
+    sts_session_policy: str | None = None  # a template: `${TenantId}` stands for the tenant id
+    token_duration_s: int | None = None  # a JWT signed by silo naming the tenant
+    token_audience: str | None = None  # its `aud`; None: silo's default
+
+
+@dataclass(frozen=True, slots=True)
 class FunctionSpec:
     """What it takes to start and drive an environment of one function version."""
 
@@ -53,6 +64,8 @@ class FunctionSpec:
     reserved_concurrency: int | None = None
     tenant_max_concurrency: int | None = None  # silo's own per-tenant caps; None: no cap
     tenant_max_environments: int | None = None
+    role: str = ""  # the execution role's ARN, which the STS provider assumes for each tenant
+    credentials: CredentialsSetting | None = None  # silo's own setting; None: no per-tenant credentials
 
 
 @dataclass(slots=True)

@@ -18,7 +18,8 @@ can be reached around it. For each request it:
 Refusals use AWS's codes and shapes (403): MissingAuthenticationTokenException, UnrecognizedClientException,
 InvalidSignatureException, IncompleteSignatureException, AccessDeniedException. Nothing of a key's secret
 is ever logged or answered. Not signed: the probes (`/healthz`, `/readyz`), `/metrics` (a scraper cannot
-sign SigV4; it holds no secret) and the gateway (`/gateway/...`), which checks end users' bearer tokens.
+sign SigV4; it holds no secret), the public keys of the tenant tokens (`/.well-known/jwks.json`) and the
+gateway (`/gateway/...`), which checks end users' bearer tokens.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ log = logging.getLogger(__name__)
 SERVICE = "lambda"
 CLOCK_SKEW_S = 300
 PRESIGNED_MAX_S = 7 * 86400
-OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/.well-known/jwks.json"})
 GATEWAY_PREFIX = "/gateway/"
 SUMMARY_EVERY_S = 60.0
 _SIGNING_KEYS_MAX = 4096

@@ -8,13 +8,14 @@ from starlette.routing import BaseRoute
 from silo.api import events as event_routes
 from silo.api import functions as function_routes
 from silo.api import gateway as gateway_routes
-from silo.api import health
+from silo.api import health, tenant_keys
 from silo.api import invoke as invoke_routes
 from silo.api import keys as key_routes
 from silo.api import telemetry as telemetry_routes
 from silo.control.event_config import EventInvokeConfigService
 from silo.control.functions import FunctionService
 from silo.control.keys import KeyService
+from silo.credentials.tokens import TokenSigner
 from silo.events.dispatcher import Dispatcher
 from silo.telemetry.recorder import Telemetry
 
@@ -29,9 +30,11 @@ def api_routes(
     keys: KeyService,
     presign: function_routes.Presigner | None = None,
     gateway: gateway_routes.GatewayEndpoint | None = None,
+    tokens: TokenSigner | None = None,
 ) -> list[BaseRoute]:
-    """Lambda's REST-JSON routes and silo's own (`/silo/v1/...`, `/metrics`, `/healthz`, `/readyz`).
-    `presign` signs GetFunction's Code.Location for its caller (None: plain URLs, no authentication)."""
+    """Lambda's REST-JSON routes and silo's own (`/silo/v1/...`, `/metrics`, `/healthz`, `/readyz`,
+    `/.well-known/jwks.json`). `presign` signs GetFunction's Code.Location for its caller (None: plain URLs,
+    no authentication); `tokens` signs the tenant tokens, whose public keys are published."""
     return [
         *health.routes(readiness),
         *function_routes.routes(functions, presign),
@@ -40,4 +43,5 @@ def api_routes(
         *event_routes.routes(event_configs, dispatcher),
         *telemetry_routes.routes(functions, telemetry),
         *(gateway_routes.routes(gateway) if gateway is not None else []),
+        *(tenant_keys.routes(tokens.jwks) if tokens is not None else []),
     ]

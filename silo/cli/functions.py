@@ -147,7 +147,7 @@ def settings(client: Client, name: str, changes: dict[str, Any]) -> int:
     path = f"/silo/v1/functions/{urllib.parse.quote(name, safe='')}/settings"
     current = client.json("PUT", path, changes) if changes else client.json("GET", path)
     for key, value in current.items():
-        if key == "Gateway":
+        if key in ("Gateway", "Credentials"):
             shown = "none" if value is None else json.dumps(value, separators=(",", ":"))
         elif key == "HostServices":
             shown = ", ".join(value) or "none"
@@ -159,8 +159,9 @@ def settings(client: Client, name: str, changes: dict[str, Any]) -> int:
     return 0
 
 
-def gateway_setting(raw: str) -> dict[str, Any] | None:
-    """The Gateway setting `--gateway` gives: JSON, @file of JSON, or none (the server checks the rest)."""
+def json_setting(flag: str, raw: str) -> dict[str, Any] | None:
+    """The object setting a flag gives (`--gateway`, `--credentials`): JSON, @file of JSON, or none (the
+    server checks the rest)."""
     if raw.lower() == "none":
         return None
     text = raw
@@ -168,11 +169,11 @@ def gateway_setting(raw: str) -> dict[str, Any] | None:
         try:
             text = Path(raw[1:]).read_text()
         except OSError as exc:
-            raise ValueError(f"--gateway {raw}: cannot read {raw[1:]}: {exc.strerror}") from None
+            raise ValueError(f"{flag} {raw}: cannot read {raw[1:]}: {exc.strerror}") from None
     try:
         value = json.loads(text)
     except ValueError as exc:
-        raise ValueError(f"--gateway takes a JSON object, @file.json or none; it is not JSON ({exc})") from None
+        raise ValueError(f"{flag} takes a JSON object, @file.json or none; it is not JSON ({exc})") from None
     if not isinstance(value, dict):
-        raise ValueError('--gateway takes a JSON object: {"Issuers": [...], "Audience": ..., ...}')
+        raise ValueError(f"{flag} takes a JSON object, @file.json or none; got {type(value).__name__}")
     return value

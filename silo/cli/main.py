@@ -74,7 +74,7 @@ def _parser() -> argparse.ArgumentParser:
         "settings",
         parents=[endpoint],
         help="show or change silo's own settings of a function: sandbox, network, host services, per-tenant "
-        "limits, gateway",
+        "limits, gateway, credentials",
     )
     limits.add_argument("name")
     limits.add_argument("--sandbox", choices=["default", "jail", "gvisor"], help="backend for its environments")
@@ -97,6 +97,12 @@ def _parser() -> argparse.ArgumentParser:
         metavar="JSON|@FILE|none",
         help="the end users' door (/gateway/NAME/...): which issuers' tokens it accepts and which claim names "
         "the tenant, as JSON, or @file.json; none removes it (see docs/operating.md, The gateway)",
+    )
+    limits.add_argument(
+        "--credentials",
+        metavar="JSON|@FILE|none",
+        help='what each tenant\'s environments get of their own, e.g. \'{"Token": {}, "Sts": {"DurationSeconds": '
+        "3600}}', as JSON, or @file.json; none removes it (see docs/operating.md, Per-tenant credentials)",
     )
 
     keys = sub.add_parser(
@@ -223,7 +229,9 @@ def main(argv: list[str] | None = None) -> int:
                 if flag in raw and key not in given:
                     given[key] = None
             if args.gateway is not None:
-                given["Gateway"] = functions.gateway_setting(args.gateway)
+                given["Gateway"] = functions.json_setting("--gateway", args.gateway)
+            if args.credentials is not None:
+                given["Credentials"] = functions.json_setting("--credentials", args.credentials)
             if args.host_service is not None:
                 given["HostServices"] = [s for s in args.host_service if s.lower() != "none"]
             return functions.settings(client, args.name, given)

@@ -29,6 +29,9 @@ from silo.config import Settings, load_settings, read_config
 from silo.control.event_config import EventInvokeConfigService
 from silo.control.functions import FunctionService
 from silo.control.keys import KeyService
+from silo.credentials.sts import StsProvider
+from silo.credentials.tokens import TokenSigner
+from silo.credentials.vendor import CredentialVendor
 from silo.errors import ResourceNotFoundException
 from silo.events.dispatcher import Dispatcher, DispatchSettings
 from silo.router.limits import AccountLimits
@@ -113,6 +116,14 @@ def caller_keys(settings: Settings, db: Database) -> KeyService:
     return keys
 
 
+def token_issuer(settings: Settings) -> str:
+    """The `iss` of the tenant tokens: as set, else the URL the server listens at."""
+    if settings.token_issuer:
+        return settings.token_issuer.rstrip("/")
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    return f"http://{host}:{settings.port}"
+
+
 async def run(settings: Settings) -> None:
     readiness = Readiness()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -126,6 +137,11 @@ async def run(settings: Settings) -> None:
         LogStore(telemetry_db, settings.log_retention_mb * 1024 * 1024), tenant_labels=settings.metrics_tenant_labels
     )
     telemetry.start()
+    try:
+        tokens = TokenSigner.in_directory(settings.data_dir, token_issuer(settings))
+    except SealingKeyError as exc:
+        raise SystemExit(f"silo: {exc}") from None
+    credentials = CredentialVendor(signer=tokens, sts=StsProvider(settings.region, settings.sts_endpoint or None))
     sandbox = make_sandbox(settings)
     readiness.watch("sandbox", sandbox.ready)
     router = Router(
@@ -137,6 +153,7 @@ async def run(settings: Settings) -> None:
         queue_wait_s=settings.queue_wait_ms / 1000,
         stems=StemPolicy(per_function=settings.stems_per_function),
         telemetry=telemetry,
+        credentials=credentials,
     )
     telemetry.watch_environments(
         lambda: (
@@ -197,6 +214,7 @@ async def run(settings: Settings) -> None:
         keys,
         presign=UrlSigner(keys, settings.region) if signing else None,
         gateway=GatewayEndpoint(service, router),
+        tokens=tokens,
     )
     limit = body_limit(MAX_REQUEST_BYTES, invoke_routes.SYNC_PAYLOAD_LIMIT)
     app = build_app(

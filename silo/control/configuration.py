@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from silo.control import credential_settings
 from silo.control.names import LATEST, function_arn
 from silo.store.functions import FunctionRecord
 from silo.types import FunctionSpec
@@ -124,4 +125,6 @@ def function_spec(
         reserved_concurrency=c.get("ReservedConcurrentExecutions"),
         tenant_max_concurrency=c.get("Silo", {}).get("TenantMaxConcurrency"),
         tenant_max_environments=c.get("Silo", {}).get("TenantMaxEnvironments"),
+        role=c["Role"],
+        credentials=credential_settings.to_spec(c.get("Silo", {}).get("Credentials")),
     )

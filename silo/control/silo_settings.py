@@ -1,8 +1,9 @@
 """silo's own per-function settings, beyond Lambda's configuration: which sandbox backend runs the
 function's environments, whether they may open connections out of the host, and per-tenant caps on
 concurrent invocations and on environments (null: no cap), the `Gateway` that lets end users call
-the function with a verified token (silo.control.gateway_settings; null: no gateway), and the
-`HostServices` of the host's loopback an outbound environment may reach (silo.jail.network).
+the function with a verified token (silo.control.gateway_settings; null: no gateway), the
+`HostServices` of the host's loopback an outbound environment may reach (silo.jail.network), and the
+`Credentials` each tenant's environments get of their own (silo.control.credential_settings; null: none).
 
 They live in the function's stored configuration under `Silo` and never appear in Lambda's
 FunctionConfiguration, so boto3 and the AWS CLI see exactly what Lambda would show.
@@ -13,7 +14,7 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
-from silo.control import gateway_settings
+from silo.control import credential_settings, gateway_settings
 from silo.errors import InvalidParameterValueException
 
 SANDBOXES = ("default", "jail", "gvisor")
@@ -25,6 +26,7 @@ DEFAULTS: dict[str, Any] = {
     "TenantMaxEnvironments": None,
     "Gateway": None,
     "HostServices": [],
+    "Credentials": None,
 }
 # Ports of the host's loopback one function's environments may reach: a handful, not a range.
 HOST_SERVICES_MAX = 16
@@ -66,6 +68,10 @@ def validate(body: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
         )
     if "Gateway" in body:
         settings["Gateway"] = gateway_settings.validate(body["Gateway"], per_tenant="TenancyConfig" in config)
+    if "Credentials" in body:
+        settings["Credentials"] = credential_settings.validate(
+            body["Credentials"], per_tenant="TenancyConfig" in config
+        )
     return settings
 
 

@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from silo import errors
+from silo.credentials.vendor import CredentialVendor, EnvironmentCredentials
+from silo.runtime_api import paths
 from silo.runtime_api.server import RuntimeChannel, RuntimeReply
 from silo.runtimes import catalog
 from silo.sandbox.base import LaunchSpec, RuntimeUnstartable, Sandbox, SandboxProcess
@@ -72,6 +74,21 @@ def _check_bootstrap(code_dir: Path) -> None:
         raise ValueError("Couldn't find valid bootstrap(s): [/var/task/bootstrap]")
     if not os.access(bootstrap, os.X_OK):
         raise ValueError("the bootstrap at the root of the code is not executable (chmod +x before zipping)")
+
+
+def credential_variables(credentials: EnvironmentCredentials | None) -> tuple[dict[str, str], dict[str, str]]:
+    """The variables that lead the runtime to its per-tenant credentials: values, and paths of its Runtime API
+    (the backend makes URLs of them). Set at start, before any tenant (a stem is started for nobody): they
+    name the environment, not the tenant, and the endpoint serves nothing until the environment is bound.
+    The AWS variables only when there are AWS credentials: an SDK that finds them asks nowhere else."""
+    if credentials is None:
+        return {}, {}
+    urls = {}
+    if credentials.serves_aws:
+        urls["AWS_CONTAINER_CREDENTIALS_FULL_URI"] = paths.CREDENTIALS
+    if credentials.serves_token:
+        urls["SILO_TENANT_TOKEN_URI"] = paths.TENANT_TOKEN
+    return {"AWS_CONTAINER_AUTHORIZATION_TOKEN": credentials.authorization}, urls
 
 
 class TenantMismatch(errors.PlatformError):
@@ -139,9 +156,11 @@ class Environment:
         *,
         stem: bool = False,
         on_exit: Callable[[Environment], None] | None = None,
+        credentials: CredentialVendor | None = None,
     ) -> None:
         """`stem`: started ahead for no tenant, to be bound to the tenant whose first call takes it.
-        `on_exit`: told when the runtime process has ended, whatever the environment was doing."""
+        `on_exit`: told when the runtime process has ended, whatever the environment was doing.
+        `credentials`: where the per-tenant credentials of the function's Credentials setting come from."""
         self._on_exit = on_exit
         self.id = uuid.uuid4().hex
         self.origin = ColdStart.STEM if stem else ColdStart.FULL
@@ -157,6 +176,11 @@ class Environment:
         self.invocations = 0
         self._process: SandboxProcess | None = None
         self._channel = RuntimeChannel()
+        self._credentials = credentials.for_environment(spec, self.id) if credentials is not None else None
+        if self._credentials is not None:
+            self._channel.credentials = self._credentials
+            if key.tenant_id is not None:
+                self._credentials.bind(key.tenant_id)
         self._stream: logs.LogStream | None = None
         self._exited: asyncio.Future[int] | None = None
         # The answer of the invocation in flight, failed with _ProcessEnded if the process ends first.
@@ -218,15 +242,17 @@ class Environment:
         self._started_at = time.monotonic()
         self.isolated = sandbox.isolates
         stream = logs.stream_name(self.spec.version)
+        variables, urls = credential_variables(self._credentials)
         spec = LaunchSpec(
             env_id=self.id,
             runtime=self.spec.runtime,
-            environ=runtime_environ(self.spec, stream),
+            environ={**runtime_environ(self.spec, stream), **variables},
             code_dir=self.spec.code_dir,
             memory_mb=self.spec.memory_mb,
             ephemeral_mb=self.spec.ephemeral_mb,
             network=self.spec.network,
             host_services=self.spec.host_services,
+            runtime_api_urls=urls,
         )
         try:
             if catalog.is_custom(self.spec.runtime):
@@ -314,6 +340,8 @@ class Environment:
             self._process.revalidate()
         self.key = key
         self.state = EnvState.BUSY
+        if self._credentials is not None and key.tenant_id is not None:
+            self._credentials.bind(key.tenant_id)
         if self._stream is not None:
             self._stream.bind_tenant(key.tenant_id)
         if self._telemetry is not None:
@@ -327,6 +355,9 @@ class Environment:
         raises EndedBetweenCalls, the environment dead, when its runtime had ended before it took `inv`."""
         if inv.tenant_id != self.key.tenant_id:
             self._refuse_tenant(inv)
+        # The tenant's credentials before anything of the call: a call whose credentials cannot be had fails
+        # here (CredentialsUnavailable), the function not run and the environment as it was.
+        tenant_token = await self._credentials.prepare(inv.request_id) if self._credentials is not None else None
         self.invocations += 1
         await self._launched.wait()
         self.last_used = time.monotonic()
@@ -363,7 +394,7 @@ class Environment:
         self._stream.begin(inv.request_id, inv.caller_key)
         t0 = time.monotonic()
         try:
-            payload, error = await self._run(inv, hand_back)
+            payload, error = await self._run(inv, tenant_token, hand_back)
         except EndedBetweenCalls:
             self._stream.platform(
                 f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime())}Z {inv.request_id} The runtime had exited "
@@ -405,7 +436,9 @@ class Environment:
             self.state = EnvState.DEAD
             raise EndedBetweenCalls(self.id)
 
-    async def _run(self, inv: Invocation, hand_back: bool = False) -> tuple[bytes, FunctionError | None]:
+    async def _run(
+        self, inv: Invocation, tenant_token: str | None, hand_back: bool = False
+    ) -> tuple[bytes, FunctionError | None]:
         assert self._exited is not None and self._stream is not None  # checked by invoke()
         if self._init_ms is None:
             first = await _first(self._channel.initialized, self._exited, timeout=INIT_TIMEOUT_S)
@@ -425,7 +458,7 @@ class Environment:
                 self.kill()
                 return init_reply.body, FunctionError.UNHANDLED
         deadline_ms = int(time.time() * 1000) + self.spec.timeout_s * 1000
-        reply_fut = self._channel.submit(inv, deadline_ms)
+        reply_fut = self._channel.submit(inv, deadline_ms, tenant_token)
         if self._exited.done():
             reply_fut.cancel()
             self._hand_back(hand_back)

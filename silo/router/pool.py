@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable
 from typing import cast
 
 from silo import errors
+from silo.credentials.vendor import CredentialVendor
 from silo.router import limits
 from silo.router.environment import EndedBetweenCalls, Environment, TenantMismatch
 from silo.router.fairness import FairQueue
@@ -57,6 +58,7 @@ class Router:
         queue_wait_s: float = 2.0,
         telemetry: Telemetry | None = None,
         stems: StemPolicy | None = None,
+        credentials: CredentialVendor | None = None,
     ) -> None:
         """`sandbox` runs every function by default; `others` are the backends a function may ask for by name.
 
@@ -89,6 +91,7 @@ class Router:
         self.evictions = 0
         self._reaper: asyncio.Task[None] | None = None
         self.stems = StemPools(stems)
+        self.credentials = credentials
         self._growing: set[asyncio.Task[None]] = set()
 
     # Introspection, for metrics and tests.
@@ -212,7 +215,7 @@ class Router:
                 stem.divide_cpu(self._cpu_divisors.get(key, 1))
                 return stem, False
         self._make_room(key, spec, fl)
-        env = Environment(key, spec, self.telemetry, on_exit=self._ended)
+        env = Environment(key, spec, self.telemetry, on_exit=self._ended, credentials=self.credentials)
         env.state = EnvState.BUSY
         env.divide_cpu(self._cpu_divisors.get(key, 1))
         self._track(env)
@@ -269,7 +272,12 @@ class Router:
             ):
                 return
             stem = Environment(
-                EnvKey(spec.function_arn, spec.version, None), spec, self.telemetry, stem=True, on_exit=self._ended
+                EnvKey(spec.function_arn, spec.version, None),
+                spec,
+                self.telemetry,
+                stem=True,
+                on_exit=self._ended,
+                credentials=self.credentials,
             )
             self.stems.add(key, stem, spec.memory_mb)
             self._envs_fn[spec.function_arn] += 1

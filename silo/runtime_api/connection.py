@@ -41,13 +41,24 @@ WRITE_HIGH_WATER = 64 * 1024
 class Request:
     """A parsed request: only what the Runtime API looks at."""
 
-    __slots__ = ("body", "body_kept", "content_type", "error_type", "keep_alive", "method", "path", "too_large")
+    __slots__ = (
+        "authorization",
+        "body",
+        "body_kept",
+        "content_type",
+        "error_type",
+        "keep_alive",
+        "method",
+        "path",
+        "too_large",
+    )
 
     def __init__(self) -> None:
         self.method = b""
         self.path = b""
         self.content_type: str | None = None
         self.error_type: str | None = None
+        self.authorization: bytes | None = None  # read only by the credentials' routes
         self.body = b""
         self.body_kept = False  # whether the channel wanted the body buffered (see Dispatcher.wants_body)
         self.too_large = False
@@ -264,6 +275,8 @@ class RuntimeConnection(asyncio.Protocol):
             self._request.content_type = value.decode("latin-1")
         elif lowered == b"lambda-runtime-function-error-type":
             self._request.error_type = value.decode("latin-1")
+        elif lowered == b"authorization":
+            self._request.authorization = value
         elif lowered == b"expect":
             self._expect_continue = value.lower() == b"100-continue"
 

@@ -34,3 +34,12 @@ TENANT_ID = "Lambda-Runtime-Aws-Tenant-Id"
 
 # Header a runtime may set when it posts an error.
 FUNCTION_ERROR_TYPE = "Lambda-Runtime-Function-Error-Type"
+
+# silo's own, not Lambda's: the per-tenant credentials of a bound environment (docs/operating.md,
+# "Per-tenant credentials"). Each GET needs the environment's AWS_CONTAINER_AUTHORIZATION_TOKEN in its
+# Authorization header, as the AWS SDKs' container-credentials provider sends it.
+CREDENTIALS = f"/{API_VERSION}/silo/credentials"  # AWS credentials, the container-credentials shape
+TENANT_TOKEN = f"/{API_VERSION}/silo/tenant-token"  # the tenant token: {"Token": ..., "Expiration": ...}
+# The tenant token, sent with each invocation (GET /next) of a function that has one; the built-in Python
+# runtime sets SILO_TENANT_TOKEN from it before the handler runs.
+TENANT_TOKEN_HEADER = "Silo-Tenant-Token"

@@ -16,6 +16,9 @@ silent, so that a broken runtime fails fast instead of hanging until the timeout
   as `Function.ResponseSizeTooLarge`, as on Lambda.
 - An invocation future cancelled before delivery is dropped; after delivery the runtime's answer
   is accepted (202) and thrown away.
+- GET of silo's credentials routes (paths.CREDENTIALS, paths.TENANT_TOKEN) is answered by the channel's
+  `credentials` (a CredentialSource), once it has checked the Authorization header; the answer may take an
+  STS call, so it is parked like a GET /next and filled when ready.
 - `close()` fails pending futures with ChannelClosed (already marked retrieved, so an unawaited
   one is not logged) rather than cancelling them: a cancellation would look like the awaiting
   task itself being cancelled.
@@ -30,7 +33,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Protocol
 
 from silo.runtime_api import paths, wire
 from silo.runtime_api.connection import Answer, Request, RuntimeConnection
@@ -52,6 +55,8 @@ _INIT_ERROR = paths.INIT_ERROR.encode()
 _PREFIX = paths.INVOCATION_PREFIX.encode()
 _RESPONSE = paths.RESPONSE_SUFFIX.encode()
 _ERROR = paths.ERROR_SUFFIX.encode()
+_CREDENTIALS = paths.CREDENTIALS.encode()
+_TENANT_TOKEN = paths.TENANT_TOKEN.encode()
 _JSON = "application/json"
 
 log = logging.getLogger(__name__)
@@ -65,6 +70,18 @@ class RuntimeReply:
     body: bytes  # what the runtime posted; for error kinds always a JSON error document
     content_type: str | None
     error_type: str | None  # from Lambda-Runtime-Function-Error-Type, or errorType from the body
+
+
+class CredentialSource(Protocol):
+    """Who answers an environment's requests for its credentials (silo.credentials.EnvironmentCredentials)."""
+
+    def authorized(self, presented: bytes | None) -> bool:
+        """Whether the Authorization header shown is the environment's own token."""
+        ...
+
+    async def answer(self, kind: Literal["aws", "token"]) -> tuple[int, bytes]:
+        """The status and JSON body of the answer."""
+        ...
 
 
 class Budget:
@@ -123,6 +140,9 @@ class RuntimeChannel:
         # that eight connections posting 6 MB each cannot make the daemon hold eight of them.
         self._body_conn: RuntimeConnection | None = None
         self._errors = Budget(ERRORS_PER_S, ERRORS_BURST)
+        # The environment's per-tenant credentials; None: its function has none, and the routes answer 404.
+        self.credentials: CredentialSource | None = None
+        self._answering: set[asyncio.Task[None]] = set()
 
     async def start(self, listen_sock: socket.socket, connection: socket.socket | None = None) -> None:
         """Serve `listen_sock` (bound and listening), and `connection` when the runtime is already
@@ -143,6 +163,8 @@ class RuntimeChannel:
         server = self._server
         if server is not None:
             server.close()
+        for task in list(self._answering):
+            task.cancel()
         for conn in list(self._connections):
             conn.abort()
         self._pollers.clear()
@@ -167,7 +189,9 @@ class RuntimeChannel:
         current = self._current
         return current is not None and current.delivered
 
-    def submit(self, inv: Invocation, deadline_ms: int) -> asyncio.Future[RuntimeReply]:
+    def submit(
+        self, inv: Invocation, deadline_ms: int, tenant_token: str | None = None
+    ) -> asyncio.Future[RuntimeReply]:
         """Hand `inv` to the runtime (now if it is polling, else on its next GET /next).
 
         `deadline_ms` is the epoch millisecond at which the invocation times out. The future resolves
@@ -178,7 +202,7 @@ class RuntimeChannel:
             raise ChannelClosed("the Runtime API channel is closed")
         if self.in_flight is not None:
             raise RuntimeError(f"invocation {self.in_flight} is still in flight")
-        head = wire.next_head(inv, deadline_ms)
+        head = wire.next_head(inv, deadline_ms, tenant_token)
         payload = inv.payload
         parts = (head + payload,) if len(payload) < _JOIN_BELOW else (head, payload)
         current = _InFlight(inv.request_id, self._loop.create_future(), parts)
@@ -254,7 +278,38 @@ class RuntimeChannel:
                 if method != b"POST":
                     return wire.method_not_allowed(method, path)
                 return self._answer(rid, request, is_error=action == _ERROR)
+        if path == _CREDENTIALS or path == _TENANT_TOKEN:
+            if method != b"GET":
+                return wire.method_not_allowed(method, path)
+            return self._credentials(conn, answer, request, "aws" if path == _CREDENTIALS else "token")
         return wire.not_found(method, path)
+
+    def _credentials(
+        self, conn: RuntimeConnection, answer: Answer, request: Request, kind: Literal["aws", "token"]
+    ) -> bytes | None:
+        source = self.credentials
+        if source is None:
+            return wire.answer(
+                404, wire.error_doc("the function has no Credentials setting: nothing is served here", "NoCredentials")
+            )
+        if not source.authorized(request.authorization):
+            return wire.forbidden(
+                "the Authorization header is not this environment's AWS_CONTAINER_AUTHORIZATION_TOKEN"
+            )
+        task = self._loop.create_task(self._answer_credentials(conn, answer, source, kind))
+        self._answering.add(task)
+        task.add_done_callback(self._answering.discard)
+        return None
+
+    async def _answer_credentials(
+        self, conn: RuntimeConnection, answer: Answer, source: CredentialSource, kind: Literal["aws", "token"]
+    ) -> None:
+        try:
+            status, body = await source.answer(kind)
+        except Exception:
+            log.exception("the credentials of an environment could not be answered")
+            status, body = 500, wire.error_doc("silo failed to answer; the server's log says why", "ServiceError")
+        conn.deliver(answer, wire.answer(status, body))
 
     # the state machine
 

@@ -56,6 +56,10 @@ def invalid_request_id(request_id: bytes) -> bytes:
     return answer(400, error_doc(text, "InvalidRequestID"))
 
 
+def forbidden(why: str) -> bytes:
+    return answer(403, error_doc(why, "AccessDenied"))
+
+
 def invalid_state_transition(what: str) -> bytes:
     return answer(403, error_doc(f"State transition is not allowed: {what}", "InvalidStateTransition"))
 
@@ -108,8 +112,9 @@ def _header_safe(value: str, what: str) -> str:
     return value
 
 
-def next_head(inv: Invocation, deadline_ms: int) -> bytes:
-    """Status line and headers of the GET /next answer that hands `inv` to the runtime."""
+def next_head(inv: Invocation, deadline_ms: int, tenant_token: str | None = None) -> bytes:
+    """Status line and headers of the GET /next answer that hands `inv` to the runtime (and the environment's
+    tenant token, when its function has one)."""
     lines = [
         "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n",
         f"{paths.REQUEST_ID}: {_header_safe(inv.request_id, 'request id')}\r\n",
@@ -123,6 +128,8 @@ def next_head(inv: Invocation, deadline_ms: int) -> bytes:
             lines.append(f"{paths.CLIENT_CONTEXT}: {context}\r\n")
     if inv.tenant_id is not None:
         lines.append(f"{paths.TENANT_ID}: {_header_safe(inv.tenant_id, 'tenant id')}\r\n")
+    if tenant_token is not None:
+        lines.append(f"{paths.TENANT_TOKEN_HEADER}: {_header_safe(tenant_token, 'tenant token')}\r\n")
     lines.append(f"Content-Length: {len(inv.payload)}\r\n\r\n")
     return "".join(lines).encode()
 

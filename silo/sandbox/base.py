@@ -8,7 +8,7 @@ never see more than this, so the jail, gVisor and the development backend plug i
 from __future__ import annotations
 
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -33,7 +33,9 @@ class LaunchSpec:
 
     `environ` holds the function's variables and Lambda's reserved ones; the backend adds those that
     depend on where things are inside the environment (`LAMBDA_TASK_ROOT`, `LAMBDA_RUNTIME_DIR`,
-    `AWS_LAMBDA_RUNTIME_API`, `PATH`) and chooses the runtime's argv.
+    `AWS_LAMBDA_RUNTIME_API`, `PATH`) and chooses the runtime's argv. `runtime_api_urls` names variables
+    to set to a URL of the environment's own Runtime API (the per-tenant credentials' endpoint): the
+    backend sets each to `http://<the address it serves the Runtime API at><path>`.
     """
 
     env_id: str
@@ -45,6 +47,7 @@ class LaunchSpec:
     network: str = "none"  # "none": loopback only; "outbound": may connect out, never to the host itself
     # "127.0.0.1:5432": ports of the host's loopback an outbound environment reaches at its gateway's address
     host_services: tuple[str, ...] = ()
+    runtime_api_urls: dict[str, str] = field(default_factory=dict)  # variable -> path on the Runtime API
 
 
 class SandboxProcess(Protocol):

@@ -73,12 +73,14 @@ def runtime_layout(spec: LaunchSpec) -> RuntimeLayout:
     argv = catalog.launch_command(spec.runtime, TASK_ROOT, RUNTIME_DIR, exe, spec.memory_mb)
     if catalog.is_node(spec.runtime) and "NODE_PATH" not in spec.environ:
         extra["NODE_PATH"] = catalog.node_path(spec.runtime, TASK_ROOT)
+    address = f"127.0.0.1:{RUNTIME_API_PORT}"
     environ = dict(
         spec.environ,
         **extra,
+        **{name: f"http://{address}{path}" for name, path in spec.runtime_api_urls.items()},
         PATH=PATH,
         LAMBDA_TASK_ROOT=TASK_ROOT,
         LAMBDA_RUNTIME_DIR=RUNTIME_DIR,
-        AWS_LAMBDA_RUNTIME_API=f"127.0.0.1:{RUNTIME_API_PORT}",
+        AWS_LAMBDA_RUNTIME_API=address,
     )
     return RuntimeLayout(argv, binds, environ, exe if catalog.is_python(spec.runtime) else None)

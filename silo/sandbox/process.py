@@ -157,6 +157,7 @@ class ProcessSandbox:
             environ = dict(
                 spec.environ,
                 **extra,
+                **{name: f"http://{host}:{port}{path}" for name, path in spec.runtime_api_urls.items()},
                 AWS_LAMBDA_RUNTIME_API=f"{host}:{port}",
                 LAMBDA_TASK_ROOT=str(spec.code_dir),
                 LAMBDA_RUNTIME_DIR=runtime_dir,

@@ -51,9 +51,18 @@ class Sealer:
             raise Unsealable("the sealed value does not open with this sealing key") from None
 
 
-def load_or_create_key(path: Path) -> bytes:
+def load_or_create_key(
+    path: Path,
+    *,
+    what: str = "silo's sealing key",
+    guards: str = "it opens every caller key's secret",
+    lost: str = "the caller keys sealed with it cannot be opened without it",
+) -> bytes:
     """The key in `path`, or a new random one written there, readable by its owner only. A key file that
-    others may read, or that is not a key, is refused: every secret of the database opens with it."""
+    others may read, or that is not a key, is refused: every secret of the database opens with it.
+
+    Other keys of the data directory are kept the same way (the tenant tokens' signing key): `what` names
+    the key, `guards` says what a copy of it gives away, `lost` what is lost with it, in the refusals."""
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     except FileExistsError:
@@ -69,22 +78,21 @@ def load_or_create_key(path: Path) -> bytes:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
     except OSError as exc:
-        raise SealingKeyError(f"cannot read the sealing key {path}: {exc.strerror or exc}") from None
+        raise SealingKeyError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
-            raise SealingKeyError(f"{path} is not a regular file; it must hold silo's sealing key")
+            raise SealingKeyError(f"{path} is not a regular file; it must hold {what}")
         if info.st_mode & 0o077:
             raise SealingKeyError(
-                f"{path} may be read by others (mode {stat.S_IMODE(info.st_mode):04o}); it opens every caller "
-                f"key's secret. Make it readable by its owner only: chmod 600 {path}"
+                f"{path} may be read by others (mode {stat.S_IMODE(info.st_mode):04o}); {guards}. Make it "
+                f"readable by its owner only: chmod 600 {path}"
             )
         key = os.read(fd, KEY_BYTES + 1)
     finally:
         os.close(fd)
     if len(key) != KEY_BYTES:
         raise SealingKeyError(
-            f"{path} holds {len(key)} bytes, not a {KEY_BYTES}-byte sealing key; restore it from a backup (the "
-            "caller keys sealed with it cannot be opened without it)"
+            f"{path} holds {len(key)} bytes, not {what} of {KEY_BYTES} bytes; restore it from a backup ({lost})"
         )
     return key

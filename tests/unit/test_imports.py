@@ -24,6 +24,9 @@ FORBIDDEN: dict[str, set[str]] = {
     "api": {"cli", "store", "sandbox"},
     # The async dispatcher drives the router like the api does, and is driven by it, never the reverse.
     "events": {"api", "cli", "sandbox", "runtime_api", "jail"},
+    # Credential vending serves the router (which hands it to environments) and the api (the key set); it
+    # knows neither, nor the sandboxes or the Runtime API it is served through.
+    "credentials": {"api", "cli", "control", "router", "sandbox", "runtime_api", "events"},
 }
 # Modules that wire everything together are allowed to see every layer.
 WIRING = {"silo.cli.serve", "silo.__main__"}

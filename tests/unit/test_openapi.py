@@ -17,6 +17,7 @@ from silo.api.gateway import GatewayEndpoint
 from silo.api.health import Readiness
 from silo.api.invoke import InvokeEndpoint
 from silo.api.routes import api_routes
+from silo.credentials.tokens import TokenSigner
 from silo.router.limits import Reason
 from silo.runtimes.catalog import LAMBDA_RUNTIMES
 
@@ -46,6 +47,7 @@ def served() -> set[tuple[str, str]]:
         Readiness(),
         nothing,
         gateway=GatewayEndpoint(nothing, nothing),
+        tokens=TokenSigner(bytes(32), "http://silo.test"),
     )
     out: set[tuple[str, str]] = set()
     for route in routes:

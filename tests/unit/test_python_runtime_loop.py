@@ -313,3 +313,19 @@ def test_log_level_from_env() -> None:
     assert logs.level_from_env(None) == ""
     assert logs.level_from_env("trace") == "DEBUG"
     assert logs.level_from_env("warn") == "WARN"
+
+
+def test_the_tenant_token_of_each_invocation_is_in_silo_tenant_token_and_only_for_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("SILO_TENANT_TOKEN", raising=False)
+    seen: list[str | None] = []
+
+    def handler(event: Any, context: Any) -> Any:
+        seen.append(os.environ.get("SILO_TENANT_TOKEN"))
+        return {}
+
+    run_once(handler, request(tenant="blue", silo_tenant_token="first.token.value"))
+    run_once(handler, request(tenant="blue", silo_tenant_token="second.token.value"))
+    run_once(handler, request(tenant="blue"))
+    assert seen == ["first.token.value", "second.token.value", None]

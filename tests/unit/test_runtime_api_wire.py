@@ -79,5 +79,6 @@ def test_the_python_runtime_speaks_the_same_paths_and_headers() -> None:
         "COGNITO_IDENTITY",
         "TENANT_ID",
         "FUNCTION_ERROR_TYPE",
+        "TENANT_TOKEN_HEADER",
     ):
         assert getattr(runtime_client, name) == getattr(paths, name), name

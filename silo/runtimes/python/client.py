@@ -23,6 +23,7 @@ CLIENT_CONTEXT = "Lambda-Runtime-Client-Context"
 COGNITO_IDENTITY = "Lambda-Runtime-Cognito-Identity"
 TENANT_ID = "Lambda-Runtime-Aws-Tenant-Id"
 FUNCTION_ERROR_TYPE = "Lambda-Runtime-Function-Error-Type"
+TENANT_TOKEN_HEADER = "Silo-Tenant-Token"  # silo's own: the tenant token, with each invocation
 
 # The names as the answer's headers are keyed here (lower case).
 _REQUEST_ID = REQUEST_ID.lower()
@@ -32,6 +33,7 @@ _TRACE_ID = TRACE_ID.lower()
 _CLIENT_CONTEXT = CLIENT_CONTEXT.lower()
 _COGNITO_IDENTITY = COGNITO_IDENTITY.lower()
 _TENANT_ID = TENANT_ID.lower()
+_TENANT_TOKEN = TENANT_TOKEN_HEADER.lower()
 
 _MAX_HEAD = 1 << 20
 # Answers are read into one buffer kept for the life of the process. `sock.recv(n)` would allocate n
@@ -65,6 +67,7 @@ class InvocationRequest:
         "invoked_function_arn",
         "request_id",
         "tenant_id",
+        "tenant_token",
         "trace_id",
     )
 
@@ -77,6 +80,7 @@ class InvocationRequest:
         self.client_context = get(_CLIENT_CONTEXT)
         self.cognito_identity = get(_COGNITO_IDENTITY)
         self.tenant_id = get(_TENANT_ID)
+        self.tenant_token = get(_TENANT_TOKEN)
         self.content_type = get("content-type", "application/json")
         self.body = body
 

@@ -71,6 +71,11 @@ def handle(client: Client, handler: Handler, request: InvocationRequest, json_lo
         os.environ["_X_AMZN_TRACE_ID"] = request.trace_id
     else:
         os.environ.pop("_X_AMZN_TRACE_ID", None)
+    # silo's per-tenant credentials: the tenant token comes with each invocation (docs/operating.md).
+    if request.tenant_token is not None:
+        os.environ["SILO_TENANT_TOKEN"] = request.tenant_token
+    else:
+        os.environ.pop("SILO_TENANT_TOKEN", None)
     error: dict[str, Any] | None = None
     try:
         try:

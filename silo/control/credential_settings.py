@@ -1,0 +1,140 @@
+"""The `Credentials` silo setting: which providers give each tenant's environments credentials of their own,
+once they are bound to that tenant (silo.credentials serves them).
+
+    {"Sts": {"SessionPolicy": "{...${TenantId}...}", "DurationSeconds": 3600},
+     "Token": {"DurationSeconds": 900, "Audience": "my-services"}}
+
+`Sts`: silo assumes the function's execution role for each tenant, with the session tag TenantId and the
+optional session policy (`${TenantId}` replaced), and the AWS SDKs in the environment find the credentials
+at the container-credentials endpoint. `Token`: a JWT signed by silo that names the tenant, for the user's
+own services, with the `aud` they expect (default "silo"). Either may be left out; null removes the
+setting. Checked here, when the setting is given, so that no tenant's call later meets a policy STS
+refuses for its length or a duration out of bounds.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from silo.credentials import policy
+from silo.errors import InvalidParameterValueException
+from silo.types import CredentialsSetting
+
+MEMBERS = ("Sts", "Token")
+# AssumeRole's own bounds; a role's MaxSessionDuration (1 to 12 hours) may lower the upper one, which STS
+# then says at the call.
+STS_MIN_S = 900
+STS_MAX_S = 43200
+STS_DEFAULT_S = 3600
+# A tenant token is a bearer credential: short lives bound what a leaked one is worth, and silo renews it
+# for free before it ends, so a longer life buys nothing. At least a minute, so a call has time to use it.
+TOKEN_MIN_S = 60
+TOKEN_MAX_S = 3600
+TOKEN_DEFAULT_S = 900
+TOKEN_DEFAULT_AUDIENCE = "silo"
+MAX_AUDIENCE = 256
+
+
+def _refuse(message: str) -> InvalidParameterValueException:
+    return InvalidParameterValueException(f"Credentials: {message}")
+
+
+def validate(value: Any, *, per_tenant: bool) -> dict[str, Any] | None:
+    """The normalised Credentials setting for `value` (None removes it), or InvalidParameterValueException."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise _refuse(f"must be an object (or null to remove it); got {type(value).__name__}.")
+    if not per_tenant:
+        raise _refuse(
+            "credentials are given to each tenant's environments, so they serve only functions in tenant "
+            'isolation mode; create the function with TenancyConfig {"TenantIsolationMode": "PER_TENANT"}.'
+        )
+    unknown = sorted(set(value) - set(MEMBERS))
+    if unknown:
+        raise _refuse(f"unknown member(s) {', '.join(unknown)}; known: {', '.join(MEMBERS)}.")
+    if not value:
+        raise _refuse('name at least one provider, e.g. {"Token": {}}, or give null for none.')
+    out: dict[str, Any] = {}
+    if "Sts" in value:
+        out["Sts"] = _sts(value["Sts"])
+    if "Token" in value:
+        out["Token"] = _token(value["Token"])
+    return out
+
+
+def _members(value: Any, where: str, known: tuple[str, ...]) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise _refuse(f"{where} must be an object; got {type(value).__name__}.")
+    unknown = sorted(set(value) - set(known))
+    if unknown:
+        raise _refuse(f"unknown member(s) {', '.join(unknown)} in {where}; known: {', '.join(known)}.")
+    return value
+
+
+def _duration(value: Any, where: str, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise _refuse(f"{where}.DurationSeconds must be a whole number from {low} to {high}; got {value!r}.")
+    return value
+
+
+def _sts(value: Any) -> dict[str, Any]:
+    given = _members(value, "Sts", ("SessionPolicy", "DurationSeconds"))
+    duration = _duration(given.get("DurationSeconds", STS_DEFAULT_S), "Sts", STS_MIN_S, STS_MAX_S)
+    return {"SessionPolicy": _session_policy(given.get("SessionPolicy")), "DurationSeconds": duration}
+
+
+def _session_policy(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, dict):
+        value = json.dumps(value, separators=(",", ":"))
+    if not isinstance(value, str) or not value:
+        raise _refuse("Sts.SessionPolicy must be an IAM policy document, as JSON text or an object.")
+    if not policy.CHARACTERS.fullmatch(value):
+        raise _refuse(
+            "Sts.SessionPolicy may hold only tab, line feed, carriage return and the characters U+0020 to U+00FF, "
+            "as STS accepts."
+        )
+    try:
+        document = json.loads(policy.render(value, "tenant"))
+    except ValueError as exc:
+        raise _refuse(f"Sts.SessionPolicy is not JSON once {policy.PLACEHOLDER} is replaced: {exc}.") from None
+    if not isinstance(document, dict) or "Statement" not in document:
+        raise _refuse('Sts.SessionPolicy must be a policy document: {"Version": "2012-10-17", "Statement": [...]}.')
+    longest = policy.longest(value)
+    if longest > policy.MAX_CHARS:
+        raise _refuse(
+            f"Sts.SessionPolicy would be {longest} characters for a tenant id of the longest length "
+            f"({len(policy.LONGEST_TENANT)}) in each {policy.PLACEHOLDER}; STS takes at most {policy.MAX_CHARS}. "
+            "Shorten it, or name the tenant in the role's own policies with ${aws:PrincipalTag/TenantId} (silo "
+            "tags every session with TenantId)."
+        )
+    return value
+
+
+def _token(value: Any) -> dict[str, Any]:
+    given = _members(value, "Token", ("DurationSeconds", "Audience"))
+    duration = _duration(given.get("DurationSeconds", TOKEN_DEFAULT_S), "Token", TOKEN_MIN_S, TOKEN_MAX_S)
+    audience = given.get("Audience", TOKEN_DEFAULT_AUDIENCE)
+    if not isinstance(audience, str) or not 1 <= len(audience) <= MAX_AUDIENCE or not audience.isprintable():
+        raise _refuse(
+            f"Token.Audience must be 1 to {MAX_AUDIENCE} printable characters, the `aud` the tokens carry for "
+            f"your services to check; got {audience!r}."
+        )
+    return {"DurationSeconds": duration, "Audience": audience}
+
+
+def to_spec(stored: dict[str, Any] | None) -> CredentialsSetting | None:
+    """What the environments of a function need of its stored setting."""
+    if not stored:
+        return None
+    sts = stored.get("Sts")
+    token = stored.get("Token")
+    return CredentialsSetting(
+        sts_duration_s=sts["DurationSeconds"] if sts else None,
+        sts_session_policy=sts["SessionPolicy"] if sts else None,
+        token_duration_s=token["DurationSeconds"] if token else None,
+        token_audience=token["Audience"] if token else None,
+    )
