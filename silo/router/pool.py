@@ -297,6 +297,9 @@ class Router:
         if self._closed:
             return
         plan = self.stems.plan(self.account.memory_budget_mb, now)
+        for vk, known in list(self._stem_specs.items()):
+            if (*vk, known.revision_id) not in plan.targets:
+                del self._stem_specs[vk]  # the pool forgot the version (quiet, stems given back): so do we
         for key, count in plan.give_back.items():
             for stem in self.stems.surplus(key, count):
                 self._forget(cast(Environment, stem))

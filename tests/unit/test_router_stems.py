@@ -140,6 +140,8 @@ def test_a_version_whose_new_tenants_stop_gives_its_stem_back(tmp_path: Path) ->
             router.tend_stems(now=time.monotonic() + 301)
             assert stems_of(router, spec) == [] and stem.retired, "quiet for longer: given back"
             ledger_holds(router)
+            router.tend_stems(now=time.monotonic() + 302)
+            assert router.stems.demands(now=time.monotonic() + 303) == [], "and the version is forgotten"
         finally:
             await router.close()
 
@@ -161,6 +163,42 @@ def test_stems_grow_a_few_at_a_time(tmp_path: Path) -> None:
                 assert time.monotonic() < deadline, "the stems did not all grow"
                 await asyncio.sleep(0.005)
         finally:
+            await router.close()
+
+    asyncio.run(main())
+
+
+# Its init waits while a file named `hold` is beside it: a stem that keeps growing for as long as the test needs.
+SLOW_INIT = """import os, time
+while os.path.exists(os.path.join(os.path.dirname(__file__), "hold")):
+    time.sleep(0.01)
+def handler(event, context):
+    return {"tenant": context.tenant_id}
+"""
+
+
+def test_a_growing_stem_is_evicted_first_for_a_call_that_needs_the_room(tmp_path: Path) -> None:
+    slow, other = spec_of(tmp_path, "slow", 2048), spec_of(tmp_path, "other", 2048)
+    (slow.code_dir / "app.py").write_text(SLOW_INIT)
+
+    async def main() -> None:
+        router = Router(MeasuredHost(tmp_path / "envs"), account=AccountLimits(memory_budget_mb=3072))
+        try:
+            await call(router, slow, "seed")  # its answer asks for a stem, whose init now waits
+            (slow.code_dir / "hold").touch()
+            deadline = time.monotonic() + 30
+            while not [e for e in stems_of(router, slow) if e.state is EnvState.STARTING and e.alive]:
+                assert time.monotonic() < deadline, "no stem grew"
+                await asyncio.sleep(0.01)
+            (growing,) = stems_of(router, slow)
+            assert growing.charged_mb == 2048, "growing, a stem counts at its whole MemorySize"
+            # 2,048 MiB more for the other function's call: only the growing stem can make room.
+            result = await call(router, other, "caller")
+            assert result.function_error is None and growing.retired
+            assert stems_of(router, slow) == []
+            ledger_holds(router)
+        finally:
+            (slow.code_dir / "hold").unlink(missing_ok=True)
             await router.close()
 
     asyncio.run(main())
