@@ -6,7 +6,7 @@ in the same run, because absolute times on a shared machine drift:
   Node.js row (c) a bare `node -e 0` spawn of the node that serves it.
 All calls go through the HTTP API on keep-alive connections, as a client of silo would make them.
 
-    python bench/run.py [--quick] [--out bench/RESULTS.md] [--only auth|node]
+    python bench/run.py [--quick] [--out bench/RESULTS.md] [--only auth|node|stems]
 """
 
 from __future__ import annotations
@@ -674,22 +674,57 @@ def only_node(out: Path, quick: bool) -> int:
     return 0
 
 
+STEMS_BEGIN = "<!-- stems: written by bench/run.py --only stems -->"
+STEMS_END = "<!-- end of stems -->"
+
+
+def only_stems(out: Path, quick: bool) -> int:
+    """The new tenants of twenty functions alone (bench/new_tenants.py), in a section of its own at the end
+    of `out` (replacing an older one)."""
+    import new_tenants
+
+    work = Path(tempfile.mkdtemp(prefix="silo-bench-"))
+    try:
+        figures, notes = new_tenants.scenario(work, quick)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    section = [
+        STEMS_BEGIN,
+        "## New tenants of every function",
+        "",
+        f"Measured {datetime.date.today().isoformat()} on {machine()} by `bench/run.py --only stems`"
+        f"{' --quick' if quick else ''}.",
+        "",
+        "| what | p50 | p90 | p99 | samples | note |",
+        "| --- | --- | --- | --- | --- | --- |",
+        *(f.row() for f in figures),
+        "",
+        *notes,
+        STEMS_END,
+    ]
+    write_section(out, STEMS_BEGIN, STEMS_END, section)
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="fewer samples and tenants, for a smoke run")
     parser.add_argument("--out", type=Path, default=HERE / "RESULTS.md")
     parser.add_argument(
         "--only",
-        choices=["auth", "node"],
+        choices=["auth", "node", "stems"],
         help="run one scenario (auth: warm calls over 1,000 tenants with and without authentication; node: a new "
-        "tenant's first call of a Node.js function beside a bare node spawn) and write its own section of "
-        "RESULTS.md, keeping the rest",
+        "tenant's first call of a Node.js function beside a bare node spawn; stems: new tenants of twenty "
+        "functions of 128 MB-2 GB, each first call beside a warm call at the same pacing) and write its own "
+        "section of RESULTS.md, keeping the rest",
     )
     args = parser.parse_args()
     if args.only == "auth":
         return only_auth(args.out, quick=args.quick)
     if args.only == "node":
         return only_node(args.out, quick=args.quick)
+    if args.only == "stems":
+        return only_stems(args.out, quick=args.quick)
     n = 50 if args.quick else 200
     tenant_counts = (10, 100, 1000) if args.quick else (10, 1000, 3000, 10000)
     density_target = 300 if args.quick else 4000
@@ -763,6 +798,11 @@ def main() -> int:
             figures.append(Figure("warm call, same tenant, back to back", warm_call(client, "bench", max(n, 1000))))
         finally:
             server.stop()
+        import new_tenants
+
+        stem_figures, stem_notes = new_tenants.scenario(work, args.quick)
+        figures.extend(stem_figures)
+        notes.extend(stem_notes)
         rates: dict[int, float] = {}
         for count in tenant_counts:
             # A server of its own per tenant count, so each starts with no environment of the others.

@@ -67,7 +67,10 @@ class Settings:
         SANDBOX,
     )
     stems_per_function: int = setting(
-        8, "environments each tenant-isolated function keeps initialised ahead for new tenants; 0: none", SANDBOX
+        8,
+        "environments each tenant-isolated function version keeps initialised ahead for new tenants, at most "
+        "(fewer when its new tenants come slowly, or when the stems' tenth of the memory budget is used); 0: none",
+        SANDBOX,
     )
     # A template shares its hash seed and memory layout with every environment it forks.
     template_max_forks: int = setting(

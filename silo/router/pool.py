@@ -19,6 +19,7 @@ import logging
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from typing import cast
 
 from silo import errors
@@ -27,7 +28,7 @@ from silo.router import limits
 from silo.router.environment import EndedBetweenCalls, Environment, TenantMismatch
 from silo.router.fairness import FairQueue
 from silo.router.placement import Choice, place
-from silo.router.stems import StemKey, StemPolicy, StemPools
+from silo.router.stems import StemKey, StemPolicy, StemPools, VersionKey
 from silo.sandbox.base import Sandbox
 from silo.telemetry.recorder import Telemetry
 from silo.types import EnvKey, EnvState, FunctionSpec, Invocation, InvocationResult
@@ -38,6 +39,9 @@ TenantKey = tuple[str, str | None]
 # How many idle environments one call may find ended (their runtimes exited after their previous call)
 # before it runs in one it takes next, whatever that one's fate.
 HAND_BACKS = 3
+# How often the stems are tended when nothing else prompts it: growth that the host's memory put off is
+# tried again, and versions whose new tenants slowed give stems back.
+STEM_TICK_S = 1.0
 
 
 def _throttle(reason: limits.Reason, retry_after_s: int = 1) -> errors.TooManyRequestsException:
@@ -90,9 +94,15 @@ class Router:
         self._queue = FairQueue()
         self.evictions = 0
         self._reaper: asyncio.Task[None] | None = None
-        self.stems = StemPools(stems)
+        # A version's stems are given back once it has had no new tenant for as long as an idle environment
+        # lives, if that is shorter than the policy's own quiet time.
+        policy = stems or StemPolicy()
+        self.stems = StemPools(replace(policy, quiet_s=min(policy.quiet_s, keep_alive_s)))
+        self._stem_specs: dict[VersionKey, FunctionSpec] = {}  # what stems of each version are grown from
         self.credentials = credentials
         self._growing: set[asyncio.Task[None]] = set()
+        self._stem_ticker: asyncio.Task[None] | None = None
+        self._closed = False
 
     # Introspection, for metrics and tests.
     def environments(self) -> Iterable[Environment]:
@@ -120,7 +130,7 @@ class Router:
             if not pool:
                 del self._pools[env.key]
             self._envs_tenant[(env.key.function_arn, env.key.tenant_id)] -= 1
-        elif not self.stems.discard(env, env.spec.memory_mb):
+        elif not self.stems.discard(env):
             return
         self._idle.pop(env, None)
         self._envs_fn[env.key.function_arn] -= 1
@@ -139,7 +149,19 @@ class Router:
             self._forget(env)
 
     def _evict_one(self, scope: limits.Scope, key: EnvKey, keep: Environment | None = None) -> bool:
-        """Evict the least recently used idle environment within `scope` of `key`; False if there is none."""
+        """Evict the least recently used idle environment within `scope` of `key`; False if there is none.
+        A stem still growing goes first: it is charged its whole MemorySize until its init is done, and a
+        call that needs the room must not wait for (or be throttled by) an environment nobody asked for."""
+        if scope is not limits.Scope.TENANT:
+            for stem in self.stems.all():
+                env = cast(Environment, stem)
+                if (
+                    env is not keep
+                    and env.state is EnvState.STARTING
+                    and (scope is limits.Scope.HOST or env.key.function_arn == key.function_arn)
+                ):
+                    self._evicted(env, scope)
+                    return True
         for env in self._idle:
             if env is keep:
                 continue
@@ -152,12 +174,15 @@ class Router:
                     and env.key.tenant_id == key.tenant_id
                 )
             ):
-                self.evictions += 1
-                if self.telemetry is not None:
-                    self.telemetry.evicted(env.spec.function_name, scope.value)
-                self._forget(env)
+                self._evicted(env, scope)
                 return True
         return False
+
+    def _evicted(self, env: Environment, scope: limits.Scope) -> None:
+        self.evictions += 1
+        if self.telemetry is not None:
+            self.telemetry.evicted(env.spec.function_name, scope.value)
+        self._forget(env)
 
     # Memory: a busy or starting environment counts at its MemorySize, all it may use; an idle one at what
     # it holds, measured, since it does nothing until it is busy again and counts in full again.
@@ -209,7 +234,9 @@ class Router:
             chosen.divide_cpu(self._cpu_divisors.get(key, 1))
             return chosen, False
         if spec.per_tenant:
-            self.stems.new_tenant(key.function_arn)
+            for stale in self.stems.new_tenant((key.function_arn, key.version, spec.revision_id), spec.memory_mb):
+                self._forget(cast(Environment, stale))  # grown from code the version no longer has
+            self._stem_specs[(key.function_arn, key.version)] = spec
             stem = self._bind_stem(key, spec, fl)
             if stem is not None:
                 stem.divide_cpu(self._cpu_divisors.get(key, 1))
@@ -223,12 +250,12 @@ class Router:
 
     # Stems: grown ahead for no tenant, bound to a new tenant's first call.
     def _bind_stem(self, key: EnvKey, spec: FunctionSpec, fl: limits.FunctionLimits) -> Environment | None:
-        taken = self.stems.take((key.function_arn, key.version, spec.revision_id))
+        stem_key = (key.function_arn, key.version, spec.revision_id)
+        taken = self.stems.take(stem_key)
         if taken is None:
             return None
         stem = cast(Environment, taken)
         self._idle.pop(stem, None)
-        self.stems.bound(stem.spec.memory_mb)
         # Bound, the stem counts as one of its tenant's environments; the caps it now falls under were
         # checked when it was grown only for the function and the host, so check the tenant's now.
         if (
@@ -236,55 +263,83 @@ class Router:
             and self._envs_tenant[(key.function_arn, key.tenant_id)] >= (fl.tenant_environments)
             and not self._evict_one(limits.Scope.TENANT, key)
         ):
-            self.stems.add((key.function_arn, key.version, spec.revision_id), stem, stem.spec.memory_mb)
+            self._put_back(stem_key, stem)
             raise _throttle(limits.Reason.TENANT_ENVIRONMENTS)
         try:
             self._charge_in_full(stem, key)
         except errors.TooManyRequestsException:
-            self.stems.add((key.function_arn, key.version, spec.revision_id), stem, stem.spec.memory_mb)
+            self._put_back(stem_key, stem)
             raise
         try:
             stem.bind(key)
         except OSError as exc:
             log.warning("a stem of %s was dropped instead of bound: %s", spec.function_name, exc)
-            self.stems.add((key.function_arn, key.version, spec.revision_id), stem, stem.spec.memory_mb)
+            self.stems.add(stem_key, stem)
             self._forget(stem)
             return None
         except TenantMismatch:
             # bind() ended it (it was no unbound stem): out of every count, and the call fails loudly.
-            self.stems.add((key.function_arn, key.version, spec.revision_id), stem, stem.spec.memory_mb)
+            self.stems.add(stem_key, stem)
             self._forget(stem)
             raise
         self._pools.setdefault(key, []).append(stem)
         self._envs_tenant[(key.function_arn, key.tenant_id)] += 1
         return stem
 
-    def _grow_stems(self, spec: FunctionSpec) -> None:
-        """Refill the stem pool of `spec`'s version to what the recent rate of new tenants needs."""
-        key = (spec.function_arn, spec.version, spec.revision_id)
-        wanted = self.stems.wanted(key, spec.memory_mb, self.account.memory_budget_mb)
-        for _ in range(wanted):
-            # Stems never push anything out: they grow only into memory nobody uses.
-            if self._live_memory_mb + spec.memory_mb > self.account.memory_budget_mb:
+    def _put_back(self, key: StemKey, stem: Environment) -> None:
+        """A stem taken but not bound returns to its pool, waiting first in line for eviction again."""
+        self.stems.add(key, stem)
+        if stem.state is EnvState.STEM:
+            self._idle[stem] = None
+            self._idle.move_to_end(stem, last=False)
+
+    def tend_stems(self, now: float | None = None) -> None:
+        """Bring every version's stems to what the stems' share of the memory budget, divided by the recent
+        rates of new tenants, gives it: give back what is over, grow what is missing (a version's first
+        stem before anyone's second), as far as the host has room and cores free."""
+        if self._closed:
+            return
+        plan = self.stems.plan(self.account.memory_budget_mb, now)
+        for vk, known in list(self._stem_specs.items()):
+            if (*vk, known.revision_id) not in plan.targets:
+                del self._stem_specs[vk]  # the pool forgot the version (quiet, stems given back): so do we
+        for key, count in plan.give_back.items():
+            for stem in self.stems.surplus(key, count):
+                self._forget(cast(Environment, stem))
+        growing = sum(1 for task in self._growing if not task.done())
+        for key in plan.grow:
+            if growing >= self.stems.policy.growing_at_once:
                 return
-            if spec.per_tenant and self._envs_fn[spec.function_arn] >= limits.environment_cap(
-                function_limits(spec, self.account), self.account, self._reserved_total()
-            ):
-                return
-            stem = Environment(
-                EnvKey(spec.function_arn, spec.version, None),
-                spec,
-                self.telemetry,
-                stem=True,
-                on_exit=self._ended,
-                credentials=self.credentials,
-            )
-            self.stems.add(key, stem, spec.memory_mb)
-            self._envs_fn[spec.function_arn] += 1
-            self._live_memory_mb += stem.charged_mb
-            task = asyncio.ensure_future(self._grow(stem, key))
-            self._growing.add(task)
-            task.add_done_callback(self._growing.discard)
+            spec = self._stem_specs.get((key[0], key[1]))
+            if spec is not None and spec.revision_id == key[2] and self._grow_stem(spec, key):
+                growing += 1
+
+    def _grow_stem(self, spec: FunctionSpec, key: StemKey) -> bool:
+        """Start one stem of `key`, if it fits; False if it does not."""
+        # Stems never push anything out: they grow only into memory nobody uses, and while one grows it
+        # counts at its MemorySize, all its init may use.
+        if self._live_memory_mb + spec.memory_mb > self.account.memory_budget_mb:
+            return False
+        if spec.per_tenant and self._envs_fn[spec.function_arn] >= limits.environment_cap(
+            function_limits(spec, self.account), self.account, self._reserved_total()
+        ):
+            return False
+        stem = Environment(
+            EnvKey(spec.function_arn, spec.version, None),
+            spec,
+            self.telemetry,
+            stem=True,
+            on_exit=self._ended,
+            credentials=self.credentials,
+        )
+        if not self.stems.add(key, stem):
+            return False
+        self._envs_fn[spec.function_arn] += 1
+        self._live_memory_mb += stem.charged_mb
+        task = asyncio.ensure_future(self._grow(stem, key))
+        self._growing.add(task)
+        task.add_done_callback(self._growing.discard)
+        return True
 
     async def _grow(self, stem: Environment, key: StemKey) -> None:
         started = time.monotonic()
@@ -294,16 +349,26 @@ class Router:
             ok = await stem.prepare()
         except Exception:
             log.exception("a stem of %s could not be grown", stem.spec.function_name)
-        self.stems.grew(key[0], time.monotonic() - started, ok, key)
-        if stem.state is EnvState.STEM and not stem.retired:
-            # A ready stem waits like an idle environment, first in line for eviction.
-            self._charge(stem, stem.idle_memory_mb())
+        seconds = time.monotonic() - started
+        if stem.retired and stem.key.tenant_id is None:
+            # Given back, or its version retired, as it grew: its end says nothing of the version's init.
+            pass
+        elif stem.state is EnvState.STEM:
+            # A ready stem waits like an idle environment, first in line for eviction, charged at what it
+            # holds; the share of the stems counts the next of its version at that too.
+            held = stem.idle_memory_mb()
+            self.stems.grew(key, seconds, ok, held)
+            self._charge(stem, held)
             stem.last_used = time.monotonic()
             self._idle[stem] = None
             self._idle.move_to_end(stem, last=False)
-        elif not ok and stem.state is not EnvState.BUSY:
-            # (A stem bound while it grew belongs to its call now, which reports how its init went.)
-            self._forget(stem)
+        else:
+            self.stems.grew(key, seconds, ok)
+            if not ok and stem.state is not EnvState.BUSY:
+                # (A stem bound while it grew belongs to its call now, which reports how its init went.)
+                self._forget(stem)
+        # A core is free again: grow what waited for one.
+        asyncio.get_running_loop().call_soon(self.tend_stems)
 
     def _release(self, env: Environment) -> None:
         if env.alive and not env.retired:
@@ -432,7 +497,7 @@ class Router:
                     if new_environment:
                         # Refill the stems once this call is answered, not while it runs: starting an
                         # environment forks the daemon and takes a core, which this call would pay for.
-                        asyncio.get_running_loop().call_soon(self._grow_stems, spec)
+                        asyncio.get_running_loop().call_soon(self.tend_stems)
         finally:
             self._finish(key, spec, fl)
 
@@ -457,6 +522,9 @@ class Router:
         may serve another call. The environments of the function's other versions stay warm."""
         for stem in self.stems.of_function(function_arn, version):
             self._forget(cast(Environment, stem))
+        self.stems.forget(function_arn, version)
+        for vk in [vk for vk in self._stem_specs if vk[0] == function_arn and version in (None, vk[1])]:
+            del self._stem_specs[vk]
         for key in [k for k in self._pools if k.function_arn == function_arn and version in (None, k.version)]:
             for env in list(self._pools.get(key, [])):
                 env.retired = True
@@ -477,14 +545,22 @@ class Router:
                 await asyncio.sleep(max(0.5, min(60.0, self.keep_alive_s / 4)))
                 self.reap_idle()
 
+        async def tend() -> None:
+            while True:
+                await asyncio.sleep(STEM_TICK_S)
+                self.tend_stems()
+
         self._reaper = asyncio.ensure_future(loop())
+        self._stem_ticker = asyncio.ensure_future(tend())
 
     async def close(self) -> None:
         """Kill every environment and wait until each is cleaned up."""
-        if self._reaper is not None:
-            self._reaper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reaper
+        self._closed = True
+        for ticker in (self._reaper, self._stem_ticker):
+            if ticker is not None:
+                ticker.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await ticker
         for task in list(self._growing):
             task.cancel()
         if self._growing:

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import base64
 import time
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
-from tests.support import create_python_function, payload_of
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.support import TIME_SCALE, SiloServer, api_client, create_python_function, make_client, payload_of
 
 SOURCE = """
 import os, time
@@ -68,3 +73,52 @@ def test_init_error_without_stems_is_reported(lambda_client: Any, unique_name: s
         assert response["FunctionError"] == "Unhandled"
         assert "broken init" in payload_of(response)["errorMessage"], tenant
         time.sleep(0.3)
+
+
+def stems_of(endpoint: str, function: str) -> float:
+    """The function's stems (growing or ready) as /metrics lists them."""
+    body = api_client(endpoint).request("GET", "/metrics").body.decode()
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(body)
+        if family.name == "silo_environments"
+        for sample in family.samples
+        if sample.labels.get("function") == function and sample.labels.get("state") == "stem"
+    )
+
+
+def wait_for_stems_of(endpoint: str, function: str) -> bool:
+    deadline = time.monotonic() + 20 * TIME_SCALE
+    while time.monotonic() < deadline:
+        if stems_of(endpoint, function) >= 1:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+@pytest.fixture()
+def small_budget(tmp_path: Path) -> Iterator[SiloServer]:
+    """A server of the test's own with a small host memory budget."""
+    server = SiloServer(tmp_path / "data", "--memory-budget-mb", "6144")
+    server.start()
+    yield server
+    server.stop()
+
+
+def test_functions_of_large_memory_size_each_keep_a_stem(small_budget: SiloServer, unique_name: str) -> None:
+    # A tenth of 6,144 MiB is 614 MiB for stems. Counted at their MemorySize only the 512 MB function's
+    # stem would fit, and the later functions would have none; counted at what an idle stem holds (a few
+    # MiB), each function keeps one, and each one's new tenant binds it.
+    client = make_client(small_budget.endpoint)
+    sizes = (512, 1024, 1536, 2048)
+    names = [f"{unique_name}-{mb}" for mb in sizes]
+    for name, mb in zip(names, sizes, strict=True):
+        create_python_function(client, name, SOURCE, per_tenant=True, MemorySize=mb)
+    for name in names:
+        call(client, name, "seed")
+        assert wait_for_stems_of(small_budget.endpoint, name), f"{name} grew no stem: {small_budget.log()[-2000:]}"
+    assert all(stems_of(small_budget.endpoint, name) >= 1 for name in names), "every function keeps its stem"
+    for name in names:
+        body, log = call(client, name, "newcomer")
+        assert "(stem)" in log, (name, log)
+        assert body["tenant"] == "newcomer" and body["count"] == 1
