@@ -12,6 +12,7 @@ from silo.api import health
 from silo.api import invoke as invoke_routes
 from silo.api import keys as key_routes
 from silo.api import telemetry as telemetry_routes
+from silo.api import unserved as unserved_routes
 from silo.control.event_config import EventInvokeConfigService
 from silo.control.functions import FunctionService
 from silo.control.keys import KeyService
@@ -35,6 +36,7 @@ def api_routes(
     return [
         *health.routes(readiness),
         *function_routes.routes(functions, presign),
+        *unserved_routes.routes(functions),
         *key_routes.routes(keys),
         invoke_routes.route(invoke),
         *event_routes.routes(event_configs, dispatcher),

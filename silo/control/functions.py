@@ -31,6 +31,7 @@ from silo.control.names import (
     parse_function_name,
 )
 from silo.control.resources import REVISION_MISMATCH, PolicyAndTagOperations
+from silo.control.unserved import UnservedOperations
 from silo.control.violations import Violations, enum_constraint
 from silo.errors import (
     InvalidParameterValueException,
@@ -59,7 +60,7 @@ def host_architecture() -> str:
     return "arm64" if machine in ("aarch64", "arm64") else "x86_64"
 
 
-class FunctionService(PolicyAndTagOperations, AliasOperations):
+class FunctionService(PolicyAndTagOperations, AliasOperations, UnservedOperations):
     """Create, read, update, delete and resolve functions.
 
     `on_change(function_arn, version)` runs after every change that makes live environments stale:
