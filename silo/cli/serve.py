@@ -19,6 +19,7 @@ from silo.api import invoke as invoke_routes
 from silo.api.app import build_app
 from silo.api.auth import Authentication, UrlSigner, body_limit, check_auth_setting
 from silo.api.front import Front, FrontLimits, descriptor_room
+from silo.api.function_urls import FunctionUrlEndpoint
 from silo.api.functions import MAX_REQUEST_BYTES
 from silo.api.gateway import GatewayEndpoint
 from silo.api.health import Readiness
@@ -197,12 +198,17 @@ async def run(settings: Settings) -> None:
         keys,
         presign=UrlSigner(keys, settings.region) if signing else None,
         gateway=GatewayEndpoint(service, router),
+        function_urls=FunctionUrlEndpoint(service, router, settings.account_id, signed=signing),
     )
     limit = body_limit(MAX_REQUEST_BYTES, invoke_routes.SYNC_PAYLOAD_LIMIT)
     app = build_app(
         routes,
         hot=invoke,
-        authenticate=(lambda inner: Authentication(inner, keys, region=settings.region, body_limit=limit))
+        authenticate=(
+            lambda inner: Authentication(
+                inner, keys, region=settings.region, body_limit=limit, url_auth=service.function_url_auth_type
+            )
+        )
         if signing
         else None,
     )

@@ -22,6 +22,7 @@ from silo.control import silo_settings, validation, versions
 from silo.control.aliasing import AliasOperations
 from silo.control.configuration import function_configuration, function_spec, lambda_timestamp
 from silo.control.fields import str_member
+from silo.control.function_urls import FunctionUrlOperations
 from silo.control.names import (
     LATEST,
     FunctionRef,
@@ -42,6 +43,7 @@ from silo.runtimes import catalog
 from silo.store.aliases import AliasRepository
 from silo.store.code import MAX_UNZIPPED_BYTES, MAX_ZIPPED_BYTES, CodeStore
 from silo.store.db import Database
+from silo.store.function_urls import FunctionUrlRepository
 from silo.store.functions import FunctionRecord, FunctionRepository
 from silo.types import FunctionSpec
 
@@ -60,7 +62,7 @@ def host_architecture() -> str:
     return "arm64" if machine in ("aarch64", "arm64") else "x86_64"
 
 
-class FunctionService(PolicyAndTagOperations, AliasOperations, UnservedOperations):
+class FunctionService(PolicyAndTagOperations, AliasOperations, FunctionUrlOperations, UnservedOperations):
     """Create, read, update, delete and resolve functions.
 
     `on_change(function_arn, version)` runs after every change that makes live environments stale:
@@ -85,6 +87,7 @@ class FunctionService(PolicyAndTagOperations, AliasOperations, UnservedOperation
         self.account = settings.account_id
         self.repo = FunctionRepository(db)
         self.alias_repo = AliasRepository(db)
+        self.url_repo = FunctionUrlRepository(db)
         self.code = code_store
         self.on_change = on_change
         self._available_runtimes = available_runtimes
@@ -95,6 +98,8 @@ class FunctionService(PolicyAndTagOperations, AliasOperations, UnservedOperation
         self._versions: dict[tuple[str, str], FunctionSpec] = {}  # published versions, by (name, number)
         self._records: dict[str, dict[str, FunctionRecord]] = {}  # every stored version, by name and version
         self._aliases = {}
+        self._urls = {}
+        self._urls_by_id = {}
         self._load()
 
     # -- start-up ---------------------------------------------------------------------------------
@@ -108,6 +113,8 @@ class FunctionService(PolicyAndTagOperations, AliasOperations, UnservedOperation
             self._remember(record)
         for alias in self.alias_repo.all():
             self._remember_alias(alias)
+        for url in self.url_repo.all():
+            self._remember_url(url)
         self.code.collect(self.repo.code_in_use())
 
     def _restore_code(self, record: FunctionRecord) -> None:
@@ -145,6 +152,7 @@ class FunctionService(PolicyAndTagOperations, AliasOperations, UnservedOperation
         if version is None:
             self._specs.pop(name, None)
             self._aliases.pop(name, None)
+            self._forget_url(name)
             for number in self._records.pop(name, {}):
                 self._versions.pop((name, number), None)
             return
