@@ -30,6 +30,7 @@ from silo.config import Settings, load_settings, read_config
 from silo.control.event_config import EventInvokeConfigService
 from silo.control.functions import FunctionService
 from silo.control.keys import KeyService
+from silo.control.s3_code import S3Code, check_s3_endpoint
 from silo.errors import ResourceNotFoundException
 from silo.events.dispatcher import Dispatcher, DispatchSettings
 from silo.router.limits import AccountLimits
@@ -173,7 +174,12 @@ async def run(settings: Settings) -> None:
             dispatcher.function_removed(name)
 
     service = FunctionService(
-        settings, db, CodeStore(settings.code_dir), on_change=retire, concurrency_limit=settings.account_concurrency
+        settings,
+        db,
+        CodeStore(settings.code_dir),
+        on_change=retire,
+        concurrency_limit=settings.account_concurrency,
+        packages=S3Code(settings.s3_endpoint, settings.region) if settings.s3_endpoint else None,
     )
     # The templates the deployed functions fork from start now; /readyz waits for them.
     sandbox.warm({spec.runtime for spec in service.functions()})
@@ -262,6 +268,7 @@ def serve(args: argparse.Namespace) -> int:
         settings = load_settings(vars(args), file=read_config(args.config) if args.config else None)
         FrontLimits.from_settings(settings)  # refuse limits that make no sense before anything starts
         check_auth_setting(settings.auth, settings.host)
+        check_s3_endpoint(settings.s3_endpoint)
     except ValueError as exc:
         print(f"silo: {exc}", file=sys.stderr)
         return 2

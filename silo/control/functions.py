@@ -32,6 +32,7 @@ from silo.control.names import (
     parse_function_name,
 )
 from silo.control.resources import REVISION_MISMATCH, PolicyAndTagOperations
+from silo.control.s3_code import NoS3, PackageSource
 from silo.control.unserved import UnservedOperations
 from silo.control.violations import Violations, enum_constraint
 from silo.errors import (
@@ -81,8 +82,10 @@ class FunctionService(PolicyAndTagOperations, AliasOperations, FunctionUrlOperat
         available_runtimes: Callable[[], list[str]] = catalog.available_runtimes,
         architecture: str | None = None,
         concurrency_limit: int = ACCOUNT_CONCURRENCY,
+        packages: PackageSource | None = None,
     ) -> None:
         self.settings = settings
+        self.packages = packages or NoS3()
         self.region = settings.region
         self.account = settings.account_id
         self.repo = FunctionRepository(db)
@@ -222,6 +225,13 @@ class FunctionService(PolicyAndTagOperations, AliasOperations, FunctionUrlOperat
             # that already happened. Stale environments are the router's to clean up.
             log.exception("on_change failed for function %s", name)
 
+    def _package(self, package: validation.Package) -> tuple[bytes, int | None]:
+        """A request's zip, fetched from S3 when it gives an S3 location, and the zipped-size limit that
+        applies to it (None: the store's, for an upload)."""
+        if isinstance(package, bytes):
+            return package, None
+        return self.packages.fetch(package), MAX_UNZIPPED_BYTES
+
     def _collect(self, *shas: str) -> None:
         self.code.collect(self.repo.code_in_use(), candidates=shas)
 
@@ -232,6 +242,9 @@ class FunctionService(PolicyAndTagOperations, AliasOperations, FunctionUrlOperat
         request = validation.create_request(body, self._rules())
         name = request.ref.name
         self._check_home(request.ref)
+        if name in self._specs:
+            raise ResourceConflictException(f"Function already exist: {name}")
+        zip_bytes, max_zipped = self._package(request.package)
         with self._write_lock:
             if name in self._specs:
                 raise ResourceConflictException(f"Function already exist: {name}")
@@ -239,7 +252,7 @@ class FunctionService(PolicyAndTagOperations, AliasOperations, FunctionUrlOperat
             inserted = False
             stored_sha: str | None = None
             try:
-                with self.code.add(request.zip_bytes) as stored:
+                with self.code.add(zip_bytes, max_zipped=max_zipped) as stored:
                     stored_sha = stored.sha256_hex
                     record = FunctionRecord(
                         name=name,
@@ -340,12 +353,14 @@ class FunctionService(PolicyAndTagOperations, AliasOperations, FunctionUrlOperat
         return out
 
     def update_function_code(self, function_name: str, body: dict[str, Any]) -> dict[str, Any]:
-        """UpdateFunctionCode (ZipFile only), honouring the RevisionId precondition and DryRun."""
+        """UpdateFunctionCode (ZipFile, or S3Bucket and S3Key), honouring the RevisionId precondition and DryRun."""
         request = validation.update_code(body, self._rules())
+        self._unqualified(function_name)  # a function that is not there is not fetched for
+        zip_bytes, max_zipped = self._package(request.package)
         with self._write_lock:
             current = self._unqualified(function_name)
             self._check_revision(current, request.revision_id)
-            with self.code.add(request.zip_bytes) as stored:
+            with self.code.add(zip_bytes, max_zipped=max_zipped) as stored:
                 config = dict(current.config)
                 if request.architectures is not None:
                     config["Architectures"] = request.architectures
