@@ -314,6 +314,10 @@ def test_aws_iam_urls_take_signed_calls_only(lambda_client: Any, silo_server: An
     assert event["requestContext"]["authorizer"]["iam"]["accessKey"] == key
     assert event["requestContext"]["accountId"] == "000000000000"
     assert (event["rawPath"], event["body"]) == ("/items", '{"signed": true}')
+    # A path with encoded characters is signed and checked as botocore canonicalises it.
+    spaced = urlsplit(url).path + "a%20b/c%3Ad"
+    status, _, body = call(silo_server.endpoint + spaced, **signed_headers(silo_server.endpoint, "GET", spaced))
+    assert status == 200 and event_of(body)["rawPath"] == "/a%20b/c%3Ad"
     # The signature covers the body: another body is refused.
     status, _, _ = call(silo_server.endpoint + path, data=b'{"signed": false}', method="POST", **headers)
     assert status == 403
@@ -324,3 +328,21 @@ def test_aws_iam_urls_take_signed_calls_only(lambda_client: Any, silo_server: An
 def test_a_url_of_no_function_is_not_found(silo_server: Any) -> None:
     status, _, body = call(f"{silo_server.endpoint}/url/{'x' * 32}/")
     assert status == 404 and "No function URL" in json.loads(body)["message"]
+
+
+def test_the_aws_cli_manages_urls(lambda_client: Any, aws_cli: Any) -> None:
+    name = unique("url-cli")
+    create_python_function(lambda_client, name, HANDLER)
+    created = aws_cli("lambda", "create-function-url-config", "--function-name", name, "--auth-type", "NONE")
+    assert created.returncode == 0, created.stderr
+    url = json.loads(created.stdout)["FunctionUrl"]
+    listed = aws_cli("lambda", "list-function-url-configs", "--function-name", name, check=True)
+    assert [c["FunctionUrl"] for c in json.loads(listed.stdout)["FunctionUrlConfigs"]] == [url]
+    assert call(url)[0] == 200
+    tenant = unique("url-cli-tenant")
+    create_python_function(lambda_client, tenant, HANDLER, per_tenant=True)
+    refused = aws_cli("lambda", "create-function-url-config", "--function-name", tenant, "--auth-type", "NONE")
+    assert refused.returncode != 0
+    assert "(InvalidParameterValueException)" in refused.stderr and "tenant isolation mode" in refused.stderr
+    assert aws_cli("lambda", "delete-function-url-config", "--function-name", name).returncode == 0
+    assert call(url)[0] == 404
