@@ -59,6 +59,13 @@ class Settings:
     )
     region: str = setting("us-east-1", "the AWS region this server stands for, in ARNs and AWS_REGION", SERVER)
     account_id: str = setting("000000000000", "the AWS account id this server stands for, in ARNs", SERVER)
+    s3_endpoint: str = setting(
+        "",
+        "the S3 endpoint (http:// or https:// URL) CreateFunction and UpdateFunctionCode fetch Code.S3Bucket/S3Key "
+        "from, with the server's own AWS credentials as botocore finds them (AWS_ACCESS_KEY_ID..., AWS_PROFILE, a "
+        "role); empty: code must come as ZipFile",
+        SERVER,
+    )
     sandbox: str = setting(
         "auto",
         "environment backend: auto (the jail, else gVisor when it can run; silo refuses to start when neither "

@@ -78,6 +78,13 @@ class ResourceConflictException(LambdaError):
     error_type = "User"
 
 
+class ProvisionedConcurrencyConfigNotFoundException(LambdaError):
+    code = "ProvisionedConcurrencyConfigNotFoundException"
+    status = 404
+    message_key = "message"
+    error_type = "User"
+
+
 class PreconditionFailedException(LambdaError):
     code = "PreconditionFailedException"
     status = 412

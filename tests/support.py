@@ -138,8 +138,9 @@ def free_port() -> int:
 class SiloServer:
     """One `silo serve` process; `restart()` stops it and starts a new one on the same data dir."""
 
-    def __init__(self, data_dir: Path, *extra_args: str) -> None:
+    def __init__(self, data_dir: Path, *extra_args: str, env: dict[str, str] | None = None) -> None:
         self.extra_args = list(extra_args)
+        self.env = dict(env or {})  # added to the server's environment
         self.data_dir = data_dir
         self.port = free_port()
         self.endpoint = f"http://127.0.0.1:{self.port}"
@@ -162,7 +163,7 @@ class SiloServer:
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
-            env={**os.environ, **CREDENTIALS},
+            env={**os.environ, **CREDENTIALS, **self.env},
         )
         log.close()
         deadline = time.monotonic() + 30 * TIME_SCALE

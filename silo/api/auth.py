@@ -18,8 +18,9 @@ can be reached around it. For each request it:
 Refusals use AWS's codes and shapes (403): MissingAuthenticationTokenException, UnrecognizedClientException,
 InvalidSignatureException, IncompleteSignatureException, AccessDeniedException. Nothing of a key's secret
 is ever logged or answered. Not signed: the probes (`/healthz`, `/readyz`), `/metrics` (a scraper cannot
-sign SigV4; it holds no secret), the public keys of the tenant tokens (`/.well-known/jwks.json`) and the
-gateway (`/gateway/...`), which checks end users' bearer tokens.
+sign SigV4; it holds no secret), the public keys of the tenant tokens (`/.well-known/jwks.json`), the
+gateway (`/gateway/...`), which checks end users' bearer tokens, and function URLs of AuthType NONE
+(`/url/...`, open to anyone, as on Lambda); an AWS_IAM URL is signed.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ CLOCK_SKEW_S = 300
 PRESIGNED_MAX_S = 7 * 86400
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/.well-known/jwks.json"})
 GATEWAY_PREFIX = "/gateway/"
+FUNCTION_URL_PREFIX = "/url/"
 SUMMARY_EVERY_S = 60.0
 _SIGNING_KEYS_MAX = 4096
 _PARSED_MAX = 4096
@@ -106,8 +108,10 @@ class Authentication:
         region: str,
         body_limit: BodyLimit,
         clock: Callable[[], float] = time.time,
+        url_auth: Callable[[str], str | None] | None = None,
     ) -> None:
         self._app = app
+        self._url_auth = url_auth
         self._keys = keys
         self._region = region
         self._body_limit = body_limit
@@ -122,7 +126,7 @@ class Authentication:
             await self._app(scope, receive, send)
             return
         path: str = scope["path"]
-        if path in OPEN_PATHS or path.startswith(GATEWAY_PREFIX):
+        if path in OPEN_PATHS or path.startswith(GATEWAY_PREFIX) or self._open_url(path):
             await self._app(scope, receive, send)
             return
         try:
@@ -148,6 +152,13 @@ class Authentication:
             await self._app(scope, replay, send)
             return
         await self._recorded(scope, replay, send, principal)
+
+    def _open_url(self, path: str) -> bool:
+        """Whether a path is a function URL that callers reach unsigned: one of AuthType NONE, or of no URL (the
+        door answers 404). An AWS_IAM URL's requests are authenticated like any other."""
+        if self._url_auth is None or not path.startswith(FUNCTION_URL_PREFIX):
+            return False  # without the URLs' AuthType to go by, every request is signed
+        return self._url_auth(path[len(FUNCTION_URL_PREFIX) :].split("/", 1)[0]) != "AWS_IAM"
 
     async def _recorded(self, scope: Scope, receive: Receive, send: Send, principal: Principal) -> None:
         """Run the request and log what it did, with the key that did it (a change at INFO, a read at DEBUG)."""
@@ -402,6 +413,8 @@ def body_limit(max_request_bytes: int, invoke_limit: int) -> BodyLimit:
     def limit(scope: Scope) -> tuple[int, str]:
         if InvokeEndpoint.accepts(scope):
             return invoke_limit, "InvokeFunction"
+        if scope["path"].startswith(FUNCTION_URL_PREFIX):
+            return invoke_limit, "InvokeFunctionUrl"
         return max_request_bytes, f"{scope['method']} {scope['path']}"
 
     return limit

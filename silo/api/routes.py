@@ -6,12 +6,15 @@ from __future__ import annotations
 from starlette.routing import BaseRoute
 
 from silo.api import events as event_routes
+from silo.api import function_urls as url_door
 from silo.api import functions as function_routes
 from silo.api import gateway as gateway_routes
 from silo.api import health, tenant_keys
 from silo.api import invoke as invoke_routes
 from silo.api import keys as key_routes
 from silo.api import telemetry as telemetry_routes
+from silo.api import unserved as unserved_routes
+from silo.api import url_configs as url_config_routes
 from silo.control.event_config import EventInvokeConfigService
 from silo.control.functions import FunctionService
 from silo.control.keys import KeyService
@@ -31,6 +34,7 @@ def api_routes(
     presign: function_routes.Presigner | None = None,
     gateway: gateway_routes.GatewayEndpoint | None = None,
     tokens: TokenSigner | None = None,
+    function_urls: url_door.FunctionUrlEndpoint | None = None,
 ) -> list[BaseRoute]:
     """Lambda's REST-JSON routes and silo's own (`/silo/v1/...`, `/metrics`, `/healthz`, `/readyz`,
     `/.well-known/jwks.json`). `presign` signs GetFunction's Code.Location for its caller (None: plain URLs,
@@ -38,10 +42,13 @@ def api_routes(
     return [
         *health.routes(readiness),
         *function_routes.routes(functions, presign),
+        *unserved_routes.routes(functions),
+        *url_config_routes.routes(functions),
         *key_routes.routes(keys),
         invoke_routes.route(invoke),
         *event_routes.routes(event_configs, dispatcher),
         *telemetry_routes.routes(functions, telemetry),
         *(gateway_routes.routes(gateway) if gateway is not None else []),
         *(tenant_keys.routes(tokens.jwks) if tokens is not None else []),
+        *(url_door.routes(function_urls) if function_urls is not None else []),
     ]

@@ -19,6 +19,7 @@ from silo.api import invoke as invoke_routes
 from silo.api.app import build_app
 from silo.api.auth import Authentication, UrlSigner, body_limit, check_auth_setting
 from silo.api.front import Front, FrontLimits, descriptor_room
+from silo.api.function_urls import FunctionUrlEndpoint
 from silo.api.functions import MAX_REQUEST_BYTES
 from silo.api.gateway import GatewayEndpoint
 from silo.api.health import Readiness
@@ -29,6 +30,7 @@ from silo.config import Settings, load_settings, read_config
 from silo.control.event_config import EventInvokeConfigService
 from silo.control.functions import FunctionService
 from silo.control.keys import KeyService
+from silo.control.s3_code import S3Code, check_s3_endpoint
 from silo.credentials.sts import StsProvider
 from silo.credentials.tokens import TokenSigner
 from silo.credentials.vendor import CredentialVendor
@@ -189,7 +191,12 @@ async def run(settings: Settings) -> None:
             dispatcher.function_removed(name)
 
     service = FunctionService(
-        settings, db, CodeStore(settings.code_dir), on_change=retire, concurrency_limit=settings.account_concurrency
+        settings,
+        db,
+        CodeStore(settings.code_dir),
+        on_change=retire,
+        concurrency_limit=settings.account_concurrency,
+        packages=S3Code(settings.s3_endpoint, settings.region) if settings.s3_endpoint else None,
     )
     # The templates the deployed functions fork from start now; /readyz waits for them.
     sandbox.warm({spec.runtime for spec in service.functions()})
@@ -215,12 +222,17 @@ async def run(settings: Settings) -> None:
         presign=UrlSigner(keys, settings.region) if signing else None,
         gateway=GatewayEndpoint(service, router),
         tokens=tokens,
+        function_urls=FunctionUrlEndpoint(service, router, settings.account_id, signed=signing),
     )
     limit = body_limit(MAX_REQUEST_BYTES, invoke_routes.SYNC_PAYLOAD_LIMIT)
     app = build_app(
         routes,
         hot=invoke,
-        authenticate=(lambda inner: Authentication(inner, keys, region=settings.region, body_limit=limit))
+        authenticate=(
+            lambda inner: Authentication(
+                inner, keys, region=settings.region, body_limit=limit, url_auth=service.function_url_auth_type
+            )
+        )
         if signing
         else None,
     )
@@ -274,6 +286,7 @@ def serve(args: argparse.Namespace) -> int:
         settings = load_settings(vars(args), file=read_config(args.config) if args.config else None)
         FrontLimits.from_settings(settings)  # refuse limits that make no sense before anything starts
         check_auth_setting(settings.auth, settings.host)
+        check_s3_endpoint(settings.s3_endpoint)
     except ValueError as exc:
         print(f"silo: {exc}", file=sys.stderr)
         return 2

@@ -41,6 +41,8 @@ class AliasOperations:
 
         def _unqualified(self, function_name: str) -> FunctionRecord: ...
 
+        def _forget_url(self, name: str, qualifier: str | None = None) -> None: ...
+
     # -- helpers ----------------------------------------------------------------------------------
 
     def _alias_arn(self, name: str, alias: str) -> str:
@@ -151,6 +153,7 @@ class AliasOperations:
             latest = self._unqualified(function_name)
             self.alias_repo.delete(latest.name, alias)
             self._aliases.get(latest.name, {}).pop(alias, None)
+            self._forget_url(latest.name, alias)  # the repository deleted the alias's URL with it
 
     def list_aliases(
         self, function_name: str, function_version: str | None, marker: str | None, max_items: int | None

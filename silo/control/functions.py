@@ -22,6 +22,7 @@ from silo.control import silo_settings, validation, versions
 from silo.control.aliasing import AliasOperations
 from silo.control.configuration import function_configuration, function_spec, lambda_timestamp
 from silo.control.fields import str_member
+from silo.control.function_urls import FunctionUrlOperations
 from silo.control.names import (
     LATEST,
     FunctionRef,
@@ -31,6 +32,8 @@ from silo.control.names import (
     parse_function_name,
 )
 from silo.control.resources import REVISION_MISMATCH, PolicyAndTagOperations
+from silo.control.s3_code import NoS3, PackageSource
+from silo.control.unserved import UnservedOperations
 from silo.control.violations import Violations, enum_constraint
 from silo.errors import (
     InvalidParameterValueException,
@@ -41,6 +44,7 @@ from silo.runtimes import catalog
 from silo.store.aliases import AliasRepository
 from silo.store.code import MAX_UNZIPPED_BYTES, MAX_ZIPPED_BYTES, CodeStore
 from silo.store.db import Database
+from silo.store.function_urls import FunctionUrlRepository
 from silo.store.functions import FunctionRecord, FunctionRepository
 from silo.types import FunctionSpec
 
@@ -59,7 +63,7 @@ def host_architecture() -> str:
     return "arm64" if machine in ("aarch64", "arm64") else "x86_64"
 
 
-class FunctionService(PolicyAndTagOperations, AliasOperations):
+class FunctionService(PolicyAndTagOperations, AliasOperations, FunctionUrlOperations, UnservedOperations):
     """Create, read, update, delete and resolve functions.
 
     `on_change(function_arn, version)` runs after every change that makes live environments stale:
@@ -78,12 +82,15 @@ class FunctionService(PolicyAndTagOperations, AliasOperations):
         available_runtimes: Callable[[], list[str]] = catalog.available_runtimes,
         architecture: str | None = None,
         concurrency_limit: int = ACCOUNT_CONCURRENCY,
+        packages: PackageSource | None = None,
     ) -> None:
         self.settings = settings
+        self.packages = packages or NoS3()
         self.region = settings.region
         self.account = settings.account_id
         self.repo = FunctionRepository(db)
         self.alias_repo = AliasRepository(db)
+        self.url_repo = FunctionUrlRepository(db)
         self.code = code_store
         self.on_change = on_change
         self._available_runtimes = available_runtimes
@@ -94,6 +101,8 @@ class FunctionService(PolicyAndTagOperations, AliasOperations):
         self._versions: dict[tuple[str, str], FunctionSpec] = {}  # published versions, by (name, number)
         self._records: dict[str, dict[str, FunctionRecord]] = {}  # every stored version, by name and version
         self._aliases = {}
+        self._urls = {}
+        self._urls_by_id = {}
         self._load()
 
     # -- start-up ---------------------------------------------------------------------------------
@@ -107,6 +116,8 @@ class FunctionService(PolicyAndTagOperations, AliasOperations):
             self._remember(record)
         for alias in self.alias_repo.all():
             self._remember_alias(alias)
+        for url in self.url_repo.all():
+            self._remember_url(url)
         self.code.collect(self.repo.code_in_use())
 
     def _restore_code(self, record: FunctionRecord) -> None:
@@ -144,6 +155,7 @@ class FunctionService(PolicyAndTagOperations, AliasOperations):
         if version is None:
             self._specs.pop(name, None)
             self._aliases.pop(name, None)
+            self._forget_url(name)
             for number in self._records.pop(name, {}):
                 self._versions.pop((name, number), None)
             return
@@ -213,6 +225,13 @@ class FunctionService(PolicyAndTagOperations, AliasOperations):
             # that already happened. Stale environments are the router's to clean up.
             log.exception("on_change failed for function %s", name)
 
+    def _package(self, package: validation.Package) -> tuple[bytes, int | None]:
+        """A request's zip, fetched from S3 when it gives an S3 location, and the zipped-size limit that
+        applies to it (None: the store's, for an upload)."""
+        if isinstance(package, bytes):
+            return package, None
+        return self.packages.fetch(package), MAX_UNZIPPED_BYTES
+
     def _collect(self, *shas: str) -> None:
         self.code.collect(self.repo.code_in_use(), candidates=shas)
 
@@ -223,6 +242,9 @@ class FunctionService(PolicyAndTagOperations, AliasOperations):
         request = validation.create_request(body, self._rules())
         name = request.ref.name
         self._check_home(request.ref)
+        if name in self._specs:
+            raise ResourceConflictException(f"Function already exist: {name}")
+        zip_bytes, max_zipped = self._package(request.package)
         with self._write_lock:
             if name in self._specs:
                 raise ResourceConflictException(f"Function already exist: {name}")
@@ -230,7 +252,7 @@ class FunctionService(PolicyAndTagOperations, AliasOperations):
             inserted = False
             stored_sha: str | None = None
             try:
-                with self.code.add(request.zip_bytes) as stored:
+                with self.code.add(zip_bytes, max_zipped=max_zipped) as stored:
                     stored_sha = stored.sha256_hex
                     record = FunctionRecord(
                         name=name,
@@ -331,12 +353,14 @@ class FunctionService(PolicyAndTagOperations, AliasOperations):
         return out
 
     def update_function_code(self, function_name: str, body: dict[str, Any]) -> dict[str, Any]:
-        """UpdateFunctionCode (ZipFile only), honouring the RevisionId precondition and DryRun."""
+        """UpdateFunctionCode (ZipFile, or S3Bucket and S3Key), honouring the RevisionId precondition and DryRun."""
         request = validation.update_code(body, self._rules())
+        self._unqualified(function_name)  # a function that is not there is not fetched for
+        zip_bytes, max_zipped = self._package(request.package)
         with self._write_lock:
             current = self._unqualified(function_name)
             self._check_revision(current, request.revision_id)
-            with self.code.add(request.zip_bytes) as stored:
+            with self.code.add(zip_bytes, max_zipped=max_zipped) as stored:
                 config = dict(current.config)
                 if request.architectures is not None:
                     config["Architectures"] = request.architectures

@@ -46,6 +46,14 @@ APPLICATION_LOG_LEVELS = ("TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL")
 SYSTEM_LOG_LEVELS = ("DEBUG", "INFO", "WARN")
 TRACING_MODES = ("Active", "PassThrough")
 PACKAGE_TYPES = ("Zip", "Image")
+# Lambda's refusal of a package type a runtime does not take ("... is not supported for package type
+# Image"), in the form of a platform that runs .zip archives only.
+IMAGE_UNSUPPORTED = (
+    "PackageType Image is not supported: silo runs functions from .zip file archives only. Deploy with "
+    "PackageType Zip and the code as ZipFile, or as S3Bucket and S3Key."
+)
+# AWS-recorded for UpdateFunctionCode of a Zip function; CreateFunction's default PackageType is Zip.
+IMAGE_URI_WITH_ZIP = "Please don't provide ImageUri when updating a function with packageType Zip."
 SNAPSTART_APPLY_ON = ("PublishedVersions", "None")
 TENANT_ISOLATION_MODES = ("PER_TENANT",)
 
@@ -72,16 +80,29 @@ class Rules:
 
 
 @dataclass(frozen=True, slots=True)
+class S3Location:
+    """Where a package is to be fetched from: Code.S3Bucket, S3Key and S3ObjectVersion."""
+
+    bucket: str
+    key: str
+    version: str | None = None
+
+
+# A package as a request gives it: the zip's bytes, or the S3 object that holds them.
+Package = bytes | S3Location
+
+
+@dataclass(frozen=True, slots=True)
 class CreateRequest:
     ref: FunctionRef
     config: dict[str, Any]
-    zip_bytes: bytes
+    package: Package
     publish: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class CodeRequest:
-    zip_bytes: bytes
+    package: Package
     architectures: list[str] | None
     revision_id: str | None
     dry_run: bool
@@ -260,14 +281,26 @@ def _tenancy(body: dict[str, Any], v: Violations) -> dict[str, str] | None:
     return {"TenantIsolationMode": mode}
 
 
-def decode_zip(code: dict[str, Any], member: str) -> bytes:
-    """The package of a `Code` (create) or request body (update), which must come as ZipFile."""
-    if any(code.get(k) is not None for k in ("S3Bucket", "S3Key", "S3ObjectVersion", "ImageUri")):
-        raise InvalidParameterValueException(
-            "silo accepts code only as ZipFile (the zip bytes in the request); "
-            "S3Bucket/S3Key and ImageUri are not supported."
-        )
+def code_package(code: dict[str, Any], member: str) -> Package:
+    """The package of a `Code` (create) or request body (update): ZipFile, or S3Bucket and S3Key (and
+    S3ObjectVersion) of an object silo fetches; an ImageUri belongs to PackageType Image, which silo refuses."""
+    prefix = member.rsplit(".", 1)[0] + "." if "." in member else ""
+    if code.get("ImageUri") is not None:
+        raise InvalidParameterValueException(IMAGE_URI_WITH_ZIP)
+    bucket = str_member(code, "S3Bucket", f"{prefix}S3Bucket")
+    key = str_member(code, "S3Key", f"{prefix}S3Key")
+    version = str_member(code, "S3ObjectVersion", f"{prefix}S3ObjectVersion")
     raw = str_member(code, "ZipFile", member)
+    if bucket is not None or key is not None or version is not None:
+        if raw is not None:
+            raise InvalidParameterValueException(
+                "Please provide the function code either as ZipFile or as S3Bucket and S3Key, not both."
+            )
+        if not bucket or not key:
+            raise InvalidParameterValueException(
+                "Please provide both S3Bucket and S3Key (and S3ObjectVersion for a version of the object)."
+            )
+        return S3Location(bucket, key, version or None)
     if raw is None:
         raise InvalidParameterValueException("Please provide a source for function code.")
     try:
@@ -303,7 +336,7 @@ def create_request(body: dict[str, Any], rules: Rules) -> CreateRequest:
             "A function name given to CreateFunction cannot carry a version or alias qualifier."
         )
     if str_member(body, "PackageType") == "Image":
-        raise InvalidParameterValueException("silo accepts only Zip packages (PackageType Zip).")
+        raise InvalidParameterValueException(IMAGE_UNSUPPORTED)
     runtime = str_member(body, "Runtime")
     handler = str_member(body, "Handler")
     if not runtime or not handler:
@@ -311,7 +344,7 @@ def create_request(body: dict[str, Any], rules: Rules) -> CreateRequest:
     _check_runtime(runtime, rules)
     _check_host_architecture(archs, rules)
     _refuse_unsupported(body)
-    zip_bytes = decode_zip(code, "Code.ZipFile")
+    package = code_package(code, "Code.ZipFile")
     snap = dict_member(body, "SnapStart") or {}
     apply_on = str_member(snap, "ApplyOn") or "None"
     if tenancy is not None and apply_on != "None":
@@ -338,7 +371,7 @@ def create_request(body: dict[str, Any], rules: Rules) -> CreateRequest:
     given_tags = dict_member(body, "Tags")
     if given_tags:
         config["Tags"] = tags.for_create(given_tags)
-    return CreateRequest(ref, config, zip_bytes, publish=bool(bool_member(body, "Publish")))
+    return CreateRequest(ref, config, package, publish=bool(bool_member(body, "Publish")))
 
 
 def update_configuration(body: dict[str, Any], current: dict[str, Any], name: str, rules: Rules) -> dict[str, Any]:
@@ -401,7 +434,7 @@ def update_code(body: dict[str, Any], rules: Rules) -> CodeRequest:
             "with Publish or PublishVersion."
         )
     return CodeRequest(
-        zip_bytes=decode_zip(body, "ZipFile"),
+        package=code_package(body, "ZipFile"),
         architectures=archs,
         revision_id=str_member(body, "RevisionId"),
         dry_run=bool(bool_member(body, "DryRun")),

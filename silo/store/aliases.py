@@ -77,10 +77,11 @@ class AliasRepository:
             return cur.rowcount == 1
 
     def delete(self, name: str, alias: str) -> bool:
-        """Delete an alias, and the asynchronous invocation config of it; False when there was none."""
+        """Delete an alias, and the asynchronous invocation config and function URL of it; False when there was none."""
         with self.db.transaction() as conn:
             cur = conn.execute("DELETE FROM function_aliases WHERE name = ? AND alias = ?", (name, alias))
             conn.execute("DELETE FROM event_invoke_configs WHERE function_name = ? AND qualifier = ?", (name, alias))
+            conn.execute("DELETE FROM function_urls WHERE name = ? AND qualifier = ?", (name, alias))
             return cur.rowcount == 1
 
     def all(self) -> list[AliasRecord]:

@@ -91,14 +91,16 @@ class CodeStore:
         return self.directory(sha256_hex).is_dir() and self.blob_path(sha256_hex).is_file()
 
     @contextmanager
-    def add(self, zip_bytes: bytes) -> Iterator[StoredCode]:
+    def add(self, zip_bytes: bytes, *, max_zipped: int | None = None) -> Iterator[StoredCode]:
         """Store a package (or find it already stored) and keep it pinned while the block runs.
 
         Pinned code survives `collect`, so the caller can record the reference in the database
         inside the block without racing a collection triggered by another function's update.
+        `max_zipped` replaces the store's limit for this package (one from S3 may be larger than an upload).
         """
-        if len(zip_bytes) > self.max_zipped:
-            raise RequestEntityTooLargeException(f"Zipped size must be smaller than {self.max_zipped} bytes")
+        limit = self.max_zipped if max_zipped is None else max_zipped
+        if len(zip_bytes) > limit:
+            raise RequestEntityTooLargeException(f"Zipped size must be smaller than {limit} bytes")
         sha = hashlib.sha256(zip_bytes).hexdigest()
         with self._lock:
             self._pins[sha] += 1

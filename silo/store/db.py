@@ -171,6 +171,22 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE log_events ADD COLUMN caller_key TEXT;
     """,
+    # 9: function URLs (silo.store.function_urls). One per function and qualifier (`$LATEST` or an
+    # alias); `url_id` is the URL's path segment, unique across functions. It goes with its function (and
+    # with its alias: the alias repository deletes it).
+    """
+    CREATE TABLE function_urls (
+        name          TEXT NOT NULL REFERENCES functions(name) ON DELETE CASCADE,
+        qualifier     TEXT NOT NULL,
+        url_id        TEXT NOT NULL UNIQUE,
+        auth_type     TEXT NOT NULL,
+        cors          TEXT,
+        invoke_mode   TEXT NOT NULL,
+        created       TEXT NOT NULL,
+        last_modified TEXT NOT NULL,
+        PRIMARY KEY (name, qualifier)
+    );
+    """,
 )
 
 # SQLite's page cache per connection (its default is 2 MiB). Log lines of many tenants land all over the

@@ -30,21 +30,24 @@ def call(client: Any, name: str, tenant: str) -> tuple[dict[str, Any], str]:
     return payload_of(response), base64.b64decode(response["LogResult"]).decode()
 
 
-def wait_for_stem(client: Any, name: str) -> None:
-    # A stem grows in the background after a new tenant's call; give it the time an init takes.
-    time.sleep(1.0)
+def wait_for_stem(server: SiloServer, name: str) -> None:
+    # A stem grows in the background after a new tenant's call: wait until one is ready (a fixed second
+    # was not always enough on a busy host).
+    assert wait_for_stems_of(server.endpoint, name), f"no stem of {name} was ready in time"
 
 
-def test_new_tenant_binds_a_stem_that_is_never_shared(lambda_client: Any, unique_name: str) -> None:
+def test_new_tenant_binds_a_stem_that_is_never_shared(
+    lambda_client: Any, silo_server: SiloServer, unique_name: str
+) -> None:
     create_python_function(lambda_client, unique_name, SOURCE, per_tenant=True)
     first, first_log = call(lambda_client, unique_name, "first")
     assert "Init Duration:" in first_log and "(stem)" not in first_log, "the very first call starts in full"
-    wait_for_stem(lambda_client, unique_name)
+    wait_for_stem(silo_server, unique_name)
     second, second_log = call(lambda_client, unique_name, "second")
     assert "(stem)" in second_log, second_log
     assert second["tenant"] == "second" and second["count"] == 1
     assert second["env"] != first["env"]
-    wait_for_stem(lambda_client, unique_name)
+    wait_for_stem(silo_server, unique_name)
     third, _ = call(lambda_client, unique_name, "third")
     assert third["env"] not in (first["env"], second["env"]), "a stem serves one tenant only"
     again, again_log = call(lambda_client, unique_name, "second")
@@ -52,10 +55,10 @@ def test_new_tenant_binds_a_stem_that_is_never_shared(lambda_client: Any, unique
     assert "Init Duration" not in again_log
 
 
-def test_a_code_update_discards_stems(lambda_client: Any, unique_name: str) -> None:
+def test_a_code_update_discards_stems(lambda_client: Any, silo_server: SiloServer, unique_name: str) -> None:
     create_python_function(lambda_client, unique_name, SOURCE, per_tenant=True)
     call(lambda_client, unique_name, "a")
-    wait_for_stem(lambda_client, unique_name)
+    wait_for_stem(silo_server, unique_name)
     from tests.support import zip_files
 
     lambda_client.update_function_code(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from typing import Any
 
 from silo import sigv4
@@ -140,10 +141,10 @@ def test_a_tenant_bound_key_reaches_invoke_only() -> None:
     assert "SILOTENANT" in answer["Message"] and "'acme'" in answer["Message"]
 
 
-def open_call(path: str) -> int:
-    """The status of an unsigned GET of `path` through the layer."""
+def open_call(path: str, url_auth: Callable[[str], str | None] | None = None) -> int:
+    """The status of an unsigned GET of `path` through the layer (`url_auth`: the function URLs' AuthType)."""
     route = Route()
-    layer = Authentication(route, Keys(), region="us-east-1", body_limit=body_limit(1000, 100))
+    layer = Authentication(route, Keys(), region="us-east-1", body_limit=body_limit(1000, 100), url_auth=url_auth)
     scope = {"type": "http", "method": "GET", "path": path, "query_string": b"", "headers": [], PRINCIPAL: None}
     sent: list[Any] = []
 
@@ -162,6 +163,15 @@ def test_open_paths_need_no_signature() -> None:
     for path in ("/healthz", "/readyz", "/metrics", "/.well-known/jwks.json", "/gateway/f/x"):
         assert open_call(path) == 200, path
     assert open_call("/silo/v1/keys") == 403
+
+
+def test_function_urls_are_open_by_their_auth_type() -> None:
+    kinds = {"open": "NONE", "iam": "AWS_IAM"}
+    assert open_call("/url/open/a/b", kinds.get) == 200
+    assert open_call("/url/gone/", kinds.get) == 200  # no such URL: the door answers its 404
+    assert open_call("/url/iam/a", kinds.get) == 403
+    # Without the URLs' AuthType to go by, nothing under /url/ is open.
+    assert open_call("/url/open/a") == 403
 
 
 def test_no_authentication_only_on_loopback() -> None:

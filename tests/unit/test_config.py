@@ -153,11 +153,11 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "deploy" / "silo.toml"
 def test_the_example_config_has_every_key_and_parses() -> None:
     text = EXAMPLE.read_text()
     # Every key appears, commented out (`# key = value`, its default) or set; uncommented, the file is valid.
-    uncommented = re.sub(r"^# ([a-z_]+ = )", r"\1", text, flags=re.MULTILINE)
+    uncommented = re.sub(r"^# ([a-z0-9_]+ = )", r"\1", text, flags=re.MULTILINE)
     values = parse_config(tomllib.loads(uncommented), str(EXAMPLE))
     assert set(values) == {f.name for f in fields(Settings)}
     defaults = Settings()
-    for key in re.findall(r"^# ([a-z_]+) = ", text, flags=re.MULTILINE):
+    for key in re.findall(r"^# ([a-z0-9_]+) = ", text, flags=re.MULTILINE):
         assert values[key] == getattr(defaults, key), f"the example's commented {key} is not its default"
     set_here = parse_config(tomllib.loads(text), str(EXAMPLE))
     assert set_here == {"data_dir": Path("/var/lib/silo"), "log_format": "json"}

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from silo.control.validation import Rules, create_request, update_code, update_configuration
+from silo.control.validation import Rules, S3Location, create_request, update_code, update_configuration
 from silo.errors import (
     InvalidParameterValueException,
     InvalidRequestContentException,
@@ -68,7 +68,7 @@ def test_defaults_of_a_minimal_function() -> None:
         "SnapStart": {"ApplyOn": "None"},
         "LoggingConfig": {"LogFormat": "Text", "LogGroup": "/aws/lambda/fn"},
     }
-    assert request.zip_bytes.startswith(b"PK")
+    assert isinstance(request.package, bytes) and request.package.startswith(b"PK")
 
 
 def test_function_name_pattern() -> None:
@@ -252,10 +252,14 @@ def test_snapstart_is_refused_with_tenant_isolation() -> None:
     )
 
 
-def test_code_must_be_a_zip_file() -> None:
-    message = fails(InvalidParameterValueException, Code={"S3Bucket": "b", "S3Key": "k"})
-    assert "ZipFile" in message
-    assert "ZipFile" in fails(InvalidParameterValueException, Code={"ImageUri": "repo/img:1"})
+def test_code_is_a_zip_file_or_an_s3_object() -> None:
+    request = create_request(body(Code={"S3Bucket": "b", "S3Key": "k", "S3ObjectVersion": "v"}), RULES)
+    assert request.package == S3Location("b", "k", "v")
+    assert "S3Key" in fails(InvalidParameterValueException, Code={"S3Bucket": "b"})
+    assert "not both" in fails(
+        InvalidParameterValueException, Code={"S3Bucket": "b", "S3Key": "k", "ZipFile": zip_b64()}
+    )
+    assert "ImageUri" in fails(InvalidParameterValueException, Code={"ImageUri": "repo/img:1"})
     assert fails(InvalidParameterValueException, Code={}) == "Please provide a source for function code."
     assert "base64" in fails(InvalidRequestContentException, Code={"ZipFile": "!!not base64!!"})
 
@@ -290,7 +294,7 @@ def test_publish_to_and_layers_are_refused_clearly() -> None:
 
 
 def test_image_package_is_refused() -> None:
-    assert "Zip" in fails(InvalidParameterValueException, PackageType="Image")
+    assert fails(InvalidParameterValueException, PackageType="Image").startswith("PackageType Image is not supported")
 
 
 def test_update_configuration_merges_and_validates() -> None:
@@ -322,7 +326,8 @@ def test_update_configuration_switching_to_text_drops_inherited_levels() -> None
 def test_update_code_request() -> None:
     request = update_code({"ZipFile": zip_b64(), "RevisionId": "r", "DryRun": True}, RULES)
     assert (request.revision_id, request.dry_run, request.architectures) == ("r", True, None)
+    assert update_code({"S3Bucket": "b", "S3Key": "k"}, RULES).package == S3Location("b", "k")
     with pytest.raises(InvalidParameterValueException):
-        update_code({"S3Bucket": "b", "S3Key": "k"}, RULES)
+        update_code({"S3Key": "k"}, RULES)
     with pytest.raises(InvalidParameterValueException):
         update_code({"ZipFile": zip_b64(), "Architectures": ["arm64"]}, RULES)

@@ -13,6 +13,7 @@ from starlette.routing import Route
 
 from silo import errors
 from silo.api import front
+from silo.api.function_urls import FunctionUrlEndpoint
 from silo.api.gateway import GatewayEndpoint
 from silo.api.health import Readiness
 from silo.api.invoke import InvokeEndpoint
@@ -48,6 +49,7 @@ def served() -> set[tuple[str, str]]:
         nothing,
         gateway=GatewayEndpoint(nothing, nothing),
         tokens=TokenSigner(bytes(32), "http://silo.test"),
+        function_urls=FunctionUrlEndpoint(nothing, nothing, "000000000000", signed=True),
     )
     out: set[tuple[str, str]] = set()
     for route in routes:
