@@ -27,7 +27,7 @@ from silo.sandbox.gvisor import CGROUP_PARENT, HOST_PIDS_MAX
 from silo.sandbox.jail import JailSandbox
 from tests.compat.test_invoke import COUNTER
 from tests.security.test_gvisor import containers, use_gvisor
-from tests.support import ROLE, SiloServer, payload_of, python_runtime, zip_files
+from tests.support import SiloServer, create_python_function, payload_of
 
 ROOT = cgroups.ROOT
 
@@ -288,17 +288,8 @@ def test_the_jails_start_turns_favordynmods_on_unless_told_not_to(tmp_path: Path
 
 def test_a_gvisor_sandbox_gets_the_same_limits_and_is_ended_whole(silo_server: SiloServer, lambda_client: Any) -> None:
     name = f"counter-gv-{uuid.uuid4().hex[:6]}"
-    lambda_client.create_function(
-        FunctionName=name,
-        Runtime=python_runtime(),
-        Role=ROLE,
-        Handler="app.handler",
-        Code={"ZipFile": zip_files({"app.py": COUNTER})},
-        TenancyConfig={"TenantIsolationMode": "PER_TENANT"},
-        MemorySize=256,
-        Timeout=300,  # a sandbox's first start under software emulation takes tens of seconds
-    )
-    lambda_client.get_waiter("function_active_v2").wait(FunctionName=name)
+    # A sandbox's first start under software emulation takes tens of seconds: hence the timeout.
+    create_python_function(lambda_client, name, COUNTER, per_tenant=True, MemorySize=256, Timeout=300)
     use_gvisor(silo_server, name)
     a1, a2, b1 = (payload_of(lambda_client.invoke(FunctionName=name, TenantId=t)) for t in ("a", "a", "b"))
     assert all("memory" in answer for answer in (a1, a2, b1)), (a1, a2, b1)

@@ -173,15 +173,18 @@ def host_listener() -> Iterator[int]:
     srv.close()
 
 
-def put_settings(server: SiloServer, name: str, body: dict[str, Any]) -> dict[str, Any]:
-    request = signed_request(
+def settings_request(server: SiloServer, name: str, body: dict[str, Any]) -> urllib.request.Request:
+    return signed_request(
         server.endpoint,
         f"/silo/v1/functions/{name}/settings",
         data=json.dumps(body).encode(),
         method="PUT",
         headers={"Content-Type": "application/json"},
     )
-    with urllib.request.urlopen(request, timeout=30) as response:
+
+
+def put_settings(server: SiloServer, name: str, body: dict[str, Any]) -> dict[str, Any]:
+    with urllib.request.urlopen(settings_request(server, name, body), timeout=30) as response:
         answer: dict[str, Any] = json.loads(response.read())
     return answer
 
@@ -489,15 +492,8 @@ def test_host_services_that_make_no_sense_are_refused(
     client: Any, silo_server: SiloServer, settings: dict[str, Any], says: str
 ) -> None:
     name = make_probe(client, silo_server, "none")
-    request = signed_request(
-        silo_server.endpoint,
-        f"/silo/v1/functions/{name}/settings",
-        data=json.dumps(settings).encode(),
-        method="PUT",
-        headers={"Content-Type": "application/json"},
-    )
     with pytest.raises(urllib.error.HTTPError) as refused:
-        urllib.request.urlopen(request, timeout=30)
+        urllib.request.urlopen(settings_request(silo_server, name, settings), timeout=30)
     body = json.loads(refused.value.read())
     assert refused.value.code == 400 and says in (body.get("message") or body.get("Message", "")), body
     client.delete_function(FunctionName=name)
