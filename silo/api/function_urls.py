@@ -22,7 +22,6 @@ For the URL of that id (silo.control.function_urls):
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 import logging
 import re
@@ -36,7 +35,7 @@ from starlette.types import Receive, Scope, Send
 
 from silo import errors, ids
 from silo.api.body import receive_body
-from silo.api.gateway_errors import BadGatewayException, NotFoundException
+from silo.api.gateway_errors import BadGatewayException, NotFoundException, proxy_body
 from silo.api.invoke import PRINCIPAL, SYNC_PAYLOAD_LIMIT, FunctionResolver, Invoker, check_tenant
 from silo.api.render import error_response
 from silo.control.function_urls import URL_PATH, FunctionUrlRecord
@@ -63,7 +62,6 @@ _TEXT_TYPES = frozenset(
         "application/yaml",
     }
 )
-_NO_BODY = (204, 304)
 
 
 class UrlFunctions(FunctionResolver, Protocol):
@@ -220,18 +218,7 @@ def url_answer(result: InvocationResult) -> tuple[int, list[tuple[str, str]], by
         if not isinstance(cookie, str):
             raise BadGatewayException(f"cookies[{i}] is not a string")
         headers.append(("set-cookie", _header_text(cookie, f"cookies[{i}]")))
-    body = answer.get("body")
-    if body is not None and not isinstance(body, str):
-        raise BadGatewayException(f"body must be a string (or absent); got a {type(body).__name__}")
-    encoded = answer.get("isBase64Encoded", False)
-    if not isinstance(encoded, bool):
-        raise BadGatewayException("isBase64Encoded must be true or false")
-    try:
-        out = base64.b64decode(body or "", validate=True) if encoded else (body or "").encode()
-    except (binascii.Error, ValueError):
-        raise BadGatewayException("isBase64Encoded is true, but the body is not base64") from None
-    if status in _NO_BODY:
-        out = b""
+    out = proxy_body(answer, status)
     if not any(k == "content-type" for k, _ in headers):
         headers.append(("content-type", "application/json"))
     return status, headers, out

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import binascii
 import json
 import logging
 import re
@@ -40,7 +39,7 @@ from starlette.types import Receive, Scope, Send
 
 from silo import errors, ids
 from silo.api.body import receive_body
-from silo.api.gateway_errors import BadGatewayException, NotFoundException
+from silo.api.gateway_errors import BadGatewayException, NotFoundException, proxy_body
 from silo.api.gateway_tokens import GatewayPolicy, Verified, bearer_token
 from silo.api.invoke import SYNC_PAYLOAD_LIMIT, FunctionResolver, Invoker
 from silo.api.jwks import KeySets
@@ -61,7 +60,6 @@ HOP_BY_HOP = frozenset(
 )
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _BAD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
-_NO_BODY = (204, 304)
 
 
 class GatewayFunctions(FunctionResolver, Protocol):
@@ -273,19 +271,8 @@ def proxy_answer(result: InvocationResult) -> tuple[int, list[tuple[bytes, bytes
     status = answer.get("statusCode")
     if isinstance(status, bool) or not isinstance(status, int) or not 200 <= status <= 599:
         raise BadGatewayException(f"statusCode must be a whole number from 200 to 599; got {status!r}")
-    body = answer.get("body")
-    if body is not None and not isinstance(body, str):
-        raise BadGatewayException(f"body must be a string (or absent); got a {type(body).__name__}")
-    encoded = answer.get("isBase64Encoded", False)
-    if not isinstance(encoded, bool):
-        raise BadGatewayException("isBase64Encoded must be true or false")
-    try:
-        out = base64.b64decode(body or "", validate=True) if encoded else (body or "").encode()
-    except (binascii.Error, ValueError):
-        raise BadGatewayException("isBase64Encoded is true, but the body is not base64") from None
+    out = proxy_body(answer, status)
     headers = _answer_headers(answer)
-    if status in _NO_BODY:
-        out = b""
     raw = [(k.lower().encode("latin-1"), v.encode()) for k, v in headers]
     if not any(k == b"content-type" for k, _ in raw):
         raw.append((b"content-type", b"application/json"))

@@ -3,6 +3,10 @@ answer. Rendered like every error (`x-amzn-ErrorType`, `x-amzn-RequestId`, a JSO
 
 from __future__ import annotations
 
+import base64
+import binascii
+from typing import Any
+
 from silo.errors import LambdaError
 
 
@@ -46,3 +50,23 @@ class BadGatewayException(LambdaError):
     def __init__(self, reason: str) -> None:
         super().__init__("Internal server error")
         self.reason = reason
+
+
+# Statuses whose answers carry no body, whatever the function returned.
+NO_BODY = (204, 304)
+
+
+def proxy_body(answer: dict[str, Any], status: int) -> bytes:
+    """The body a proxy response object (`body`, `isBase64Encoded`) gives, as API Gateway and function URLs
+    decode it; BadGatewayException when it makes no sense."""
+    body = answer.get("body")
+    if body is not None and not isinstance(body, str):
+        raise BadGatewayException(f"body must be a string (or absent); got a {type(body).__name__}")
+    encoded = answer.get("isBase64Encoded", False)
+    if not isinstance(encoded, bool):
+        raise BadGatewayException("isBase64Encoded must be true or false")
+    try:
+        out = base64.b64decode(body or "", validate=True) if encoded else (body or "").encode()
+    except (binascii.Error, ValueError):
+        raise BadGatewayException("isBase64Encoded is true, but the body is not base64") from None
+    return b"" if status in NO_BODY else out
