@@ -52,6 +52,7 @@ class FunctionSpec:
     reserved_concurrency: int | None = None
     tenant_max_concurrency: int | None = None  # silo's own per-tenant caps; None: no cap
     tenant_max_environments: int | None = None
+    opt_dir: Path | None = None  # the function's layers merged in order, shown read-only at /opt; None: no layers
 
 
 @dataclass(slots=True)

@@ -11,10 +11,12 @@ from silo.api import gateway as gateway_routes
 from silo.api import health
 from silo.api import invoke as invoke_routes
 from silo.api import keys as key_routes
+from silo.api import layers as layer_routes
 from silo.api import telemetry as telemetry_routes
 from silo.control.event_config import EventInvokeConfigService
 from silo.control.functions import FunctionService
 from silo.control.keys import KeyService
+from silo.control.layers import LayerService
 from silo.events.dispatcher import Dispatcher
 from silo.telemetry.recorder import Telemetry
 
@@ -27,6 +29,7 @@ def api_routes(
     invoke: invoke_routes.InvokeEndpoint,
     readiness: health.Readiness,
     keys: KeyService,
+    layers: LayerService,
     presign: function_routes.Presigner | None = None,
     gateway: gateway_routes.GatewayEndpoint | None = None,
 ) -> list[BaseRoute]:
@@ -35,6 +38,7 @@ def api_routes(
     return [
         *health.routes(readiness),
         *function_routes.routes(functions, presign),
+        *layer_routes.routes(layers, presign),
         *key_routes.routes(keys),
         invoke_routes.route(invoke),
         *event_routes.routes(event_configs, dispatcher),

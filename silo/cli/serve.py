@@ -195,6 +195,7 @@ async def run(settings: Settings) -> None:
         invoke,
         readiness,
         keys,
+        service.layers,
         presign=UrlSigner(keys, settings.region) if signing else None,
         gateway=GatewayEndpoint(service, router),
     )

@@ -226,6 +226,7 @@ class Environment:
             memory_mb=self.spec.memory_mb,
             ephemeral_mb=self.spec.ephemeral_mb,
             network=self.spec.network,
+            opt_dir=self.spec.opt_dir,
         )
         try:
             if catalog.is_custom(self.spec.runtime):

@@ -43,6 +43,7 @@ class LaunchSpec:
     memory_mb: int
     ephemeral_mb: int
     network: str = "none"  # "none": loopback only; "outbound": may connect out, never to the host itself
+    opt_dir: Path | None = None  # the function's layers merged in order, to be shown read-only at /opt
 
 
 class SandboxProcess(Protocol):

@@ -171,6 +171,29 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE log_events ADD COLUMN caller_key TEXT;
     """,
+    # 9: layers (silo.store.layers). A layer keeps the number its newest version got, as a function does,
+    # because Lambda never gives a number twice, not even that of a deleted version. A version's
+    # `config` is the JSON of its Description, CompatibleRuntimes, CompatibleArchitectures and
+    # LicenseInfo; `policy` its permission statements (JSON). Functions name the versions they use in
+    # their own configuration, so deleting a version leaves them running (its code stays while used).
+    """
+    CREATE TABLE layers (
+        name          TEXT PRIMARY KEY,
+        last_version  INTEGER NOT NULL
+    );
+    CREATE TABLE layer_versions (
+        name           TEXT NOT NULL REFERENCES layers(name),
+        version        INTEGER NOT NULL,
+        config         TEXT NOT NULL,
+        code_sha256    TEXT NOT NULL,
+        code_size      INTEGER NOT NULL,
+        unzipped_size  INTEGER NOT NULL,
+        created_date   TEXT NOT NULL,
+        policy         TEXT NOT NULL,
+        revision_id    TEXT NOT NULL,
+        PRIMARY KEY (name, version)
+    );
+    """,
 )
 
 # SQLite's page cache per connection (its default is 2 MiB). Log lines of many tenants land all over the

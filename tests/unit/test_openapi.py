@@ -45,6 +45,7 @@ def served() -> set[tuple[str, str]]:
         InvokeEndpoint(nothing, nothing, nothing),
         Readiness(),
         nothing,
+        nothing,
         gateway=GatewayEndpoint(nothing, nothing),
     )
     out: set[tuple[str, str]] = set()
