@@ -16,13 +16,14 @@ import re
 import shutil
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 
 from silo.runtimes import catalog
-from tests.compat.test_control_plane import error_of, unique
+from tests.compat.test_control_plane import AwsCli, error_of, raw_request, unique
 from tests.security.test_gvisor import use_gvisor
 from tests.support import (
     ROLE,
@@ -551,3 +552,54 @@ def test_layers_in_gvisor(lambda_client: Any, silo_server: SiloServer, two_layer
     create_python_function(lambda_client, name, PROBE, Layers=list(two_layers))
     use_gvisor(silo_server, name)
     check_probe(invoke(lambda_client, name))
+
+
+# -- the AWS CLI, and requests boto3 would not build -------------------------------------------------------
+
+
+def test_aws_cli_publishes_lists_and_uses_a_layer(aws_cli: AwsCli, tmp_path: Path, lambda_client: Any) -> None:
+    name = unique("cli-layer")
+    package = tmp_path / "layer.zip"
+    package.write_bytes(zip_files({"python/clilayer.py": "WHO = 'cli'\n"}))
+    published = aws_cli(
+        "lambda", "publish-layer-version", "--layer-name", name, "--zip-file", f"fileb://{package}",
+        "--compatible-runtimes", python_runtime(), "--compatible-architectures", "x86_64", "--output", "json",
+    )  # fmt: skip
+    assert published.returncode == 0, published.stderr
+    arn = json.loads(published.stdout)["LayerVersionArn"]
+    assert arn == layer_arn(name, 1)
+    listed = aws_cli("lambda", "list-layer-versions", "--layer-name", name, "--output", "json")
+    assert listed.returncode == 0, listed.stderr
+    assert [v["Version"] for v in json.loads(listed.stdout)["LayerVersions"]] == [1]
+    function = unique("cli-layered")
+    create_python_function(
+        lambda_client, function, "import clilayer\ndef handler(event, context):\n    return clilayer.WHO\n"
+    )
+    updated = aws_cli(
+        "lambda", "update-function-configuration", "--function-name", function, "--layers", arn, "--output", "json"
+    )  # fmt: skip
+    assert updated.returncode == 0, updated.stderr
+    assert [layer["Arn"] for layer in json.loads(updated.stdout)["Layers"]] == [arn]
+    lambda_client.get_waiter("function_updated_v2").wait(FunctionName=function)
+    assert invoke(lambda_client, function) == "cli"
+    missing = aws_cli("lambda", "get-layer-version", "--layer-name", name, "--version-number", "9")
+    assert missing.returncode != 0 and "ResourceNotFoundException" in missing.stderr
+
+
+def test_what_boto3_would_not_send_is_refused_in_lambdas_words(silo_server: SiloServer) -> None:
+    name = unique("raw")
+    zipped = base64.b64encode(zip_files({"f": "1"})).decode()
+    three = {"Content": {"ZipFile": zipped}, "CompatibleArchitectures": ["x86_64", "arm64", "x86_64"]}
+    status, headers, body = raw_request(
+        silo_server.endpoint, "POST", f"/2018-10-31/layers/{name}/versions", json.dumps(three).encode()
+    )
+    assert status == 400 and b"compatibleArchitectures" in body
+    assert headers["x-amzn-errortype"].startswith("ValidationException")
+    status, headers, body = raw_request(silo_server.endpoint, "POST", f"/2018-10-31/layers/{name}/versions", b"{}")
+    assert status == 400 and b"content" in body
+    status, headers, body = raw_request(silo_server.endpoint, "GET", f"/2018-10-31/layers/{name}/versions/one", b"")
+    assert status == 400 and b"versionNumber" in body
+    status, headers, body = raw_request(
+        silo_server.endpoint, "GET", "/2018-10-31/layers?find=LayerVersion&Arn=nonsense", b""
+    )
+    assert status == 400 and b"at 'arn'" in body
