@@ -581,6 +581,8 @@ class FunctionService(PolicyAndTagOperations, AliasOperations):
     def get_account_settings(self) -> dict[str, Any]:
         """GetAccountSettings: silo's limits and what this server stores."""
         count, total = self.repo.usage()
+        # Lambda's code storage holds layer archives as well as deployment packages.
+        total += self.layers.repo.total_code_size()
         return {
             "AccountLimit": {
                 "TotalCodeSize": TOTAL_CODE_SIZE_LIMIT,

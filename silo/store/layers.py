@@ -117,3 +117,8 @@ class LayerRepository:
         with self.db.reading() as conn:
             rows = conn.execute("SELECT DISTINCT code_sha256 FROM layer_versions").fetchall()
         return {r[0] for r in rows}
+
+    def total_code_size(self) -> int:
+        """Bytes of every stored layer version's zip (they count towards the account's code storage)."""
+        with self.db.reading() as conn:
+            return int(conn.execute("SELECT COALESCE(SUM(code_size), 0) FROM layer_versions").fetchone()[0])

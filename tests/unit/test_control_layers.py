@@ -106,3 +106,11 @@ def test_the_unzipped_limit_counts_code_and_layers(world: World) -> None:
     service.create_function(body("fn", code=zip_files({"app.py": "y" * 300}), Layers=[LAYER.format("big", 1)]))
     with pytest.raises(InvalidParameterValueException, match="The actual size is 1100 bytes"):
         service.update_function_code("fn", {"ZipFile": base64.b64encode(zip_files({"app.py": "y" * 500})).decode()})
+
+
+def test_account_usage_counts_layer_archives(world: World) -> None:
+    service = world.service()
+    before = service.get_account_settings()["AccountUsage"]["TotalCodeSize"]
+    published = publish(service, "a", {"f": "x" * 100})
+    after = service.get_account_settings()["AccountUsage"]["TotalCodeSize"]
+    assert after - before == published["Content"]["CodeSize"]
