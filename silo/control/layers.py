@@ -92,11 +92,18 @@ def used_layers(config: dict[str, Any]) -> list[UsedLayer]:
     ]
 
 
+MAX_VERSION = 2**63 - 1  # the model's `long`, and SQLite's INTEGER
+
+
 def _version_number(raw: str | int) -> int:
-    if isinstance(raw, int) or (isinstance(raw, str) and raw.isascii() and raw.isdigit()):
-        return int(raw)
     v = Violations()
-    v.add(raw, "versionNumber", "Member must be a number")
+    if isinstance(raw, int) or (isinstance(raw, str) and raw.isascii() and raw.isdigit()):
+        number = int(raw)
+        if number <= MAX_VERSION:
+            return number
+        v.add(raw, "versionNumber", f"Member must have value less than or equal to {MAX_VERSION}")
+    else:
+        v.add(raw, "versionNumber", "Member must be a number")
     raise v.error()
 
 
@@ -223,7 +230,7 @@ class LayerService:
 
     def _by_arn(self, arn: str) -> LayerVersionRecord | None:
         match = LAYER_VERSION_ARN.fullmatch(arn)
-        if match is None or (match[1], match[2]) != (self.region, self.account):
+        if match is None or (match[1], match[2]) != (self.region, self.account) or int(match[4]) > MAX_VERSION:
             return None
         return self.repo.get(match[3], int(match[4]))
 
