@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from starlette.routing import BaseRoute
 
+from silo.api import code_signing as code_signing_routes
 from silo.api import events as event_routes
 from silo.api import functions as function_routes
 from silo.api import gateway as gateway_routes
@@ -13,6 +14,7 @@ from silo.api import invoke as invoke_routes
 from silo.api import keys as key_routes
 from silo.api import layers as layer_routes
 from silo.api import telemetry as telemetry_routes
+from silo.control.code_signing import CodeSigningService
 from silo.control.event_config import EventInvokeConfigService
 from silo.control.functions import FunctionService
 from silo.control.keys import KeyService
@@ -30,6 +32,7 @@ def api_routes(
     readiness: health.Readiness,
     keys: KeyService,
     layers: LayerService,
+    code_signing: CodeSigningService,
     presign: function_routes.Presigner | None = None,
     gateway: gateway_routes.GatewayEndpoint | None = None,
 ) -> list[BaseRoute]:
@@ -39,6 +42,7 @@ def api_routes(
         *health.routes(readiness),
         *function_routes.routes(functions, presign),
         *layer_routes.routes(layers, presign),
+        *code_signing_routes.routes(code_signing),
         *key_routes.routes(keys),
         invoke_routes.route(invoke),
         *event_routes.routes(event_configs, dispatcher),

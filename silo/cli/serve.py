@@ -196,6 +196,7 @@ async def run(settings: Settings) -> None:
         readiness,
         keys,
         service.layers,
+        service.code_signing,
         presign=UrlSigner(keys, settings.region) if signing else None,
         gateway=GatewayEndpoint(service, router),
     )

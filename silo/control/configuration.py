@@ -74,9 +74,9 @@ def function_configuration(
 
 # Members of the function as a whole, kept in $LATEST's configuration: a published version takes them from
 # there, not from its snapshot (its reserved concurrency, tags and silo's settings are the function's).
-FUNCTION_MEMBERS = ("Tags", "ReservedConcurrentExecutions", "Silo")
+FUNCTION_MEMBERS = ("Tags", "ReservedConcurrentExecutions", "Silo", "CodeSigningConfigArn")
 # Members that change nothing an environment runs: a change to them leaves the environments warm.
-NOT_RUN = ("Tags", "ReservedConcurrentExecutions", "Policy", "Description")
+NOT_RUN = ("Tags", "ReservedConcurrentExecutions", "Policy", "Description", "CodeSigningConfigArn")
 
 
 def run_digest(config: dict[str, Any], code_sha256: str) -> str:

@@ -21,6 +21,7 @@ from typing import Any
 from silo.config import Settings
 from silo.control import silo_settings, validation, versions
 from silo.control.aliasing import AliasOperations
+from silo.control.code_signing import CodeSigningService
 from silo.control.configuration import function_configuration, function_spec, lambda_timestamp
 from silo.control.fields import str_member
 from silo.control.layers import LayerService, UsedLayer, tree_digest, tree_size, used_layers
@@ -36,6 +37,7 @@ from silo.control.resources import REVISION_MISMATCH, PolicyAndTagOperations
 from silo.control.violations import Violations, enum_constraint
 from silo.errors import (
     InvalidParameterValueException,
+    LambdaError,
     PreconditionFailedException,
     ResourceConflictException,
     ServiceException,
@@ -86,6 +88,7 @@ class FunctionService(PolicyAndTagOperations, AliasOperations):
         architecture: str | None = None,
         concurrency_limit: int = ACCOUNT_CONCURRENCY,
         layers: LayerService | None = None,
+        code_signing: CodeSigningService | None = None,
     ) -> None:
         self.settings = settings
         self.region = settings.region
@@ -113,6 +116,8 @@ class FunctionService(PolicyAndTagOperations, AliasOperations):
             OptStore(code_store.root / "opt"),
         )
         self.layers.functions_in_use = self._layers_in_use
+        self.code_signing = code_signing or CodeSigningService(self.region, self.account, db)
+        self.code_signing.functions_using = self._functions_using
         self._load()
 
     # -- start-up ---------------------------------------------------------------------------------
@@ -174,15 +179,19 @@ class FunctionService(PolicyAndTagOperations, AliasOperations):
                 trees.add(tree_digest(layers))
         return code, trees
 
-    def _with_layers(self, config: dict[str, Any], code_sha256: str) -> dict[str, Any]:
+    def _with_layers(self, config: dict[str, Any], code_sha256: str, code: bytes | None = None) -> dict[str, Any]:
         """`config` with the layer ARNs a request gave resolved to the versions they name, and the merged
-        tree of them built; refused when the code and its layers pass Lambda's unzipped limit."""
+        tree of them built; refused when the code and its layers pass Lambda's unzipped limit, or when the
+        code (given when new) or a newly named layer fails the function's code signing configuration."""
         given = config.get("Layers")
         if given is not None and all(isinstance(item, str) for item in given):
             resolved = self.layers.resolve(given)
             config = {k: v for k, v in config.items() if k != "Layers"}
             if resolved:
                 config["Layers"] = [layer.stored() for layer in resolved]
+            self._vet(config, code, resolved)
+        elif code is not None:
+            self._vet(config, code, [])
         layers = used_layers(config)
         self._check_unzipped(code_sha256, layers)
         if layers:
@@ -192,6 +201,36 @@ class FunctionService(PolicyAndTagOperations, AliasOperations):
                 log.exception("merging layers for /opt failed")
                 raise ServiceException(f"silo could not prepare the function's layers: {exc}") from exc
         return config
+
+    def _functions_using(self, csc_arn: str) -> list[str]:
+        return sorted(n for n, r in self._records.items() if r[LATEST].config.get("CodeSigningConfigArn") == csc_arn)
+
+    def _vet(self, config: dict[str, Any], code: bytes | None, layers: list[UsedLayer] | None = None) -> None:
+        """Check what a deployment brings against the function's code signing configuration, if it has one:
+        the code (when given) and `layers` (default: all the configuration's layers)."""
+        csc = config.get("CodeSigningConfigArn")
+        if csc is None:
+            return
+        artifacts = [] if code is None else [("The function's code", code)]
+        for layer in used_layers(config) if layers is None else layers:
+            artifacts.append((f"Layer version {layer.arn}", self.layers.code.read_blob(layer.code_sha256)))
+        self.code_signing.check(csc, artifacts)
+
+    def put_function_code_signing_config(self, function_name: str, body: dict[str, Any]) -> dict[str, str]:
+        """PutFunctionCodeSigningConfig: deployments of the function are checked against it from now on."""
+        arn = str_member(body, "CodeSigningConfigArn")
+        if arn is None:
+            raise validation.missing("codeSigningConfigArn")
+        with self._write_lock:
+            current = self._unqualified(function_name)
+            stored = self.code_signing.require(arn)
+            self._set_function_member(current, "CodeSigningConfigArn", stored)
+        return {"CodeSigningConfigArn": stored, "FunctionName": current.name}
+
+    def delete_function_code_signing_config(self, function_name: str) -> None:
+        """DeleteFunctionCodeSigningConfig."""
+        with self._write_lock:
+            self._set_function_member(self._unqualified(function_name), "CodeSigningConfigArn", None)
 
     def _check_unzipped(self, code_sha256: str, layers: list[UsedLayer]) -> None:
         if not layers:
@@ -303,6 +342,9 @@ class FunctionService(PolicyAndTagOperations, AliasOperations):
         request = validation.create_request(body, self._rules())
         name = request.ref.name
         self._check_home(request.ref)
+        csc = str_member(body, "CodeSigningConfigArn")
+        if csc is not None:
+            request.config["CodeSigningConfigArn"] = self.code_signing.require(csc)
         with self._write_lock:
             if name in self._specs:
                 raise ResourceConflictException(f"Function already exist: {name}")
@@ -315,7 +357,7 @@ class FunctionService(PolicyAndTagOperations, AliasOperations):
                     record = FunctionRecord(
                         name=name,
                         version=LATEST,
-                        config=self._with_layers(request.config, stored.sha256_hex),
+                        config=self._with_layers(request.config, stored.sha256_hex, request.zip_bytes),
                         code_sha256=stored.sha256_hex,
                         code_size=stored.size,
                         revision_id=str(uuid.uuid4()),
@@ -422,7 +464,8 @@ class FunctionService(PolicyAndTagOperations, AliasOperations):
                     config["Architectures"] = request.architectures
                 try:
                     self._check_unzipped(stored.sha256_hex, used_layers(config))
-                except InvalidParameterValueException:
+                    self._vet(config, request.zip_bytes, [])
+                except LambdaError:
                     self._collect(stored.sha256_hex)
                     raise
                 record = replace(

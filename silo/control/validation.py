@@ -10,7 +10,7 @@ EphemeralStorage, TracingConfig, SnapStart, LoggingConfig, and when given Enviro
 TenancyConfig, Tags, Layers (here the layer version ARNs as given; silo.control.functions resolves them).
 
 Members silo does not act on and that change nothing a caller can observe about running code
-(VpcConfig, KMSKeyArn, DeadLetterConfig, ImageConfig, CodeSigningConfigArn, ...) are ignored like any
+(VpcConfig, KMSKeyArn, DeadLetterConfig, ImageConfig, ...) are ignored like any
 unknown member. Members whose silent loss would make a function behave differently from what was
 asked (FileSystemConfigs, PublishTo, S3 or image code) are refused with a clear message.
 """

@@ -194,6 +194,22 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (name, version)
     );
     """,
+    # 10: code signing (silo.store.code_signing). A signing profile is a public key registered with silo;
+    # a code signing configuration names the profiles it trusts and what to do with anything else. A
+    # function names its configuration in its own configuration (CodeSigningConfigArn).
+    """
+    CREATE TABLE signing_profiles (
+        name        TEXT PRIMARY KEY,
+        public_key  TEXT NOT NULL,
+        version     TEXT NOT NULL,
+        created_at  TEXT NOT NULL
+    );
+    CREATE TABLE code_signing_configs (
+        id             TEXT PRIMARY KEY,
+        config         TEXT NOT NULL,
+        last_modified  TEXT NOT NULL
+    );
+    """,
 )
 
 # SQLite's page cache per connection (its default is 2 MiB). Log lines of many tenants land all over the

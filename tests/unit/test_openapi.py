@@ -46,6 +46,7 @@ def served() -> set[tuple[str, str]]:
         Readiness(),
         nothing,
         nothing,
+        nothing,
         gateway=GatewayEndpoint(nothing, nothing),
     )
     out: set[tuple[str, str]] = set()
