@@ -40,6 +40,13 @@ class CodeSigningRoutes:
         await run_in_threadpool(self.service.delete_config, request.path_params["arn"])
         return no_content()
 
+    async def list_functions(self, request: Request) -> Response:
+        q = request.query_params
+        page = self.service.list_functions(
+            request.path_params["arn"], q.get("Marker"), parse_max_items(q.get("MaxItems"))
+        )
+        return render.json_response(page)
+
     async def add_profile(self, request: Request) -> Response:
         body = await read_json_body(request, "AddSigningProfile")
         return render.json_response(await run_in_threadpool(self.service.add_profile, body), status=201)
@@ -63,6 +70,7 @@ def routes(service: CodeSigningService) -> list[Route]:
         Route(configs + "/{arn}", h.get, methods=["GET"]),
         Route(configs + "/{arn}", h.update, methods=["PUT"]),
         Route(configs + "/{arn}", h.delete, methods=["DELETE"]),
+        Route(configs + "/{arn}/functions", h.list_functions, methods=["GET"]),
         Route(PROFILES_PATH, h.add_profile, methods=["POST"]),
         Route(PROFILES_PATH, h.list_profiles, methods=["GET"]),
         Route(PROFILES_PATH + "/{name}", h.delete_profile, methods=["DELETE"]),

@@ -201,6 +201,22 @@ class CodeSigningService:
             out["NextMarker"] = page[limit - 1].id
         return out
 
+    def list_functions(self, arn: str, marker: str | None, max_items: int | None) -> dict[str, Any]:
+        """ListFunctionsByCodeSigningConfig: the ARNs of the functions that use it, by name; pages of 50."""
+        if max_items is not None and not 1 <= max_items <= 10000:
+            v = Violations()
+            bound = "greater than or equal to 1" if max_items < 1 else "less than or equal to 10000"
+            v.add(max_items, "maxItems", f"Member must have value {bound}")
+            v.raise_if_any()
+        record = self._record(arn)
+        names = [n for n in self.functions_using(self._arn(record.id)) if marker is None or n > marker]
+        limit = min(max_items or LIST_PAGE_MAX, LIST_PAGE_MAX)
+        prefix = f"arn:aws:lambda:{self.region}:{self.account}:function:"
+        out: dict[str, Any] = {"FunctionArns": [prefix + n for n in names[:limit]]}
+        if len(names) > limit:
+            out["NextMarker"] = names[limit - 1]
+        return out
+
     # -- a deployment --------------------------------------------------------------------------------
 
     def check(self, arn: str, artifacts: list[tuple[str, bytes]]) -> None:

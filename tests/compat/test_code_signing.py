@@ -108,6 +108,8 @@ def test_code_signing_config_operations(lambda_client: Any, publisher: tuple[str
     put = lambda_client.put_function_code_signing_config(CodeSigningConfigArn=arn, FunctionName=name)
     assert (put["CodeSigningConfigArn"], put["FunctionName"]) == (arn, name)
     assert lambda_client.get_function_code_signing_config(FunctionName=name)["CodeSigningConfigArn"] == arn
+    using = lambda_client.list_functions_by_code_signing_config(CodeSigningConfigArn=arn)["FunctionArns"]
+    assert using == [f"arn:aws:lambda:us-east-1:000000000000:function:{name}"]
     conflict = error_of(lambda: lambda_client.delete_code_signing_config(CodeSigningConfigArn=arn))
     assert code_of(conflict)[:2] == ("ResourceConflictException", 409) and name in code_of(conflict)[2]
     lambda_client.delete_function_code_signing_config(FunctionName=name)
