@@ -229,8 +229,9 @@ class CodeSigningService:
             if reason is None:
                 continue
             if enforce:
+                subject = what[:1].upper() + what[1:]
                 raise CodeVerificationFailedException(
-                    f"{what} is not signed by a publisher the code signing configuration {self._arn(record.id)} "
+                    f"{subject} is not signed by a publisher the code signing configuration {self._arn(record.id)} "
                     f"allows ({reason}), and its policy is Enforce: the deployment is refused. Sign it with "
                     "`silo sign ZIP --key KEY --profile NAME` using an allowed profile's key."
                 )

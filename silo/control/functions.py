@@ -211,9 +211,9 @@ class FunctionService(PolicyAndTagOperations, AliasOperations):
         csc = config.get("CodeSigningConfigArn")
         if csc is None:
             return
-        artifacts = [] if code is None else [("The function's code", code)]
+        artifacts = [] if code is None else [("the function's code", code)]
         for layer in used_layers(config) if layers is None else layers:
-            artifacts.append((f"Layer version {layer.arn}", self.layers.code.read_blob(layer.code_sha256)))
+            artifacts.append((f"layer version {layer.arn}", self.layers.code.read_blob(layer.code_sha256)))
         self.code_signing.check(csc, artifacts)
 
     def put_function_code_signing_config(self, function_name: str, body: dict[str, Any]) -> dict[str, str]:

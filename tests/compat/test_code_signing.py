@@ -200,7 +200,7 @@ def test_warn_deploys_and_logs(lambda_client: Any, silo_server: SiloServer, publ
     create(lambda_client, name, zip_files({"app.py": APP}), CodeSigningConfigArn=csc)
     assert invoke(lambda_client, name) == "signed code runs"
     assert (
-        f"deploying The function's code although it is not signed by an allowed publisher of {csc}" in silo_server.log()
+        f"deploying the function's code although it is not signed by an allowed publisher of {csc}" in silo_server.log()
     )
 
 
