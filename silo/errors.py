@@ -181,3 +181,25 @@ class AccessDeniedException(LambdaError):
     status = 403
     message_key = "Message"
     error_type = "User"
+
+
+class CodeSigningConfigNotFoundException(LambdaError):
+    code = "CodeSigningConfigNotFoundException"
+    status = 404
+    error_type = "User"
+
+
+class CodeVerificationFailedException(LambdaError):
+    """Code or a layer not signed by an allowed publisher, under an `Enforce` policy."""
+
+    code = "CodeVerificationFailedException"
+    status = 400
+    error_type = "User"
+
+
+class InvalidCodeSignatureException(LambdaError):
+    """A signature that does not verify (the artifact was changed after signing): refused under any policy."""
+
+    code = "InvalidCodeSignatureException"
+    status = 400
+    error_type = "User"

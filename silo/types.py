@@ -66,6 +66,7 @@ class FunctionSpec:
     tenant_max_environments: int | None = None
     role: str = ""  # the execution role's ARN, which the STS provider assumes for each tenant
     credentials: CredentialsSetting | None = None  # silo's own setting; None: no per-tenant credentials
+    opt_dir: Path | None = None  # the function's layers merged in order, shown read-only at /opt; None: no layers
 
 
 @dataclass(slots=True)

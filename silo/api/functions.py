@@ -192,6 +192,16 @@ class FunctionRoutes:
         name = request.path_params["function_name"]
         return render.json_response(self.service.get_function_code_signing_config(name))
 
+    async def put_function_code_signing_config(self, request: Request) -> Response:
+        body = await read_json_body(request, "PutFunctionCodeSigningConfig")
+        name = request.path_params["function_name"]
+        return render.json_response(await run_in_threadpool(self.service.put_function_code_signing_config, name, body))
+
+    async def delete_function_code_signing_config(self, request: Request) -> Response:
+        name = request.path_params["function_name"]
+        await run_in_threadpool(self.service.delete_function_code_signing_config, name)
+        return no_content()
+
     async def list_tags(self, request: Request) -> Response:
         return render.json_response(self.service.list_tags(request.path_params["resource"]))
 
@@ -286,6 +296,16 @@ def routes(service: FunctionService, presign: Presigner | None = None) -> list[R
             "/2020-06-30/functions/{function_name}/code-signing-config",
             h.get_function_code_signing_config,
             methods=["GET"],
+        ),
+        Route(
+            "/2020-06-30/functions/{function_name}/code-signing-config",
+            h.put_function_code_signing_config,
+            methods=["PUT"],
+        ),
+        Route(
+            "/2020-06-30/functions/{function_name}/code-signing-config",
+            h.delete_function_code_signing_config,
+            methods=["DELETE"],
         ),
         Route("/2016-08-19/account-settings", h.get_account_settings, methods=["GET"]),
         Route("/2016-08-19/account-settings/", h.get_account_settings, methods=["GET"]),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from starlette.routing import BaseRoute
 
+from silo.api import code_signing as code_signing_routes
 from silo.api import events as event_routes
 from silo.api import function_urls as url_door
 from silo.api import functions as function_routes
@@ -12,12 +13,15 @@ from silo.api import gateway as gateway_routes
 from silo.api import health, tenant_keys
 from silo.api import invoke as invoke_routes
 from silo.api import keys as key_routes
+from silo.api import layers as layer_routes
 from silo.api import telemetry as telemetry_routes
 from silo.api import unserved as unserved_routes
 from silo.api import url_configs as url_config_routes
+from silo.control.code_signing import CodeSigningService
 from silo.control.event_config import EventInvokeConfigService
 from silo.control.functions import FunctionService
 from silo.control.keys import KeyService
+from silo.control.layers import LayerService
 from silo.credentials.tokens import TokenSigner
 from silo.events.dispatcher import Dispatcher
 from silo.telemetry.recorder import Telemetry
@@ -31,6 +35,8 @@ def api_routes(
     invoke: invoke_routes.InvokeEndpoint,
     readiness: health.Readiness,
     keys: KeyService,
+    layers: LayerService,
+    code_signing: CodeSigningService,
     presign: function_routes.Presigner | None = None,
     gateway: gateway_routes.GatewayEndpoint | None = None,
     tokens: TokenSigner | None = None,
@@ -44,6 +50,8 @@ def api_routes(
         *function_routes.routes(functions, presign),
         *unserved_routes.routes(functions),
         *url_config_routes.routes(functions),
+        *layer_routes.routes(layers, presign),
+        *code_signing_routes.routes(code_signing),
         *key_routes.routes(keys),
         invoke_routes.route(invoke),
         *event_routes.routes(event_configs, dispatcher),

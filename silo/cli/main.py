@@ -135,6 +135,34 @@ def _parser() -> argparse.ArgumentParser:
     listed.add_argument("--json", action="store_true", help="print the keys as JSON")
     revoke = keys_sub.add_parser("revoke", parents=[endpoint], help="revoke a key: refused from its next request")
     revoke.add_argument("key_id", metavar="ID")
+    profiles = sub.add_parser(
+        "signing-profile",
+        help="register the public keys that sign code (for code signing configurations)",
+        description="Signing profiles: Ed25519 public keys registered with silo under a name (an administrator "
+        "key is needed). A code signing configuration lists the profiles' version ARNs it trusts.",
+    )
+    profiles_sub = profiles.add_subparsers(dest="profile_command", required=True, metavar="ACTION")
+    add_profile = profiles_sub.add_parser("add", parents=[endpoint], help="register a public key under a name")
+    add_profile.add_argument("name", metavar="NAME")
+    add_profile.add_argument(
+        "keyfile",
+        metavar="KEYFILE",
+        type=Path,
+        help="a PEM Ed25519 public key (or private key: only its public half is sent)",
+    )
+    list_profiles = profiles_sub.add_parser("list", parents=[endpoint], help="list the signing profiles")
+    list_profiles.add_argument("--json", action="store_true", help="print the profiles as JSON")
+    remove_profile = profiles_sub.add_parser("remove", parents=[endpoint], help="remove a signing profile")
+    remove_profile.add_argument("name", metavar="NAME")
+    sign = sub.add_parser(
+        "sign",
+        help="sign a zip (code or layer) with a signing profile's private key",
+        description="Writes the signature into the zip's comment, where silo looks for it on deployment.",
+    )
+    sign.add_argument("package", metavar="ZIP", type=Path)
+    sign.add_argument("--key", required=True, type=Path, metavar="KEY", help="the profile's PEM Ed25519 private key")
+    sign.add_argument("--profile", metavar="NAME", help="the signing profile's name (default: KEY's file name)")
+    sign.add_argument("--output", "-o", type=Path, metavar="FILE", help="write the signed zip here (default: in place)")
     return parser
 
 
@@ -184,7 +212,14 @@ def main(argv: list[str] | None = None) -> int:
 
         return serve(args)
     from silo.cli import credentials, functions
+    from silo.cli import signing as signing_command
 
+    if args.command == "sign":
+        try:
+            return signing_command.sign(args.package, args.key, args.profile, args.output)
+        except (OSError, ValueError) as exc:
+            print(f"silo: {exc}", file=sys.stderr)
+            return 1
     try:
         client = Client(args.endpoint, credentials=credentials.find())
         if args.command == "keys":
@@ -201,6 +236,12 @@ def main(argv: list[str] | None = None) -> int:
             if args.keys_command == "list":
                 return keys_command.show(client, args.json)
             return keys_command.revoke(client, args.key_id)
+        if args.command == "signing-profile":
+            if args.profile_command == "add":
+                return signing_command.add(client, args.name, args.keyfile)
+            if args.profile_command == "list":
+                return signing_command.show(client, args.json)
+            return signing_command.remove(client, args.name)
         if args.command == "logs":
             from silo.cli import logs as logs_command
 

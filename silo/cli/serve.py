@@ -219,6 +219,8 @@ async def run(settings: Settings) -> None:
         invoke,
         readiness,
         keys,
+        service.layers,
+        service.code_signing,
         presign=UrlSigner(keys, settings.region) if signing else None,
         gateway=GatewayEndpoint(service, router),
         tokens=tokens,

@@ -57,6 +57,8 @@ def function_configuration(
         out["Environment"] = {"Variables": dict(c["Environment"]["Variables"])}
     out["TracingConfig"] = dict(c["TracingConfig"])
     out["RevisionId"] = record.revision_id
+    if c.get("Layers"):
+        out["Layers"] = [{"Arn": layer["Arn"], "CodeSize": layer["CodeSize"]} for layer in c["Layers"]]
     # Code is unpacked before CreateFunction answers, so the function is usable at once: Active and
     # Successful are true, and boto3's waiters (function_active_v2, function_updated_v2) pass first time.
     out["State"] = "Active"
@@ -73,9 +75,9 @@ def function_configuration(
 
 # Members of the function as a whole, kept in $LATEST's configuration: a published version takes them from
 # there, not from its snapshot (its reserved concurrency, tags and silo's settings are the function's).
-FUNCTION_MEMBERS = ("Tags", "ReservedConcurrentExecutions", "Silo")
+FUNCTION_MEMBERS = ("Tags", "ReservedConcurrentExecutions", "Silo", "CodeSigningConfigArn")
 # Members that change nothing an environment runs: a change to them leaves the environments warm.
-NOT_RUN = ("Tags", "ReservedConcurrentExecutions", "Policy", "Description")
+NOT_RUN = ("Tags", "ReservedConcurrentExecutions", "Policy", "Description", "CodeSigningConfigArn")
 
 
 def run_digest(config: dict[str, Any], code_sha256: str) -> str:
@@ -94,10 +96,16 @@ def snapshot(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def function_spec(
-    record: FunctionRecord, code_dir: Path, region: str, account: str, function: FunctionRecord | None = None
+    record: FunctionRecord,
+    code_dir: Path,
+    region: str,
+    account: str,
+    function: FunctionRecord | None = None,
+    opt_dir: Path | None = None,
 ) -> FunctionSpec:
     """What the invoke path needs to start and drive environments of this version. `function` is the
-    function's $LATEST, whose function-wide members a published version follows (None: `record` is it)."""
+    function's $LATEST, whose function-wide members a published version follows (None: `record` is it);
+    `opt_dir` the merged tree of its layers (None: it has none)."""
     whole = (function or record).config
     c = {**snapshot(record.config), **{k: whole[k] for k in FUNCTION_MEMBERS if k in whole}}
     logging = c["LoggingConfig"]
@@ -109,6 +117,7 @@ def function_spec(
         runtime=c["Runtime"],
         handler=c["Handler"],
         code_dir=code_dir,
+        opt_dir=opt_dir,
         memory_mb=c["MemorySize"],
         timeout_s=c["Timeout"],
         ephemeral_mb=c["EphemeralStorage"]["Size"],

@@ -15,14 +15,17 @@ import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from silo.config import Settings
 from silo.control import silo_settings, validation, versions
 from silo.control.aliasing import AliasOperations
+from silo.control.code_signing import CodeSigningService
 from silo.control.configuration import function_configuration, function_spec, lambda_timestamp
 from silo.control.fields import str_member
 from silo.control.function_urls import FunctionUrlOperations
+from silo.control.layers import LayerService, UsedLayer, tree_digest, tree_size, used_layers
 from silo.control.names import (
     LATEST,
     FunctionRef,
@@ -37,8 +40,10 @@ from silo.control.unserved import UnservedOperations
 from silo.control.violations import Violations, enum_constraint
 from silo.errors import (
     InvalidParameterValueException,
+    LambdaError,
     PreconditionFailedException,
     ResourceConflictException,
+    ServiceException,
 )
 from silo.runtimes import catalog
 from silo.store.aliases import AliasRepository
@@ -46,6 +51,7 @@ from silo.store.code import MAX_UNZIPPED_BYTES, MAX_ZIPPED_BYTES, CodeStore
 from silo.store.db import Database
 from silo.store.function_urls import FunctionUrlRepository
 from silo.store.functions import FunctionRecord, FunctionRepository
+from silo.store.opt import OptStore
 from silo.types import FunctionSpec
 
 log = logging.getLogger(__name__)
@@ -70,6 +76,9 @@ class FunctionService(PolicyAndTagOperations, AliasOperations, FunctionUrlOperat
     `$LATEST`'s after UpdateFunctionCode and UpdateFunctionConfiguration, one version's after it is
     deleted, and every version's (`version` None) after DeleteFunction or a change of silo's settings. A
     published version never changes, so its environments stay warm whatever happens to `$LATEST`.
+
+    `layers` holds the layer versions functions may name (by default a LayerService over the same database,
+    keeping layer code beside the functions' code).
     """
 
     def __init__(
@@ -83,6 +92,8 @@ class FunctionService(PolicyAndTagOperations, AliasOperations, FunctionUrlOperat
         architecture: str | None = None,
         concurrency_limit: int = ACCOUNT_CONCURRENCY,
         packages: PackageSource | None = None,
+        layers: LayerService | None = None,
+        code_signing: CodeSigningService | None = None,
     ) -> None:
         self.settings = settings
         self.packages = packages or NoS3()
@@ -103,6 +114,19 @@ class FunctionService(PolicyAndTagOperations, AliasOperations, FunctionUrlOperat
         self._aliases = {}
         self._urls = {}
         self._urls_by_id = {}
+        self._unzipped: dict[str, int] = {}  # unpacked bytes of each function package, by its sha
+        self.layers = layers or LayerService(
+            self.region,
+            self.account,
+            db,
+            CodeStore(
+                code_store.root / "layers", max_zipped=code_store.max_zipped, max_unzipped=code_store.max_unzipped
+            ),
+            OptStore(code_store.root / "opt"),
+        )
+        self.layers.functions_in_use = self._layers_in_use
+        self.code_signing = code_signing or CodeSigningService(self.region, self.account, db)
+        self.code_signing.functions_using = self._functions_using
         self._load()
 
     # -- start-up ---------------------------------------------------------------------------------
@@ -119,6 +143,9 @@ class FunctionService(PolicyAndTagOperations, AliasOperations, FunctionUrlOperat
         for url in self.url_repo.all():
             self._remember_url(url)
         self.code.collect(self.repo.code_in_use())
+        self.layers.code.clear_scratch()
+        self.layers.opt.clear_scratch()
+        self.layers.collect()
 
     def _restore_code(self, record: FunctionRecord) -> None:
         blob = self.code.blob_path(record.code_sha256)
@@ -134,7 +161,99 @@ class FunctionService(PolicyAndTagOperations, AliasOperations, FunctionUrlOperat
         return validation.Rules(tuple(self._available_runtimes()), self._architecture)
 
     def _spec(self, record: FunctionRecord, function: FunctionRecord | None = None) -> FunctionSpec:
-        return function_spec(record, self.code.directory(record.code_sha256), self.region, self.account, function)
+        code_dir = self.code.directory(record.code_sha256)
+        return function_spec(record, code_dir, self.region, self.account, function, self._opt_dir(record))
+
+    def _opt_dir(self, record: FunctionRecord) -> Path | None:
+        """The merged tree of a version's layers, built if missing. A layer whose code is lost leaves the
+        path unbuilt: its environments then fail to start, saying so, rather than run without the layer."""
+        layers = used_layers(record.config)
+        if not layers:
+            return None
+        try:
+            return self.layers.opt_dir(layers)
+        except OSError as exc:
+            log.error(
+                "the layers of function %s (version %s) cannot be shown at /opt: %s", record.name, record.version, exc
+            )
+            return self.layers.opt.directory(tree_digest(layers))
+
+    def _layers_in_use(self) -> tuple[set[str], set[str]]:
+        """The layer code and merged trees that some stored function version uses."""
+        code: set[str] = set()
+        trees: set[str] = set()
+        # From the database, not the map: a function being created is stored before it is remembered.
+        for record in self.repo.all_versions(None):
+            layers = used_layers(record.config)
+            if layers:
+                code.update(layer.code_sha256 for layer in layers)
+                trees.add(tree_digest(layers))
+        return code, trees
+
+    def _with_layers(self, config: dict[str, Any], code_sha256: str, code: bytes | None = None) -> dict[str, Any]:
+        """`config` with the layer ARNs a request gave resolved to the versions they name, and the merged
+        tree of them built; refused when the code and its layers pass Lambda's unzipped limit, or when the
+        code (given when new) or a newly named layer fails the function's code signing configuration."""
+        given = config.get("Layers")
+        if given is not None and all(isinstance(item, str) for item in given):
+            resolved = self.layers.resolve(given)
+            config = {k: v for k, v in config.items() if k != "Layers"}
+            if resolved:
+                config["Layers"] = [layer.stored() for layer in resolved]
+            self._vet(config, code, resolved)
+        elif code is not None:
+            self._vet(config, code, [])
+        layers = used_layers(config)
+        self._check_unzipped(code_sha256, layers)
+        if layers:
+            try:
+                self.layers.opt_dir(layers)
+            except OSError as exc:
+                log.exception("merging layers for /opt failed")
+                raise ServiceException(f"silo could not prepare the function's layers: {exc}") from exc
+        return config
+
+    def _functions_using(self, csc_arn: str) -> list[str]:
+        return sorted(n for n, r in self._records.items() if r[LATEST].config.get("CodeSigningConfigArn") == csc_arn)
+
+    def _vet(self, config: dict[str, Any], code: bytes | None, layers: list[UsedLayer] | None = None) -> None:
+        """Check what a deployment brings against the function's code signing configuration, if it has one:
+        the code (when given) and `layers` (default: all the configuration's layers)."""
+        csc = config.get("CodeSigningConfigArn")
+        if csc is None:
+            return
+        artifacts = [] if code is None else [("the function's code", code)]
+        for layer in used_layers(config) if layers is None else layers:
+            artifacts.append((f"layer version {layer.arn}", self.layers.code.read_blob(layer.code_sha256)))
+        self.code_signing.check(csc, artifacts)
+
+    def put_function_code_signing_config(self, function_name: str, body: dict[str, Any]) -> dict[str, str]:
+        """PutFunctionCodeSigningConfig: deployments of the function are checked against it from now on."""
+        arn = str_member(body, "CodeSigningConfigArn")
+        if arn is None:
+            raise validation.missing("codeSigningConfigArn")
+        with self._write_lock:
+            current = self._unqualified(function_name)
+            stored = self.code_signing.require(arn)
+            self._set_function_member(current, "CodeSigningConfigArn", stored)
+        return {"CodeSigningConfigArn": stored, "FunctionName": current.name}
+
+    def delete_function_code_signing_config(self, function_name: str) -> None:
+        """DeleteFunctionCodeSigningConfig."""
+        with self._write_lock:
+            self._set_function_member(self._unqualified(function_name), "CodeSigningConfigArn", None)
+
+    def _check_unzipped(self, code_sha256: str, layers: list[UsedLayer]) -> None:
+        if not layers:
+            return  # the package alone was measured as it was unpacked
+        if code_sha256 not in self._unzipped:
+            self._unzipped[code_sha256] = tree_size(self.code.directory(code_sha256))
+        total = self._unzipped[code_sha256] + sum(layer.unzipped_size for layer in layers)
+        if total > self.code.max_unzipped:
+            raise InvalidParameterValueException(
+                "Function code combined with layers exceeds the maximum allowed size of "
+                f"{self.code.max_unzipped} bytes. The actual size is {total} bytes."
+            )
 
     def _remember(self, record: FunctionRecord) -> None:
         """Mirror a stored version in memory, where `resolve` finds it. A published version follows its
@@ -245,6 +364,9 @@ class FunctionService(PolicyAndTagOperations, AliasOperations, FunctionUrlOperat
         if name in self._specs:
             raise ResourceConflictException(f"Function already exist: {name}")
         zip_bytes, max_zipped = self._package(request.package)
+        csc = str_member(body, "CodeSigningConfigArn")
+        if csc is not None:
+            request.config["CodeSigningConfigArn"] = self.code_signing.require(csc)
         with self._write_lock:
             if name in self._specs:
                 raise ResourceConflictException(f"Function already exist: {name}")
@@ -252,12 +374,12 @@ class FunctionService(PolicyAndTagOperations, AliasOperations, FunctionUrlOperat
             inserted = False
             stored_sha: str | None = None
             try:
-                with self.code.add(zip_bytes, max_zipped=max_zipped) as stored:
+                with self.layers.lock, self.code.add(zip_bytes, max_zipped=max_zipped) as stored:
                     stored_sha = stored.sha256_hex
                     record = FunctionRecord(
                         name=name,
                         version=LATEST,
-                        config=request.config,
+                        config=self._with_layers(request.config, stored.sha256_hex, zip_bytes),
                         code_sha256=stored.sha256_hex,
                         code_size=stored.size,
                         revision_id=str(uuid.uuid4()),
@@ -364,6 +486,12 @@ class FunctionService(PolicyAndTagOperations, AliasOperations, FunctionUrlOperat
                 config = dict(current.config)
                 if request.architectures is not None:
                     config["Architectures"] = request.architectures
+                try:
+                    self._check_unzipped(stored.sha256_hex, used_layers(config))
+                    self._vet(config, zip_bytes, [])
+                except LambdaError:
+                    self._collect(stored.sha256_hex)
+                    raise
                 record = replace(
                     current,
                     config=config,
@@ -395,10 +523,16 @@ class FunctionService(PolicyAndTagOperations, AliasOperations, FunctionUrlOperat
             current = self._unqualified(function_name)
             config = validation.update_configuration(body, current.config, current.name, self._rules())
             self._check_revision(current, str_member(body, "RevisionId"))
-            record = replace(current, config=config, revision_id=str(uuid.uuid4()), last_modified=lambda_timestamp())
-            if not self.repo.replace(record, current.revision_id):
-                raise PreconditionFailedException(REVISION_MISMATCH)
-            self._remember(record)
+            with self.layers.lock:
+                config = self._with_layers(config, current.code_sha256)
+                record = replace(
+                    current, config=config, revision_id=str(uuid.uuid4()), last_modified=lambda_timestamp()
+                )
+                if not self.repo.replace(record, current.revision_id):
+                    raise PreconditionFailedException(REVISION_MISMATCH)
+                self._remember(record)
+            if used_layers(current.config) != used_layers(record.config):
+                self.layers.collect([layer.code_sha256 for layer in used_layers(current.config)])
         self._notify(record.name)
         return self._configuration(record)
 
@@ -491,12 +625,15 @@ class FunctionService(PolicyAndTagOperations, AliasOperations, FunctionUrlOperat
                     raise not_found(self.region, self.account, record.name, wanted)
                 self._forget(record.name, record.version)
                 self._collect(record.code_sha256)
+                self.layers.collect([layer.code_sha256 for layer in used_layers(record.config)])
             else:
                 record = self._record(function_name, None, namespaced=True)
-                shas = {r.code_sha256 for r in self._records.get(record.name, {}).values()}
+                gone = list(self._records.get(record.name, {}).values())
+                shas = {r.code_sha256 for r in gone}
                 self.repo.delete(record.name)
                 self._forget(record.name)
                 self._collect(record.code_sha256, *shas)
+                self.layers.collect([layer.code_sha256 for r in gone for layer in used_layers(r.config)])
         self._notify(record.name, record.version if wanted is not None else None)
 
     def _check_unaliased(self, record: FunctionRecord) -> None:
@@ -511,6 +648,8 @@ class FunctionService(PolicyAndTagOperations, AliasOperations, FunctionUrlOperat
     def get_account_settings(self) -> dict[str, Any]:
         """GetAccountSettings: silo's limits and what this server stores."""
         count, total = self.repo.usage()
+        # Lambda's code storage holds layer archives as well as deployment packages.
+        total += self.layers.repo.total_code_size()
         return {
             "AccountLimit": {
                 "TotalCodeSize": TOTAL_CODE_SIZE_LIMIT,

@@ -56,10 +56,11 @@ class PolicyAndTagOperations:
         def _store_alias(self, record: AliasRecord, expected_revision: str) -> None: ...
 
     def get_function_code_signing_config(self, function_name: str) -> dict[str, str]:
-        """GetFunctionCodeSigningConfig: silo signs no code, so every function answers as Lambda does for
-        one without a code signing configuration (an empty ARN)."""
+        """GetFunctionCodeSigningConfig: a function without a code signing configuration answers with an
+        empty ARN, as on Lambda."""
         record = self._record(function_name, None, namespaced=True)
-        return {"CodeSigningConfigArn": "", "FunctionName": record.name}
+        latest = self.repo.get(record.name) or record
+        return {"CodeSigningConfigArn": latest.config.get("CodeSigningConfigArn", ""), "FunctionName": record.name}
 
     def _tagged(self, resource: str) -> FunctionRecord:
         ref = tags.resource_function(resource)

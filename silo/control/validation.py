@@ -7,12 +7,12 @@ failures in one ValidationException), then the service's own rules (InvalidParam
 The stored configuration is a plain dict holding only what silo honours:
 Runtime, Role, Handler, Description, Timeout, MemorySize, PackageType, Architectures,
 EphemeralStorage, TracingConfig, SnapStart, LoggingConfig, and when given Environment,
-TenancyConfig, Tags.
+TenancyConfig, Tags, Layers (here the layer version ARNs as given; silo.control.functions resolves them).
 
 Members silo does not act on and that change nothing a caller can observe about running code
-(VpcConfig, KMSKeyArn, DeadLetterConfig, ImageConfig, CodeSigningConfigArn, ...) are ignored like any
+(VpcConfig, KMSKeyArn, DeadLetterConfig, ImageConfig, ...) are ignored like any
 unknown member. Members whose silent loss would make a function behave differently from what was
-asked (Layers, FileSystemConfigs, PublishTo, S3 or image code) are refused with a clear message.
+asked (FileSystemConfigs, PublishTo, S3 or image code) are refused with a clear message.
 """
 
 from __future__ import annotations
@@ -56,6 +56,13 @@ IMAGE_UNSUPPORTED = (
 IMAGE_URI_WITH_ZIP = "Please don't provide ImageUri when updating a function with packageType Zip."
 SNAPSTART_APPLY_ON = ("PublishedVersions", "None")
 TENANT_ISOLATION_MODES = ("PER_TENANT",)
+MAX_LAYERS = 5
+# The validator's pattern for a function's Layers (each at most 140 long), as Lambda quotes it.
+LAYER_ARN_PATTERN = (
+    r"(arn:[a-zA-Z0-9-]+:lambda:[a-zA-Z0-9-]+:\d{12}:layer:[a-zA-Z0-9-_]+:[0-9]+)"
+    r"|(arn:[a-zA-Z0-9-]+:lambda:::awslayer:[a-zA-Z0-9-_]+)"
+)
+LAYER_ARN = re.compile(LAYER_ARN_PATTERN, re.ASCII)
 
 # Runtimes Lambda has retired: they get Lambda's "no longer supported" message rather than the enum one.
 DEPRECATED_RUNTIMES = (
@@ -254,10 +261,37 @@ def _logging(body: dict[str, Any], current: dict[str, Any] | None, name: str) ->
     return {k: merged[k] for k in ("LogFormat", "ApplicationLogLevel", "SystemLogLevel", "LogGroup") if k in merged}
 
 
+def _layers(body: dict[str, Any]) -> list[str] | None:
+    """The layer version ARNs a request names, in order (None: the member is absent; [] removes them)."""
+    given = list_member(body, "Layers")
+    if given is None:
+        return None
+    v = Violations()
+    bad = [a for a in given if not isinstance(a, str) or not 1 <= len(a) <= 140 or not LAYER_ARN.fullmatch(a)]
+    if bad:
+        v.add(
+            given,
+            "layers",
+            "Member must satisfy constraint: [Member must have length less than or equal to 140, Member must have "
+            "length greater than or equal to 1, Member must satisfy regular expression pattern: "
+            f"{LAYER_ARN_PATTERN}, Member must not be null]",
+        )
+        raise v.error()
+    if len(given) > MAX_LAYERS:
+        raise InvalidParameterValueException(f"Cannot reference more than {MAX_LAYERS} layers.")
+    seen: dict[str, str] = {}
+    for arn in given:
+        layer = arn.rsplit(":", 1)[0]
+        if layer in seen:
+            raise InvalidParameterValueException(
+                "Two different versions of the same layer are not allowed to be referenced in the same function. "
+                f"{seen[layer]} and {arn} are versions of the same layer."
+            )
+        seen[layer] = arn
+    return list(given)
+
+
 def _refuse_unsupported(body: dict[str, Any]) -> None:
-    layers = list_member(body, "Layers")
-    if layers:
-        raise InvalidParameterValueException("silo does not support layers yet; include the code in the package.")
     if list_member(body, "FileSystemConfigs"):
         raise InvalidParameterValueException("silo does not support FileSystemConfigs.")
     if str_member(body, "PublishTo") is not None:
@@ -344,6 +378,7 @@ def create_request(body: dict[str, Any], rules: Rules) -> CreateRequest:
     _check_runtime(runtime, rules)
     _check_host_architecture(archs, rules)
     _refuse_unsupported(body)
+    layers = _layers(body)
     package = code_package(code, "Code.ZipFile")
     snap = dict_member(body, "SnapStart") or {}
     apply_on = str_member(snap, "ApplyOn") or "None"
@@ -371,6 +406,8 @@ def create_request(body: dict[str, Any], rules: Rules) -> CreateRequest:
     given_tags = dict_member(body, "Tags")
     if given_tags:
         config["Tags"] = tags.for_create(given_tags)
+    if layers:
+        config["Layers"] = layers
     return CreateRequest(ref, config, package, publish=bool(bool_member(body, "Publish")))
 
 
@@ -395,6 +432,10 @@ def update_configuration(body: dict[str, Any], current: dict[str, Any], name: st
             raise InvalidParameterValueException(MANDATORY_MESSAGE)
         config["Handler"] = handler
     _refuse_unsupported(body)
+    layers = _layers(body)
+    if layers is not None:
+        # ARNs here; the service resolves them. An empty list takes every layer away.
+        config["Layers"] = layers
     for key in ("Role", "Description"):
         value = str_member(body, key)
         if value is not None:

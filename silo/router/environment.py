@@ -253,6 +253,7 @@ class Environment:
             network=self.spec.network,
             host_services=self.spec.host_services,
             runtime_api_urls=urls,
+            opt_dir=self.spec.opt_dir,
         )
         try:
             if catalog.is_custom(self.spec.runtime):

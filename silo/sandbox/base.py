@@ -48,6 +48,7 @@ class LaunchSpec:
     # "127.0.0.1:5432": ports of the host's loopback an outbound environment reaches at its gateway's address
     host_services: tuple[str, ...] = ()
     runtime_api_urls: dict[str, str] = field(default_factory=dict)  # variable -> path on the Runtime API
+    opt_dir: Path | None = None  # the function's layers merged in order, to be shown read-only at /opt
 
 
 class SandboxProcess(Protocol):

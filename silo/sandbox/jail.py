@@ -58,9 +58,13 @@ def template_key(spec: LaunchSpec) -> str | None:
     process is never forked (a forked V8 is not safe to run): the template forks only the jail, which
     then execs a fresh node, a plain start of the runtime. silo's Python runtime runs
     in the template's interpreter, which has already started: variables that change how an interpreter
-    starts (PYTHON*, beyond the ones the fork honours) or how libraries load (LD_*) need a fresh one."""
+    starts (PYTHON*, beyond the ones the fork honours) or how libraries load (LD_*) need a fresh one, and
+    so do layers with shared libraries in /opt/lib: the dynamic loader reads LD_LIBRARY_PATH once, when a
+    process starts, so a forked interpreter would never find them."""
     if _execs(spec.runtime):
         return EXEC_TEMPLATE
+    if spec.opt_dir is not None and (spec.opt_dir / "lib").is_dir():
+        return None
     for name in spec.environ:
         if name.startswith("LD_") or (name.startswith("PYTHON") and name not in HONOURED_PYTHON_VARIABLES):
             return None

@@ -1,9 +1,10 @@
 """What an environment looks like from inside, whichever backend builds it.
 
 Every isolating backend shows the runtime the same tree: the host's /usr and the few /etc files
-the runtimes need, the code at /var/task, silo's runtime directory at /var/runtime (its Python or its Node.js
-runtime) and, for an interpreter that lives outside /usr (pyenv, /opt), that interpreter at /var/lang,
-where Lambda keeps its own. Backends differ only in how they build that tree (binds in a mount
+the runtimes need, the code at /var/task, the function's layers merged at /opt (silo.store.opt),
+silo's runtime directory at /var/runtime (its Python or its Node.js runtime) and, for an interpreter
+that lives outside /usr (pyenv, /opt), that interpreter at /var/lang, where Lambda keeps its own.
+Backends differ only in how they build that tree (binds in a mount
 namespace, an OCI bundle).
 """
 
@@ -17,6 +18,7 @@ from silo.runtimes import catalog
 from silo.sandbox.base import LaunchSpec
 
 TASK_ROOT = "/var/task"
+OPT_DIR = "/opt"
 RUNTIME_DIR = "/var/runtime"
 LANG_DIR = "/var/lang"
 RUNTIME_API_PORT = 9001
@@ -58,8 +60,12 @@ def runtime_layout(spec: LaunchSpec) -> RuntimeLayout:
     """argv, binds and variables of the runtime of `spec`, as the environment sees them."""
     binds = [Bind(p, p) for p in SYSTEM_BINDS if os.path.exists(p)]
     binds.append(Bind(str(spec.code_dir), TASK_ROOT))
+    if spec.opt_dir is not None:
+        # Read-only like the code (every bind here is): a layer's files can be read, never changed.
+        binds.append(Bind(str(spec.opt_dir), OPT_DIR))
     binds.append(Bind(str(catalog.builtin_runtime_dir(spec.runtime)), RUNTIME_DIR))
     extra: dict[str, str] = {}
+    libraries: list[str] = []
     exe = None
     interpreter = catalog.interpreter_of(spec.runtime)
     if interpreter is not None:
@@ -69,7 +75,12 @@ def runtime_layout(spec: LaunchSpec) -> RuntimeLayout:
             # keeps its own.
             binds.append(Bind(str(interpreter.prefix), LANG_DIR))
             exe = f"{LANG_DIR}/{interpreter.executable.relative_to(interpreter.prefix)}"
-            extra["LD_LIBRARY_PATH"] = f"{LANG_DIR}/lib"
+            libraries.append(f"{LANG_DIR}/lib")
+    if spec.opt_dir is not None:
+        # Where Lambda's runtimes look for a layer's shared libraries.
+        libraries.append(f"{OPT_DIR}/lib")
+    if libraries:
+        extra["LD_LIBRARY_PATH"] = ":".join(libraries)
     argv = catalog.launch_command(spec.runtime, TASK_ROOT, RUNTIME_DIR, exe, spec.memory_mb)
     if catalog.is_node(spec.runtime) and "NODE_PATH" not in spec.environ:
         extra["NODE_PATH"] = catalog.node_path(spec.runtime, TASK_ROOT)

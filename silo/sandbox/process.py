@@ -22,7 +22,7 @@ from typing import Any
 
 from silo.jail import syscalls
 from silo.runtimes import catalog
-from silo.sandbox.base import LaunchSpec, RuntimeUnstartable
+from silo.sandbox.base import LaunchFailed, LaunchSpec, RuntimeUnstartable
 from silo.sandbox.child import ChildWatch, RunningEnvironment
 
 log = logging.getLogger(__name__)
@@ -137,6 +137,13 @@ class ProcessSandbox:
         """Nothing runs besides the environments."""
 
     async def launch(self, spec: LaunchSpec) -> PlainProcess:
+        if spec.opt_dir is not None:
+            # Layers live at /opt, and an unisolated process sees the host's /opt: it cannot be shown
+            # the function's. Refused rather than run without them.
+            raise LaunchFailed(
+                "the process backend cannot show a function's layers at /opt; run functions with layers in "
+                "the jail or gvisor backend (silo serve --sandbox jail)"
+            )
         env_dir = self._env_root / spec.env_id
         tmp_dir = env_dir / "tmp"
         tmp_dir.mkdir(parents=True)

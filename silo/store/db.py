@@ -187,6 +187,45 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (name, qualifier)
     );
     """,
+    # 10: layers (silo.store.layers). A layer keeps the number its newest version got, as a function does,
+    # because Lambda never gives a number twice, not even that of a deleted version. A version's
+    # `config` is the JSON of its Description, CompatibleRuntimes, CompatibleArchitectures and
+    # LicenseInfo; `policy` its permission statements (JSON). Functions name the versions they use in
+    # their own configuration, so deleting a version leaves them running (its code stays while used).
+    """
+    CREATE TABLE layers (
+        name          TEXT PRIMARY KEY,
+        last_version  INTEGER NOT NULL
+    );
+    CREATE TABLE layer_versions (
+        name           TEXT NOT NULL REFERENCES layers(name),
+        version        INTEGER NOT NULL,
+        config         TEXT NOT NULL,
+        code_sha256    TEXT NOT NULL,
+        code_size      INTEGER NOT NULL,
+        unzipped_size  INTEGER NOT NULL,
+        created_date   TEXT NOT NULL,
+        policy         TEXT NOT NULL,
+        revision_id    TEXT NOT NULL,
+        PRIMARY KEY (name, version)
+    );
+    """,
+    # 11: code signing (silo.store.code_signing). A signing profile is a public key registered with silo;
+    # a code signing configuration names the profiles it trusts and what to do with anything else. A
+    # function names its configuration in its own configuration (CodeSigningConfigArn).
+    """
+    CREATE TABLE signing_profiles (
+        name        TEXT PRIMARY KEY,
+        public_key  TEXT NOT NULL,
+        version     TEXT NOT NULL,
+        created_at  TEXT NOT NULL
+    );
+    CREATE TABLE code_signing_configs (
+        id             TEXT PRIMARY KEY,
+        config         TEXT NOT NULL,
+        last_modified  TEXT NOT NULL
+    );
+    """,
 )
 
 # SQLite's page cache per connection (its default is 2 MiB). Log lines of many tenants land all over the

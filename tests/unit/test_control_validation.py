@@ -288,9 +288,36 @@ def test_unknown_members_are_ignored() -> None:
     assert "SomethingNew" not in request.config
 
 
-def test_publish_to_and_layers_are_refused_clearly() -> None:
+def test_publish_to_is_refused_clearly() -> None:
     assert "PublishTo" in fails(InvalidParameterValueException, PublishTo="LATEST_PUBLISHED")
-    assert "layers" in fails(InvalidParameterValueException, Layers=["arn:aws:lambda:us-east-1:1:layer:x:1"])
+
+
+LAYER = "arn:aws:lambda:us-east-1:000000000000:layer:{}:{}"
+
+
+def test_layers_are_kept_in_order_as_given() -> None:
+    arns = [LAYER.format("b", 2), LAYER.format("a", 1)]
+    assert create_request(body(Layers=arns), RULES).config["Layers"] == arns
+    assert "Layers" not in create_request(body(Layers=[]), RULES).config
+
+
+def test_layers_are_checked_as_lambda_checks_them() -> None:
+    message = fails(ValidationException, Layers=["arn:aws:lambda:us-east-1:1:layer:x:1"])
+    assert "at 'layers' failed to satisfy constraint" in message
+    assert "at 'layers'" in fails(ValidationException, Layers=[LAYER.format("x" * 140, 1)])
+    six = [LAYER.format(f"l{n}", 1) for n in range(6)]
+    assert fails(InvalidParameterValueException, Layers=six) == "Cannot reference more than 5 layers."
+    twice = fails(InvalidParameterValueException, Layers=[LAYER.format("x", 1), LAYER.format("x", 2)])
+    assert twice.startswith("Two different versions of the same layer are not allowed")
+
+
+def test_update_configuration_sets_and_clears_layers() -> None:
+    current = create_request(body(Layers=[LAYER.format("a", 1)]), RULES).config
+    assert update_configuration({"Layers": [LAYER.format("a", 2)]}, current, "fn", RULES)["Layers"] == [
+        LAYER.format("a", 2)
+    ]
+    assert update_configuration({"Layers": []}, current, "fn", RULES)["Layers"] == []
+    assert update_configuration({"MemorySize": 256}, current, "fn", RULES)["Layers"] == current["Layers"]
 
 
 def test_image_package_is_refused() -> None:

@@ -47,6 +47,8 @@ def served() -> set[tuple[str, str]]:
         InvokeEndpoint(nothing, nothing, nothing),
         Readiness(),
         nothing,
+        nothing,
+        nothing,
         gateway=GatewayEndpoint(nothing, nothing),
         tokens=TokenSigner(bytes(32), "http://silo.test"),
         function_urls=FunctionUrlEndpoint(nothing, nothing, "000000000000", signed=True),

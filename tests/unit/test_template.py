@@ -34,6 +34,15 @@ def test_template_key_follows_what_a_fork_can_honour() -> None:
         assert template_key(launch_spec("python3.11", {name: "1"})) is None, name
 
 
+def test_layers_with_shared_libraries_are_never_forked(tmp_path: Path) -> None:
+    """The dynamic loader reads LD_LIBRARY_PATH once, at start: a fork would never find /opt/lib."""
+    (tmp_path / "python").mkdir()
+    with_python = LaunchSpec("e1", "python3.11", {}, Path("/nonexistent"), 128, 512, opt_dir=tmp_path)
+    assert template_key(with_python) == "python3.11"
+    (tmp_path / "lib").mkdir()
+    assert template_key(with_python) is None
+
+
 def failing_spec(tmp_path: Path) -> bytes:
     """A spec whose second step fails (its cgroups do not exist), so a fork reports and exits at once."""
     return JailSpec(

@@ -28,6 +28,9 @@ from .handler import (
 if TYPE_CHECKING:
     from .handler import Handler
 
+LAMBDA_TASK_ROOT = "/var/task"
+OPT_PYTHON = "/opt/python"
+
 
 class Client(Protocol):
     def wait_next_invocation(self) -> InvocationRequest: ...
@@ -124,11 +127,22 @@ def _line_buffered() -> None:
             reconfigure(line_buffering=True)
 
 
+def search_path(task_root: str) -> list[str]:
+    """What goes before the interpreter's own path, in Lambda's order: the code, then the layers' Python
+    directories (`python/lib/python3.X/site-packages` and `python` of /opt). Layers are at /opt only where
+    the code is at /var/task, laid out as on Lambda; the development backend runs the code where it is
+    stored and shows no layers, so the host's /opt stays off the path there."""
+    if task_root != LAMBDA_TASK_ROOT:
+        return [task_root]
+    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    return [task_root, f"{OPT_PYTHON}/lib/{version}/site-packages", OPT_PYTHON]
+
+
 def main(environ: Mapping[str, str], connection_fd: int = -1) -> int:
     """Entry of the runtime process: environment in, exit status out. `connection_fd`: a Runtime API
     connection the platform already made (the jail's socket pair), used before any other."""
     task_root = environ.get("LAMBDA_TASK_ROOT") or os.getcwd()
-    sys.path.insert(0, task_root)
+    sys.path[0:0] = search_path(task_root)
     _line_buffered()
     json_logs = (environ.get("AWS_LAMBDA_LOG_FORMAT") or "").upper() == "JSON"
     logs.setup(json_logs, logs.level_from_env(environ.get("AWS_LAMBDA_LOG_LEVEL")))
