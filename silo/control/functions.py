@@ -15,17 +15,18 @@ import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 from silo.config import Settings
 from silo.control import silo_settings, validation, versions
 from silo.control.aliasing import AliasOperations
 from silo.control.code_signing import CodeSigningService
+from silo.control.concurrency import ConcurrencyOperations
 from silo.control.configuration import function_configuration, function_spec, lambda_timestamp
 from silo.control.fields import str_member
 from silo.control.function_urls import FunctionUrlOperations
-from silo.control.layers import LayerService, UsedLayer, tree_digest, tree_size, used_layers
+from silo.control.layering import LayeringOperations
+from silo.control.layers import LayerService, used_layers
 from silo.control.names import (
     LATEST,
     FunctionRef,
@@ -34,6 +35,7 @@ from silo.control.names import (
     not_found,
     parse_function_name,
 )
+from silo.control.publishing import VersionOperations
 from silo.control.resources import REVISION_MISMATCH, PolicyAndTagOperations
 from silo.control.s3_code import NoS3, PackageSource
 from silo.control.unserved import UnservedOperations
@@ -43,7 +45,6 @@ from silo.errors import (
     LambdaError,
     PreconditionFailedException,
     ResourceConflictException,
-    ServiceException,
 )
 from silo.runtimes import catalog
 from silo.store.aliases import AliasRepository
@@ -57,8 +58,6 @@ from silo.types import FunctionSpec
 log = logging.getLogger(__name__)
 
 LIST_PAGE_MAX = 50
-# Lambda keeps this much of an account's concurrency unreserved.
-MIN_UNRESERVED = 100
 ACCOUNT_CONCURRENCY = 1000
 # Lambda's default code storage quota per account and region (75 GB).
 TOTAL_CODE_SIZE_LIMIT = 80_530_636_800
@@ -69,7 +68,15 @@ def host_architecture() -> str:
     return "arm64" if machine in ("aarch64", "arm64") else "x86_64"
 
 
-class FunctionService(PolicyAndTagOperations, AliasOperations, FunctionUrlOperations, UnservedOperations):
+class FunctionService(
+    PolicyAndTagOperations,
+    AliasOperations,
+    FunctionUrlOperations,
+    UnservedOperations,
+    LayeringOperations,
+    VersionOperations,
+    ConcurrencyOperations,
+):
     """Create, read, update, delete and resolve functions.
 
     `on_change(function_arn, version)` runs after every change that makes live environments stale:
@@ -163,97 +170,6 @@ class FunctionService(PolicyAndTagOperations, AliasOperations, FunctionUrlOperat
     def _spec(self, record: FunctionRecord, function: FunctionRecord | None = None) -> FunctionSpec:
         code_dir = self.code.directory(record.code_sha256)
         return function_spec(record, code_dir, self.region, self.account, function, self._opt_dir(record))
-
-    def _opt_dir(self, record: FunctionRecord) -> Path | None:
-        """The merged tree of a version's layers, built if missing. A layer whose code is lost leaves the
-        path unbuilt: its environments then fail to start, saying so, rather than run without the layer."""
-        layers = used_layers(record.config)
-        if not layers:
-            return None
-        try:
-            return self.layers.opt_dir(layers)
-        except OSError as exc:
-            log.error(
-                "the layers of function %s (version %s) cannot be shown at /opt: %s", record.name, record.version, exc
-            )
-            return self.layers.opt.directory(tree_digest(layers))
-
-    def _layers_in_use(self) -> tuple[set[str], set[str]]:
-        """The layer code and merged trees that some stored function version uses."""
-        code: set[str] = set()
-        trees: set[str] = set()
-        # From the database, not the map: a function being created is stored before it is remembered.
-        for record in self.repo.all_versions(None):
-            layers = used_layers(record.config)
-            if layers:
-                code.update(layer.code_sha256 for layer in layers)
-                trees.add(tree_digest(layers))
-        return code, trees
-
-    def _with_layers(self, config: dict[str, Any], code_sha256: str, code: bytes | None = None) -> dict[str, Any]:
-        """`config` with the layer ARNs a request gave resolved to the versions they name, and the merged
-        tree of them built; refused when the code and its layers pass Lambda's unzipped limit, or when the
-        code (given when new) or a newly named layer fails the function's code signing configuration."""
-        given = config.get("Layers")
-        if given is not None and all(isinstance(item, str) for item in given):
-            resolved = self.layers.resolve(given)
-            config = {k: v for k, v in config.items() if k != "Layers"}
-            if resolved:
-                config["Layers"] = [layer.stored() for layer in resolved]
-            self._vet(config, code, resolved)
-        elif code is not None:
-            self._vet(config, code, [])
-        layers = used_layers(config)
-        self._check_unzipped(code_sha256, layers)
-        if layers:
-            try:
-                self.layers.opt_dir(layers)
-            except OSError as exc:
-                log.exception("merging layers for /opt failed")
-                raise ServiceException(f"silo could not prepare the function's layers: {exc}") from exc
-        return config
-
-    def _functions_using(self, csc_arn: str) -> list[str]:
-        return sorted(n for n, r in self._records.items() if r[LATEST].config.get("CodeSigningConfigArn") == csc_arn)
-
-    def _vet(self, config: dict[str, Any], code: bytes | None, layers: list[UsedLayer] | None = None) -> None:
-        """Check what a deployment brings against the function's code signing configuration, if it has one:
-        the code (when given) and `layers` (default: all the configuration's layers)."""
-        csc = config.get("CodeSigningConfigArn")
-        if csc is None:
-            return
-        artifacts = [] if code is None else [("the function's code", code)]
-        for layer in used_layers(config) if layers is None else layers:
-            artifacts.append((f"layer version {layer.arn}", self.layers.code.read_blob(layer.code_sha256)))
-        self.code_signing.check(csc, artifacts)
-
-    def put_function_code_signing_config(self, function_name: str, body: dict[str, Any]) -> dict[str, str]:
-        """PutFunctionCodeSigningConfig: deployments of the function are checked against it from now on."""
-        arn = str_member(body, "CodeSigningConfigArn")
-        if arn is None:
-            raise validation.missing("codeSigningConfigArn")
-        with self._write_lock:
-            current = self._unqualified(function_name)
-            stored = self.code_signing.require(arn)
-            self._set_function_member(current, "CodeSigningConfigArn", stored)
-        return {"CodeSigningConfigArn": stored, "FunctionName": current.name}
-
-    def delete_function_code_signing_config(self, function_name: str) -> None:
-        """DeleteFunctionCodeSigningConfig."""
-        with self._write_lock:
-            self._set_function_member(self._unqualified(function_name), "CodeSigningConfigArn", None)
-
-    def _check_unzipped(self, code_sha256: str, layers: list[UsedLayer]) -> None:
-        if not layers:
-            return  # the package alone was measured as it was unpacked
-        if code_sha256 not in self._unzipped:
-            self._unzipped[code_sha256] = tree_size(self.code.directory(code_sha256))
-        total = self._unzipped[code_sha256] + sum(layer.unzipped_size for layer in layers)
-        if total > self.code.max_unzipped:
-            raise InvalidParameterValueException(
-                "Function code combined with layers exceeds the maximum allowed size of "
-                f"{self.code.max_unzipped} bytes. The actual size is {total} bytes."
-            )
 
     def _remember(self, record: FunctionRecord) -> None:
         """Mirror a stored version in memory, where `resolve` finds it. A published version follows its
@@ -540,48 +456,6 @@ class FunctionService(PolicyAndTagOperations, AliasOperations, FunctionUrlOperat
         """The sum of every function's reserved concurrency (read on the invocation path: from memory)."""
         return sum(spec.reserved_concurrency or 0 for spec in self._specs.values())
 
-    def put_function_concurrency(self, function_name: str, body: dict[str, Any]) -> dict[str, int]:
-        """PutFunctionConcurrency: reserve concurrency for a function (0 stops it from running)."""
-        ref = parse_function_name(function_name, namespaced=True)
-        if ref.qualifier is not None:
-            raise InvalidParameterValueException(
-                "This operation is permitted on Lambda functions only. Aliases and versions do not support this "
-                "operation. Please specify either a function name or an unqualified function ARN."
-            )
-        wanted = body.get("ReservedConcurrentExecutions")
-        if isinstance(wanted, bool) or not isinstance(wanted, int) or wanted < 0:
-            raise InvalidParameterValueException(
-                "1 validation error detected: Value at 'reservedConcurrentExecutions' failed to satisfy constraint: "
-                "Member must have value greater than or equal to 0"
-            )
-        with self._write_lock:
-            current = self._unqualified(function_name)
-            others = self.reserved_total() - (current.config.get("ReservedConcurrentExecutions") or 0)
-            if self.concurrency_limit - others - wanted < MIN_UNRESERVED:
-                raise InvalidParameterValueException(
-                    "Specified ReservedConcurrentExecutions for function decreases account's "
-                    f"UnreservedConcurrentExecution below its minimum value of [{MIN_UNRESERVED}]."
-                )
-            self._set_reserved(current, wanted)
-        return {"ReservedConcurrentExecutions": wanted}
-
-    def get_function_concurrency(self, function_name: str) -> dict[str, int]:
-        """GetFunctionConcurrency: `{}` when nothing is reserved."""
-        config = self._unqualified(function_name).config
-        if "ReservedConcurrentExecutions" not in config:
-            return {}
-        return {"ReservedConcurrentExecutions": config["ReservedConcurrentExecutions"]}
-
-    def delete_function_concurrency(self, function_name: str) -> None:
-        """DeleteFunctionConcurrency: the function goes back to the account's unreserved pool."""
-        with self._write_lock:
-            self._set_reserved(self._unqualified(function_name), None)
-
-    def _set_reserved(self, current: FunctionRecord, reserved: int | None) -> None:
-        # Reserving concurrency changes no code or configuration the environments run, so the revision
-        # stays and no environment is retired; the router reads the new limit on the next call.
-        self._set_function_member(current, "ReservedConcurrentExecutions", reserved)
-
     def _set_function_member(self, current: FunctionRecord, key: str, value: Any) -> None:
         """Set (or, with None, remove) a member of the function as a whole, kept in $LATEST's configuration."""
         config = {k: v for k, v in current.config.items() if k != key}
@@ -662,66 +536,6 @@ class FunctionService(PolicyAndTagOperations, AliasOperations, FunctionUrlOperat
         }
 
     # -- versions ---------------------------------------------------------------------------------
-
-    def publish_version(self, function_name: str, body: dict[str, Any]) -> dict[str, Any]:
-        """PublishVersion: an immutable snapshot of $LATEST with the next number; when $LATEST has not
-        changed since the last version, that version, as on Lambda."""
-        request = versions.publish_request(body)
-        with self._write_lock:
-            latest = self._unqualified(function_name)
-            self._check_revision(latest, request.revision_id)
-            versions.check_code_sha256(request.code_sha256, latest)
-            return self._configuration(self._publish(latest, request.description))
-
-    def _publish(self, latest: FunctionRecord, description: str | None) -> FunctionRecord:
-        """Publish `latest` (held under the write lock). $LATEST gets a new RevisionId, as on Lambda."""
-        last = self.repo.last_version(latest.name)
-        newest = max(self._published(latest.name), key=lambda r: int(r.version), default=None)
-        if newest is not None and versions.unchanged(latest, newest):
-            return newest
-        record = FunctionRecord(
-            name=latest.name,
-            version=str(last + 1),
-            config=versions.version_config(latest, description),
-            code_sha256=latest.code_sha256,
-            code_size=latest.code_size,
-            revision_id=str(uuid.uuid4()),
-            last_modified=lambda_timestamp(),
-        )
-        renewed = replace(latest, revision_id=str(uuid.uuid4()))
-        if not self.repo.publish(record, renewed, latest.revision_id):
-            raise PreconditionFailedException(REVISION_MISMATCH)
-        self._remember(renewed)
-        self._remember(record)
-        return record
-
-    def _published(self, name: str) -> list[FunctionRecord]:
-        return [r for v, r in self._records.get(name, {}).items() if v != LATEST]
-
-    def list_versions_by_function(
-        self, function_name: str, marker: str | None, max_items: int | None
-    ) -> dict[str, Any]:
-        """ListVersionsByFunction: $LATEST first, then the published versions by number; pages of at most 50."""
-        if max_items is not None and not 1 <= max_items <= 10000:
-            v = Violations()
-            bound = "greater than or equal to 1" if max_items < 1 else "less than or equal to 10000"
-            v.add(max_items, "maxItems", f"Member must have value {bound}")
-            v.raise_if_any()
-        # Every version of the function, whichever one a qualifier in the name names.
-        ref = parse_function_name(function_name, namespaced=True)
-        self._check_home(ref)
-        latest = self.repo.get(ref.name)
-        if latest is None:
-            raise not_found(self.region, self.account, ref.name)
-        limit = min(max_items or versions.LIST_PAGE_MAX, versions.LIST_PAGE_MAX)
-        after = versions.after_marker(marker)
-        page: list[tuple[FunctionRecord, str | None]] = [] if after >= 0 else [(latest, LATEST)]
-        # One more than asked tells whether another page exists.
-        page += [(r, None) for r in self.repo.versions(latest.name, max(after, 0), limit + 1 - len(page))]
-        out: dict[str, Any] = {"Versions": [self._configuration(r, shown) for r, shown in page[:limit]]}
-        if len(page) > limit:
-            out["NextMarker"] = page[limit - 1][0].version
-        return out
 
     # -- the invoke path ----------------------------------------------------------------------------
 
