@@ -101,6 +101,12 @@ class Settings:
         SANDBOX,
     )
     keep_alive_s: int = setting(600, "seconds an idle environment lives", SANDBOX)
+    init_timeout_s: int = setting(
+        10,
+        "seconds an environment's init phase (the runtime's start and the function's imports) may take before "
+        "the call fails with Runtime.InitTimeout; Lambda's is 10",
+        SANDBOX,
+    )
     account_concurrency: int = setting(1000, "concurrent invocations of all functions together", LIMITS)
     memory_budget_mb: int = setting(
         0, "MiB all live environments may use together; 0: three quarters of the host's memory", LIMITS

@@ -152,6 +152,7 @@ async def run(settings: Settings) -> None:
         account=AccountLimits(settings.account_concurrency, memory_budget_mb(settings)),
         reserved_total=lambda: service.reserved_total(),
         keep_alive_s=settings.keep_alive_s,
+        init_timeout_s=settings.init_timeout_s,
         queue_wait_s=settings.queue_wait_ms / 1000,
         stems=StemPolicy(per_function=settings.stems_per_function),
         telemetry=telemetry,

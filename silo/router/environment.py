@@ -157,11 +157,14 @@ class Environment:
         stem: bool = False,
         on_exit: Callable[[Environment], None] | None = None,
         credentials: CredentialVendor | None = None,
+        init_timeout_s: float = INIT_TIMEOUT_S,
     ) -> None:
         """`stem`: started ahead for no tenant, to be bound to the tenant whose first call takes it.
         `on_exit`: told when the runtime process has ended, whatever the environment was doing.
-        `credentials`: where the per-tenant credentials of the function's Credentials setting come from."""
+        `credentials`: where the per-tenant credentials of the function's Credentials setting come from.
+        `init_timeout_s`: how long the init phase may take (Lambda's 10 s by default)."""
         self._on_exit = on_exit
+        self.init_timeout_s = init_timeout_s
         self.id = uuid.uuid4().hex
         self.origin = ColdStart.STEM if stem else ColdStart.FULL
         # What the router counts against the host memory budget for this environment (see Router._charge).
@@ -296,7 +299,7 @@ class Environment:
         """
         if self._exited is None:
             return False
-        first = await _first(self._channel.initialized, self._exited, timeout=INIT_TIMEOUT_S)
+        first = await _first(self._channel.initialized, self._exited, timeout=self.init_timeout_s)
         # A channel closed under it (the stem was retired as it grew) is a stem of no use, not an error.
         ok = first is not None and first is not self._exited and first.exception() is None and first.result() is None
         if self.state is not EnvState.STARTING:
@@ -442,12 +445,12 @@ class Environment:
     ) -> tuple[bytes, FunctionError | None]:
         assert self._exited is not None and self._stream is not None  # checked by invoke()
         if self._init_ms is None:
-            first = await _first(self._channel.initialized, self._exited, timeout=INIT_TIMEOUT_S)
+            first = await _first(self._channel.initialized, self._exited, timeout=self.init_timeout_s)
             if first is None:
                 self.kill()
                 return _error_payload(
                     "Runtime.InitTimeout",
-                    f"RequestId: {inv.request_id} Error: init did not finish within {INIT_TIMEOUT_S:.0f} seconds",
+                    f"RequestId: {inv.request_id} Error: init did not finish within {self.init_timeout_s:.0f} seconds",
                 ), FunctionError.UNHANDLED
             self._init_done_at = time.monotonic()
             self._init_ms = (self._init_done_at - self._started_at) * 1000

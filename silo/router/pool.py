@@ -25,7 +25,7 @@ from typing import cast
 from silo import errors
 from silo.credentials.vendor import CredentialVendor
 from silo.router import limits
-from silo.router.environment import EndedBetweenCalls, Environment, TenantMismatch
+from silo.router.environment import INIT_TIMEOUT_S, EndedBetweenCalls, Environment, TenantMismatch
 from silo.router.fairness import FairQueue
 from silo.router.placement import Choice, place
 from silo.router.stems import StemKey, StemPolicy, StemPools, VersionKey
@@ -63,6 +63,7 @@ class Router:
         telemetry: Telemetry | None = None,
         stems: StemPolicy | None = None,
         credentials: CredentialVendor | None = None,
+        init_timeout_s: float = INIT_TIMEOUT_S,
     ) -> None:
         """`sandbox` runs every function by default; `others` are the backends a function may ask for by name.
 
@@ -79,6 +80,7 @@ class Router:
         self.account = account or limits.AccountLimits()
         self._reserved_total = reserved_total
         self.keep_alive_s = keep_alive_s
+        self.init_timeout_s = init_timeout_s  # each environment's init phase, at most
         self.queue_wait_s = queue_wait_s
         self._pools: dict[EnvKey, list[Environment]] = {}
         self._idle: OrderedDict[Environment, None] = OrderedDict()  # least recently used first
@@ -242,7 +244,14 @@ class Router:
                 stem.divide_cpu(self._cpu_divisors.get(key, 1))
                 return stem, False
         self._make_room(key, spec, fl)
-        env = Environment(key, spec, self.telemetry, on_exit=self._ended, credentials=self.credentials)
+        env = Environment(
+            key,
+            spec,
+            self.telemetry,
+            on_exit=self._ended,
+            credentials=self.credentials,
+            init_timeout_s=self.init_timeout_s,
+        )
         env.state = EnvState.BUSY
         env.divide_cpu(self._cpu_divisors.get(key, 1))
         self._track(env)
@@ -331,6 +340,7 @@ class Router:
             stem=True,
             on_exit=self._ended,
             credentials=self.credentials,
+            init_timeout_s=self.init_timeout_s,
         )
         if not self.stems.add(key, stem):
             return False

@@ -61,8 +61,10 @@ def run_in_vm(tmp_path: Path, tests: tuple[str, ...], **env: str) -> str:
         **os.environ,
         "SILO_VM_TIMEOUT": str(TIMEOUT_S),
         "SILO_VM_MODULES": "nf_tables veth",
-        # tests/support.py waits this many times longer for servers and answers: everything is slower there.
+        # tests/support.py waits this many times longer for servers and answers: everything is slower there,
+        # and an init phase (a gVisor sandbox's first start above all) may take longer than Lambda's 10 s.
         "SILO_TEST_TIME_SCALE": "10",
+        "SILO_INIT_TIMEOUT_S": "120",
         **env,
     }
     # The guest's output goes to a file as it comes, so that a run cut short still shows how far it got.
