@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.metadata
 import marshal
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -95,3 +96,11 @@ def test_the_runtime_puts_the_sdk_after_the_code_the_layers_and_the_stdlib() -> 
     assert loop.sdk_path("/somewhere/code", {sdk.SDK_VARIABLE: "/host/sdk"}) == "/host/sdk"
     assert loop.sdk_path("/somewhere/code", {}) is None
     assert loop.SDK_VARIABLE == sdk.SDK_VARIABLE
+
+
+def test_the_readme_names_the_locked_versions_the_runtimes_ship() -> None:
+    root = Path(__file__).resolve().parents[2]
+    locked = dict(re.findall(r"^([a-z0-9-]+)==(\S+)", (root / "requirements" / "server.txt").read_text(), re.M))
+    readme = " ".join((root / "README.md").read_text().split())
+    for name in sdk.PACKAGES:
+        assert f"{name} {locked[name]}" in readme, f"README.md should say the runtimes ship {name} {locked[name]}"
