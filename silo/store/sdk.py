@@ -165,7 +165,15 @@ class RuntimeSdk:
             if exe is not None:
                 _compile(scratch, runtime, exe)
             _seal(scratch)
-            os.rename(scratch, target)
+            try:
+                os.rename(scratch, target)
+            except OSError:
+                if not target.is_dir():
+                    raise
+                # Another server on this data directory (one stopping while its successor starts) built
+                # the same tree first: the same files, so its tree serves.
+                _remove(scratch)
+                return
         except BaseException:
             _remove(scratch)
             raise
