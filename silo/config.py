@@ -169,6 +169,11 @@ class Settings:
     def env_dir(self) -> Path:
         return self.data_dir / "environments"
 
+    @property
+    def sdk_root(self) -> Path:
+        """Where the boto3 and botocore the Python runtimes ship are built (silo.store.sdk)."""
+        return self.data_dir / "runtime-sdk"
+
 
 DEFAULTS = Settings()
 

@@ -5,6 +5,15 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
+
+
+class SdkTrees(Protocol):
+    """The boto3 and botocore a Python runtime ships (silo.store.sdk.RuntimeSdk)."""
+
+    def directory(self, runtime: str) -> Path:
+        """The read-only tree environments of `runtime` see, built at its first use."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +76,7 @@ class FunctionSpec:
     role: str = ""  # the execution role's ARN, which the STS provider assumes for each tenant
     credentials: CredentialsSetting | None = None  # silo's own setting; None: no per-tenant credentials
     opt_dir: Path | None = None  # the function's layers merged in order, shown read-only at /opt; None: no layers
+    sdk: SdkTrees | None = None  # the Python runtime's boto3 and botocore, shown read-only; None: none
 
 
 @dataclass(slots=True)

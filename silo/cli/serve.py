@@ -39,7 +39,9 @@ from silo.events.dispatcher import Dispatcher, DispatchSettings
 from silo.router.limits import AccountLimits
 from silo.router.pool import Router
 from silo.router.stems import StemPolicy
+from silo.runtimes import catalog
 from silo.sandbox.choice import make_sandbox, other_sandboxes
+from silo.store import sdk
 from silo.store.code import CodeStore
 from silo.store.db import Database, open_db
 from silo.store.events import EventInvokeConfigRepository, EventQueue
@@ -126,6 +128,16 @@ def token_issuer(settings: Settings) -> str:
     return f"http://{host}:{settings.port}"
 
 
+def runtime_sdk(settings: Settings) -> sdk.RuntimeSdk:
+    """The boto3 and botocore the Python runtimes ship, from silo's own install."""
+    interpreters = {runtime: i.executable for runtime, i in catalog.python_interpreters().items()}
+    try:
+        return sdk.RuntimeSdk(settings.sdk_root, interpreters)
+    except (sdk.SdkError, OSError) as exc:
+        message = f"silo: the Python runtimes' boto3 could not be prepared in {settings.sdk_root}: {exc}"
+        raise SystemExit(message) from None
+
+
 async def run(settings: Settings) -> None:
     readiness = Readiness()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -198,6 +210,7 @@ async def run(settings: Settings) -> None:
         on_change=retire,
         concurrency_limit=settings.account_concurrency,
         packages=S3Code(settings.s3_endpoint, settings.region) if settings.s3_endpoint else None,
+        sdk=runtime_sdk(settings),
     )
     # The templates the deployed functions fork from start now; /readyz waits for them.
     sandbox.warm({spec.runtime for spec in service.functions()})

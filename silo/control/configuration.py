@@ -16,8 +16,9 @@ from typing import Any
 
 from silo.control import credential_settings
 from silo.control.names import LATEST, function_arn
+from silo.runtimes import catalog
 from silo.store.functions import FunctionRecord
-from silo.types import FunctionSpec
+from silo.types import FunctionSpec, SdkTrees
 
 
 def lambda_timestamp(moment: datetime | None = None) -> str:
@@ -102,10 +103,12 @@ def function_spec(
     account: str,
     function: FunctionRecord | None = None,
     opt_dir: Path | None = None,
+    sdk: SdkTrees | None = None,
 ) -> FunctionSpec:
     """What the invoke path needs to start and drive environments of this version. `function` is the
     function's $LATEST, whose function-wide members a published version follows (None: `record` is it);
-    `opt_dir` the merged tree of its layers (None: it has none)."""
+    `opt_dir` the merged tree of its layers (None: it has none); `sdk` the SDK a Python runtime
+    ships (None: none)."""
     whole = (function or record).config
     c = {**snapshot(record.config), **{k: whole[k] for k in FUNCTION_MEMBERS if k in whole}}
     logging = c["LoggingConfig"]
@@ -118,6 +121,7 @@ def function_spec(
         handler=c["Handler"],
         code_dir=code_dir,
         opt_dir=opt_dir,
+        sdk=sdk if catalog.is_python(c["Runtime"]) else None,
         memory_mb=c["MemorySize"],
         timeout_s=c["Timeout"],
         ephemeral_mb=c["EphemeralStorage"]["Size"],

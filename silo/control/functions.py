@@ -53,7 +53,7 @@ from silo.store.db import Database
 from silo.store.function_urls import FunctionUrlRepository
 from silo.store.functions import FunctionRecord, FunctionRepository
 from silo.store.opt import OptStore
-from silo.types import FunctionSpec
+from silo.types import FunctionSpec, SdkTrees
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +101,7 @@ class FunctionService(
         packages: PackageSource | None = None,
         layers: LayerService | None = None,
         code_signing: CodeSigningService | None = None,
+        sdk: SdkTrees | None = None,
     ) -> None:
         self.settings = settings
         self.packages = packages or NoS3()
@@ -114,6 +115,7 @@ class FunctionService(
         self._available_runtimes = available_runtimes
         self._architecture = architecture or host_architecture()
         self.concurrency_limit = concurrency_limit
+        self.sdk = sdk  # the boto3 and botocore Python environments see; None: none
         self._write_lock = threading.RLock()
         self._specs: dict[str, FunctionSpec] = {}  # each function's $LATEST, by name
         self._versions: dict[tuple[str, str], FunctionSpec] = {}  # published versions, by (name, number)
@@ -169,7 +171,8 @@ class FunctionService(
 
     def _spec(self, record: FunctionRecord, function: FunctionRecord | None = None) -> FunctionSpec:
         code_dir = self.code.directory(record.code_sha256)
-        return function_spec(record, code_dir, self.region, self.account, function, self._opt_dir(record))
+        opt_dir = self._opt_dir(record)
+        return function_spec(record, code_dir, self.region, self.account, function, opt_dir, self.sdk)
 
     def _remember(self, record: FunctionRecord) -> None:
         """Mirror a stored version in memory, where `resolve` finds it. A published version follows its

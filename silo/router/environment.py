@@ -7,6 +7,7 @@ A timeout, a crash or an init failure kills it; a dead environment is replaced, 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import math
@@ -261,6 +262,11 @@ class Environment:
         try:
             if catalog.is_custom(self.spec.runtime):
                 _check_bootstrap(self.spec.code_dir)
+            if self.spec.sdk is not None:
+                # Built at the first start of the runtime's environments (a second or so), off the event loop.
+                loop = asyncio.get_running_loop()
+                sdk_dir = await loop.run_in_executor(None, self.spec.sdk.directory, self.spec.runtime)
+                spec = dataclasses.replace(spec, sdk_dir=sdk_dir)
             self._process = await sandbox.launch(spec)
         except (ValueError, RuntimeUnstartable) as exc:
             # The function's runtime could not even be started: a custom runtime without an executable bootstrap.

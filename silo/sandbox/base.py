@@ -49,6 +49,8 @@ class LaunchSpec:
     host_services: tuple[str, ...] = ()
     runtime_api_urls: dict[str, str] = field(default_factory=dict)  # variable -> path on the Runtime API
     opt_dir: Path | None = None  # the function's layers merged in order, to be shown read-only at /opt
+    # The Python runtime's boto3 and botocore (silo.store.sdk), to be shown read-only at Lambda's place of them
+    sdk_dir: Path | None = None
 
 
 class SandboxProcess(Protocol):

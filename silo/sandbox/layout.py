@@ -2,8 +2,9 @@
 
 Every isolating backend shows the runtime the same tree: the host's /usr and the few /etc files
 the runtimes need, the code at /var/task, the function's layers merged at /opt (silo.store.opt),
-silo's runtime directory at /var/runtime (its Python or its Node.js runtime) and, for an interpreter
-that lives outside /usr (pyenv, /opt), that interpreter at /var/lang, where Lambda keeps its own.
+silo's runtime directory at /var/runtime (its Python or its Node.js runtime), for an interpreter
+that lives outside /usr (pyenv, /opt), that interpreter at /var/lang, where Lambda keeps its own, and for
+a Python runtime the boto3 and botocore it ships (silo.store.sdk) at /var/lang/lib/python3.x/site-packages.
 Backends differ only in how they build that tree (binds in a mount
 namespace, an OCI bundle).
 """
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from silo.jail.spec import Bind
 from silo.runtimes import catalog
 from silo.sandbox.base import LaunchSpec
+from silo.store.sdk import sdk_path
 
 TASK_ROOT = "/var/task"
 OPT_DIR = "/opt"
@@ -76,6 +78,11 @@ def runtime_layout(spec: LaunchSpec) -> RuntimeLayout:
             binds.append(Bind(str(interpreter.prefix), LANG_DIR))
             exe = f"{LANG_DIR}/{interpreter.executable.relative_to(interpreter.prefix)}"
             libraries.append(f"{LANG_DIR}/lib")
+    if spec.sdk_dir is not None and catalog.is_python(spec.runtime):
+        # boto3 and botocore where Lambda's Python runtimes have them. After the interpreter's bind, which it
+        # covers when the interpreter is at /var/lang: the runtime starts with -S, so nothing of the host
+        # interpreter's own site-packages was ever on the function's path.
+        binds.append(Bind(str(spec.sdk_dir), sdk_path(spec.runtime)))
     if spec.opt_dir is not None:
         # Where Lambda's runtimes look for a layer's shared libraries.
         libraries.append(f"{OPT_DIR}/lib")

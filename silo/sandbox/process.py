@@ -24,6 +24,7 @@ from silo.jail import syscalls
 from silo.runtimes import catalog
 from silo.sandbox.base import LaunchFailed, LaunchSpec, RuntimeUnstartable
 from silo.sandbox.child import ChildWatch, RunningEnvironment
+from silo.store.sdk import SDK_VARIABLE
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ def _private_tmp_setup(tmp_dir: str, keep: list[str], as_root: bool, uid: int, g
 
 def _needed_paths(spec: LaunchSpec, runtime_dir: str) -> list[str]:
     """What the runtime must still see after the private /tmp covers the host's: code, runtime, interpreter."""
-    paths = [str(spec.code_dir), runtime_dir]
+    paths = [str(spec.code_dir), runtime_dir, *([str(spec.sdk_dir)] if spec.sdk_dir is not None else [])]
     interpreter = catalog.interpreter_of(spec.runtime)
     if interpreter is not None:
         paths.append(str(interpreter.prefix))
@@ -161,6 +162,9 @@ class ProcessSandbox:
                 if catalog.is_node(spec.runtime) and "NODE_PATH" not in spec.environ
                 else {}
             )
+            if spec.sdk_dir is not None and catalog.is_python(spec.runtime):
+                # Not mounted at Lambda's path here: the runtime is told where the SDK is on the host.
+                extra[SDK_VARIABLE] = str(spec.sdk_dir)
             environ = dict(
                 spec.environ,
                 **extra,

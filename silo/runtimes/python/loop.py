@@ -30,6 +30,9 @@ if TYPE_CHECKING:
 
 LAMBDA_TASK_ROOT = "/var/task"
 OPT_PYTHON = "/opt/python"
+# Where the development backend says the SDK is on the host (isolating backends show it at Lambda's path);
+# silo.store.sdk.SDK_VARIABLE, which the runtime cannot import.
+SDK_VARIABLE = "SILO_RUNTIME_SDK"
 
 
 class Client(Protocol):
@@ -138,11 +141,22 @@ def search_path(task_root: str) -> list[str]:
     return [task_root, f"{OPT_PYTHON}/lib/{version}/site-packages", OPT_PYTHON]
 
 
+def sdk_path(task_root: str, environ: Mapping[str, str]) -> str | None:
+    """Where the boto3 and botocore the runtime ships are (silo.store.sdk): Lambda's site-packages of the
+    interpreter, which goes after the standard library, so the code's and the layers' own boto3 win."""
+    if task_root != LAMBDA_TASK_ROOT:
+        return environ.get(SDK_VARIABLE) or None
+    return f"/var/lang/lib/python{sys.version_info.major}.{sys.version_info.minor}/site-packages"
+
+
 def main(environ: Mapping[str, str], connection_fd: int = -1) -> int:
     """Entry of the runtime process: environment in, exit status out. `connection_fd`: a Runtime API
     connection the platform already made (the jail's socket pair), used before any other."""
     task_root = environ.get("LAMBDA_TASK_ROOT") or os.getcwd()
     sys.path[0:0] = search_path(task_root)
+    sdk = sdk_path(task_root, environ)
+    if sdk is not None and sdk not in sys.path:
+        sys.path.append(sdk)
     _line_buffered()
     json_logs = (environ.get("AWS_LAMBDA_LOG_FORMAT") or "").upper() == "JSON"
     logs.setup(json_logs, logs.level_from_env(environ.get("AWS_LAMBDA_LOG_LEVEL")))
