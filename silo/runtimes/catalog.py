@@ -191,3 +191,13 @@ def launch_command(
 def execution_env_name(runtime: str) -> str:
     """`AWS_EXECUTION_ENV` as Lambda sets it, e.g. `AWS_Lambda_python3.12`."""
     return f"AWS_Lambda_{runtime}"
+
+
+# The variable that tells the runtime of the development backend where the SDK's tree (silo.store.sdk) is
+# on the host; jailed environments see it at sdk_path().
+SDK_VARIABLE = "SILO_RUNTIME_SDK"
+
+
+def sdk_path(runtime: str) -> str:
+    """Where environments of the Python runtime `runtime` (python3.x) see the SDK: Lambda's site-packages."""
+    return f"/var/lang/lib/{runtime}/site-packages"

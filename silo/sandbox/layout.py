@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from silo.jail.spec import Bind
 from silo.runtimes import catalog
 from silo.sandbox.base import LaunchSpec
-from silo.store.sdk import sdk_path
 
 TASK_ROOT = "/var/task"
 OPT_DIR = "/opt"
@@ -82,7 +81,7 @@ def runtime_layout(spec: LaunchSpec) -> RuntimeLayout:
         # boto3 and botocore where Lambda's Python runtimes have them. After the interpreter's bind, which it
         # covers when the interpreter is at /var/lang: the runtime starts with -S, so nothing of the host
         # interpreter's own site-packages was ever on the function's path.
-        binds.append(Bind(str(spec.sdk_dir), sdk_path(spec.runtime)))
+        binds.append(Bind(str(spec.sdk_dir), catalog.sdk_path(spec.runtime)))
     if spec.opt_dir is not None:
         # Where Lambda's runtimes look for a layer's shared libraries.
         libraries.append(f"{OPT_DIR}/lib")

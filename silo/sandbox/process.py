@@ -24,7 +24,6 @@ from silo.jail import syscalls
 from silo.runtimes import catalog
 from silo.sandbox.base import LaunchFailed, LaunchSpec, RuntimeUnstartable
 from silo.sandbox.child import ChildWatch, RunningEnvironment
-from silo.store.sdk import SDK_VARIABLE
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +163,7 @@ class ProcessSandbox:
             )
             if spec.sdk_dir is not None and catalog.is_python(spec.runtime):
                 # Not mounted at Lambda's path here: the runtime is told where the SDK is on the host.
-                extra[SDK_VARIABLE] = str(spec.sdk_dir)
+                extra[catalog.SDK_VARIABLE] = str(spec.sdk_dir)
             environ = dict(
                 spec.environ,
                 **extra,

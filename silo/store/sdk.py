@@ -32,22 +32,17 @@ import threading
 import uuid
 from pathlib import Path
 
+from silo.runtimes.catalog import sdk_path
+
 log = logging.getLogger(__name__)
 
 # boto3 and everything it imports, as the distributions that hold them are named.
 PACKAGES = ("boto3", "botocore", "s3transfer", "jmespath", "python-dateutil", "six", "urllib3")
 COMPILE_TIMEOUT_S = 300
-# The variable that tells the runtime of the development backend where the tree is on the host.
-SDK_VARIABLE = "SILO_RUNTIME_SDK"
 
 
 class SdkError(Exception):
     """The SDK's tree could not be built from the server's install."""
-
-
-def sdk_path(runtime: str) -> str:
-    """Where environments of the Python runtime `runtime` (python3.x) see the SDK: Lambda's site-packages."""
-    return f"/var/lang/lib/{runtime}/site-packages"
 
 
 def installed_versions() -> dict[str, str]:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from silo.runtimes import catalog
 from silo.runtimes.python import loop
 from silo.sandbox.base import LaunchSpec
 from silo.sandbox.layout import runtime_layout
@@ -38,7 +39,7 @@ def test_the_tree_holds_the_sdk_and_nothing_else_of_the_install(tmp_path: Path) 
     assert compiled.is_file()
     # After the header (magic, flags, the source's mtime and size): the code object.
     code = marshal.loads(compiled.read_bytes()[16:])
-    assert code.co_filename == f"{sdk.sdk_path(RUNTIME)}/botocore/client.py"
+    assert code.co_filename == f"{catalog.sdk_path(RUNTIME)}/botocore/client.py"
 
 
 def test_the_tree_is_sealed_and_imports_offline(tmp_path: Path) -> None:
@@ -92,10 +93,10 @@ def test_the_layout_binds_the_tree_at_lambda_s_site_packages(tmp_path: Path) -> 
 
 
 def test_the_runtime_puts_the_sdk_after_the_code_the_layers_and_the_stdlib() -> None:
-    assert loop.sdk_path("/var/task", {}) == sdk.sdk_path(RUNTIME)
-    assert loop.sdk_path("/somewhere/code", {sdk.SDK_VARIABLE: "/host/sdk"}) == "/host/sdk"
+    assert loop.sdk_path("/var/task", {}) == catalog.sdk_path(RUNTIME)
+    assert loop.sdk_path("/somewhere/code", {catalog.SDK_VARIABLE: "/host/sdk"}) == "/host/sdk"
     assert loop.sdk_path("/somewhere/code", {}) is None
-    assert loop.SDK_VARIABLE == sdk.SDK_VARIABLE
+    assert loop.SDK_VARIABLE == catalog.SDK_VARIABLE
 
 
 def test_the_readme_names_the_locked_versions_the_runtimes_ship() -> None:

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 LAMBDA_TASK_ROOT = "/var/task"
 OPT_PYTHON = "/opt/python"
 # Where the development backend says the SDK is on the host (isolating backends show it at Lambda's path);
-# silo.store.sdk.SDK_VARIABLE, which the runtime cannot import.
+# silo.runtimes.catalog.SDK_VARIABLE, which the runtime cannot import.
 SDK_VARIABLE = "SILO_RUNTIME_SDK"
 
 
