@@ -1,0 +1,193 @@
+"""The Postgres provider and the row-level-security recipe of `silo tenant-db init`, against the real PostgreSQL
+at 127.0.0.1:5432 (trust authentication, database `test`), without silo's server.
+
+Each run makes a database and a base role of its own, and drops them (and the tenant roles it made) after.
+Trust authentication on 127.0.0.1 means this server does not check passwords: the tests check that a password
+is made, set (its SCRAM verifier is in pg_authid) and renewed, which is what a real deployment needs.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from silo.credentials import tenant_db
+from silo.credentials.postgres import PostgresError, PostgresLogin, PostgresProvider, RoleRequest
+
+ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=test"
+
+
+def _reachable() -> bool:
+    try:
+        psycopg.connect(ADMIN, connect_timeout=3).close()
+    except psycopg.Error:
+        return False
+    return True
+
+
+pytestmark = pytest.mark.skipif(not _reachable(), reason="no PostgreSQL at 127.0.0.1:5432")
+
+
+@dataclass
+class Db:
+    name: str
+    base_role: str
+    function_arn: str
+    dsn: str
+
+    def request(self, tenant: str, duration_s: int = 3600) -> RoleRequest:
+        return RoleRequest(self.function_arn, tenant, self.name, self.base_role, 5, duration_s)
+
+    def connect(self, login: PostgresLogin) -> psycopg.Connection[tuple[Any, ...]]:
+        return psycopg.connect(
+            host="127.0.0.1", port=5432, dbname=self.name, user=login.user, password=login.password, autocommit=True
+        )
+
+
+@pytest.fixture
+def db() -> Iterator[Db]:
+    suffix = secrets.token_hex(4)
+    name, base = f"silo_test_{suffix}", f"silo_test_base_{suffix}"
+    with psycopg.connect(ADMIN, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    dsn = f"host=127.0.0.1 port=5432 user=postgres dbname={name}"
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE notes (id serial PRIMARY KEY, tenant text NOT NULL, body text NOT NULL)")
+        conn.execute(
+            "INSERT INTO notes (tenant, body) VALUES ('acme', 'acme 1'), ('acme', 'acme 2'), ('globex', 'g 1')"
+        )
+    try:
+        yield Db(name, base, f"arn:aws:lambda:us-east-1:000000000000:function:pg-{suffix}", dsn)
+    finally:
+        with psycopg.connect(ADMIN, autocommit=True) as admin:
+            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+            members = admin.execute(
+                "SELECT r.rolname FROM pg_auth_members m JOIN pg_roles r ON r.oid = m.member "
+                "JOIN pg_roles b ON b.oid = m.roleid WHERE b.rolname = %s",
+                (base,),
+            ).fetchall()
+            for role in [m[0] for m in members] + [base]:
+                admin.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
+
+
+def _init(db: Db) -> None:
+    tenant_db.init(db.dsn, db.base_role, "notes", "tenant")
+
+
+def test_each_tenant_role_reads_and_writes_only_its_rows(db: Db) -> None:
+    _init(db)
+    provider = PostgresProvider(ADMIN)
+    acme, globex = provider.issue_now(db.request("acme")), provider.issue_now(db.request("globex"))
+    assert acme.user != globex.user and acme.password != globex.password
+    with db.connect(acme) as a, db.connect(globex) as g:
+        assert a.execute("SELECT session_user").fetchone() == (acme.user,)
+        assert sorted(r[0] for r in a.execute("SELECT body FROM notes")) == ["acme 1", "acme 2"]
+        assert [r[0] for r in g.execute("SELECT body FROM notes")] == ["g 1"]
+        a.execute("INSERT INTO notes (tenant, body) VALUES ('acme', 'acme 3')")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):  # WITH CHECK: not into another tenant's rows
+            a.execute("INSERT INTO notes (tenant, body) VALUES ('globex', 'planted')")
+        assert g.execute("UPDATE notes SET body = 'overwritten' WHERE tenant = 'acme'").rowcount == 0
+        assert g.execute("DELETE FROM notes WHERE tenant = 'acme'").rowcount == 0
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):  # nor move its own rows to another tenant
+            g.execute("UPDATE notes SET tenant = 'acme'")
+    with psycopg.connect(db.dsn) as admin:
+        admin.execute("SET row_security = off")
+        rows = admin.execute("SELECT tenant, body FROM notes ORDER BY id").fetchall()
+    assert rows == [("acme", "acme 1"), ("acme", "acme 2"), ("globex", "g 1"), ("acme", "acme 3")]
+
+
+@pytest.mark.parametrize(
+    "attempt",
+    [
+        "SET app.tenant = 'globex'",
+        "SELECT set_config('app.tenant', 'globex', false)",
+        "SET ROLE {base}",
+        "RESET ROLE",
+        "SET SESSION AUTHORIZATION {other}",
+        "SET ROLE {other}",
+    ],
+)
+def test_no_attempt_to_widen_its_scope_reaches_another_tenants_rows(db: Db, attempt: str) -> None:
+    _init(db)
+    provider = PostgresProvider(ADMIN)
+    acme, globex = provider.issue_now(db.request("acme")), provider.issue_now(db.request("globex"))
+    statement = sql.SQL(attempt).format(base=sql.Identifier(db.base_role), other=sql.Identifier(globex.user))
+    with db.connect(acme) as a:
+        try:
+            a.execute(statement)
+        except psycopg.errors.InsufficientPrivilege:
+            pass  # refused outright: SET ROLE or SESSION AUTHORIZATION of a role it is not
+        seen = sorted(r[0] for r in a.execute("SELECT tenant FROM notes"))
+        assert seen == ["acme", "acme"]  # allowed or not, it gained nothing
+        assert a.execute("SELECT session_user").fetchone() == (acme.user,)
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["SELECT * FROM silo_tenant.tenant_roles", "SELECT rolname, rolpassword FROM pg_authid"],
+)
+def test_the_mapping_and_pg_authid_are_unreadable_to_a_tenant(db: Db, query: str) -> None:
+    _init(db)
+    acme = PostgresProvider(ADMIN).issue_now(db.request("acme"))
+    with db.connect(acme) as a, pytest.raises(psycopg.errors.InsufficientPrivilege):
+        a.execute(query)
+
+
+def test_the_role_is_made_as_the_setting_says_and_renewed_with_a_new_password(db: Db) -> None:
+    _init(db)
+    provider = PostgresProvider(ADMIN)
+    first = provider.issue_now(db.request("acme", duration_s=600))
+    again = provider.issue_now(db.request("acme", duration_s=900))
+    assert again.user == first.user and again.password != first.password
+    with psycopg.connect(db.dsn) as admin:
+        row = admin.execute(
+            "SELECT rolcanlogin, rolsuper, rolcreatedb, rolcreaterole, rolreplication, rolbypassrls, rolinherit, "
+            "rolconnlimit, rolvaliduntil, rolpassword FROM pg_authid WHERE rolname = %s",
+            (first.user,),
+        ).fetchone()
+        mapped = admin.execute("SELECT tenant FROM silo_tenant.tenant_roles WHERE role = %s", (first.user,)).fetchone()
+        member = admin.execute("SELECT pg_has_role(%s, %s, 'MEMBER')", (first.user, db.base_role)).fetchone()
+    assert row is not None
+    assert row[:8] == (True, False, False, False, False, False, True, 5)
+    assert abs(row[8].timestamp() - again.lease.expires_at) < 2  # the renewal's VALID UNTIL
+    # The password was sent as its SCRAM verifier only; the server keeps the verifier of the newest one.
+    assert row[9].startswith("SCRAM-SHA-256$") and again.password not in row[9]
+    assert mapped == ("acme",) and member == (True,)
+    assert again.password not in repr(again)
+
+
+def test_a_tenant_with_an_odd_or_long_id_gets_a_role_of_its_own(db: Db) -> None:
+    _init(db)
+    provider = PostgresProvider(ADMIN)
+    long_a, long_b = "Tenant:" + "x" * 200 + "a", "Tenant:" + "x" * 200 + "b"
+    a, b = provider.issue_now(db.request(long_a)), provider.issue_now(db.request(long_b))
+    assert a.user != b.user and len(a.user.encode()) <= 63
+    with db.connect(a) as conn:
+        assert conn.execute("SELECT count(*) FROM notes").fetchone() == (0,)
+
+
+@pytest.mark.parametrize("attribute", ["SUPERUSER", "BYPASSRLS", "CREATEROLE"])
+def test_a_base_role_with_power_over_row_security_is_refused(db: Db, attribute: str) -> None:
+    with psycopg.connect(ADMIN, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE ROLE {} NOLOGIN " + attribute).format(sql.Identifier(db.base_role)))
+    with pytest.raises(PostgresError, match=attribute):
+        PostgresProvider(ADMIN).issue_now(db.request("acme"))
+    with pytest.raises(PostgresError, match=attribute):
+        _init(db)
+    with psycopg.connect(ADMIN) as admin:
+        members = admin.execute(
+            "SELECT count(*) FROM pg_auth_members m JOIN pg_roles b ON b.oid = m.roleid WHERE b.rolname = %s",
+            (db.base_role,),
+        ).fetchone()
+    assert members == (0,)  # no tenant role was made
+
+
+def test_a_missing_base_role_is_refused_with_what_to_do(db: Db) -> None:
+    with pytest.raises(PostgresError, match="does not exist"):
+        PostgresProvider(ADMIN).issue_now(db.request("acme"))
