@@ -191,3 +191,18 @@ def test_a_base_role_with_power_over_row_security_is_refused(db: Db, attribute: 
 def test_a_missing_base_role_is_refused_with_what_to_do(db: Db) -> None:
     with pytest.raises(PostgresError, match="does not exist"):
         PostgresProvider(ADMIN).issue_now(db.request("acme"))
+
+
+def test_silo_tenant_db_init_runs_the_recipe_and_says_what_it_did(db: Db, capsys: pytest.CaptureFixture[str]) -> None:
+    from silo.cli.main import main
+
+    argv = ["tenant-db", "init", "--dsn", db.dsn, "--base-role", db.base_role, "--table", "public.notes"]
+    assert main([*argv, "--tenant-column", "tenant"]) == 0
+    out = capsys.readouterr().out
+    assert "FORCE ROW LEVEL SECURITY" in out and "SECURITY DEFINER" in out
+    assert main([*argv, "--tenant-column", "tenant"]) == 0  # again: nothing breaks, nothing doubles
+    acme = PostgresProvider(ADMIN).issue_now(db.request("acme"))
+    with db.connect(acme) as a:
+        assert a.execute("SELECT count(*) FROM notes").fetchone() == (2,)
+    assert main([*argv, "--tenant-column", "no_such_column"]) == 1
+    assert "none of it was kept" in capsys.readouterr().err
