@@ -1,79 +1,31 @@
 """The Postgres provider and the row-level-security recipe of `silo tenant-db init`, against the real PostgreSQL
 at 127.0.0.1:5432 (trust authentication, database `test`), without silo's server.
 
-Each run makes a database and a base role of its own, and drops them (and the tenant roles it made) after.
-Trust authentication on 127.0.0.1 means this server does not check passwords: the tests check that a password
-is made, set (its SCRAM verifier is in pg_authid) and renewed, which is what a real deployment needs.
+Each test makes a database and a base role of its own, and drops them (and the tenant roles it made) after
+(tests/postgres_support.py). Trust authentication on 127.0.0.1 means this server does not check passwords:
+the tests check that a password is made, set (its SCRAM verifier is in pg_authid) and renewed, which is what a
+real deployment needs.
 """
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Any
 
 import psycopg
 import pytest
 from psycopg import sql
 
 from silo.credentials import tenant_db
-from silo.credentials.postgres import PostgresError, PostgresLogin, PostgresProvider, RoleRequest
+from silo.credentials.postgres import PostgresError, PostgresProvider
+from tests.postgres_support import ADMIN, Db, needs_postgres, scram_matches, tenant_database
 
-ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=test"
-
-
-def _reachable() -> bool:
-    try:
-        psycopg.connect(ADMIN, connect_timeout=3).close()
-    except psycopg.Error:
-        return False
-    return True
-
-
-pytestmark = pytest.mark.skipif(not _reachable(), reason="no PostgreSQL at 127.0.0.1:5432")
-
-
-@dataclass
-class Db:
-    name: str
-    base_role: str
-    function_arn: str
-    dsn: str
-
-    def request(self, tenant: str, duration_s: int = 3600) -> RoleRequest:
-        return RoleRequest(self.function_arn, tenant, self.name, self.base_role, 5, duration_s)
-
-    def connect(self, login: PostgresLogin) -> psycopg.Connection[tuple[Any, ...]]:
-        return psycopg.connect(
-            host="127.0.0.1", port=5432, dbname=self.name, user=login.user, password=login.password, autocommit=True
-        )
+pytestmark = needs_postgres
 
 
 @pytest.fixture
 def db() -> Iterator[Db]:
-    suffix = secrets.token_hex(4)
-    name, base = f"silo_test_{suffix}", f"silo_test_base_{suffix}"
-    with psycopg.connect(ADMIN, autocommit=True) as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    dsn = f"host=127.0.0.1 port=5432 user=postgres dbname={name}"
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute("CREATE TABLE notes (id serial PRIMARY KEY, tenant text NOT NULL, body text NOT NULL)")
-        conn.execute(
-            "INSERT INTO notes (tenant, body) VALUES ('acme', 'acme 1'), ('acme', 'acme 2'), ('globex', 'g 1')"
-        )
-    try:
-        yield Db(name, base, f"arn:aws:lambda:us-east-1:000000000000:function:pg-{suffix}", dsn)
-    finally:
-        with psycopg.connect(ADMIN, autocommit=True) as admin:
-            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-            members = admin.execute(
-                "SELECT r.rolname FROM pg_auth_members m JOIN pg_roles r ON r.oid = m.member "
-                "JOIN pg_roles b ON b.oid = m.roleid WHERE b.rolname = %s",
-                (base,),
-            ).fetchall()
-            for role in [m[0] for m in members] + [base]:
-                admin.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
+    with tenant_database() as made:
+        yield made
 
 
 def _init(db: Db) -> None:
@@ -158,6 +110,7 @@ def test_the_role_is_made_as_the_setting_says_and_renewed_with_a_new_password(db
     assert abs(row[8].timestamp() - again.lease.expires_at) < 2  # the renewal's VALID UNTIL
     # The password was sent as its SCRAM verifier only; the server keeps the verifier of the newest one.
     assert row[9].startswith("SCRAM-SHA-256$") and again.password not in row[9]
+    assert scram_matches(row[9], again.password) and not scram_matches(row[9], first.password)
     assert mapped == ("acme",) and member == (True,)
     assert again.password not in repr(again)
 
