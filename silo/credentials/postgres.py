@@ -1,17 +1,21 @@
-"""The `postgres` provider: one PostgreSQL login role per (function, tenant), in the user's database.
+"""The `postgres` provider: PostgreSQL login roles per (function, tenant), in the user's database.
 
-At `silo serve --tenant-db-admin DSN`, silo makes or renews the tenant's role in the database the setting
-names, in one transaction:
+At `silo serve --tenant-db-admin DSN`, silo makes or renews one of the tenant's two roles in the database
+the setting names, in one transaction:
 
-    CREATE ROLE <silo.credentials.identifiers.role_name> WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE
+    CREATE ROLE <one of silo.credentials.identifiers.role_names> WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE
         NOREPLICATION NOBYPASSRLS INHERIT CONNECTION LIMIT <n> PASSWORD <verifier> VALID UNTIL <t>
         IN ROLE <BaseRole>
     (or, when it exists, ALTER ROLE ... the same attributes, a new password and a new VALID UNTIL)
     INSERT INTO silo_tenant.tenant_roles (role, tenant) ... (when `silo tenant-db init` made that table)
 
-The role inherits the base role, on which the user grants their tables; the row-level-security recipe of
-`silo tenant-db init` (silo/credentials/tenant_db.sql) lets it see only its tenant's rows, by its
-session_user. The password is 32 random bytes; the server is sent only its SCRAM-SHA-256 verifier (libpq's
+Two roles (slots `_a` and `_b`), because a role has one password: renewing the only one would lock out
+connections opened with the password handed out before. The slot renewed is the one missing, else the one
+whose VALID UNTIL comes first: the one handed out last keeps its password until its own VALID UNTIL, so a
+connection an environment opens with it after the renewal (a call that began before) still logs in. The
+roles inherit the base role, on which the user grants their tables; the row-level-security recipe of
+`silo tenant-db init` (silo.credentials.tenant_db) lets them see only their tenant's rows, by session_user.
+The password is 32 random bytes; the server is sent only its SCRAM-SHA-256 verifier (libpq's
 PQencryptPasswordConn), so the password is in no statement PostgreSQL might log. Every name and value is
 composed with psycopg's sql.Identifier and sql.Literal, never with string formatting.
 
@@ -28,6 +32,7 @@ import asyncio
 import secrets
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from silo.credentials import identifiers
@@ -72,8 +77,8 @@ class RoleRequest:
     duration_s: int
 
     @property
-    def role(self) -> str:
-        return identifiers.role_name(self.function_arn, self.tenant_id)
+    def roles(self) -> tuple[str, str]:
+        return identifiers.role_names(self.function_arn, self.tenant_id)
 
 
 def refusal(attributes: tuple[bool, bool, bool] | None, base_role: str) -> str | None:
@@ -90,8 +95,23 @@ def refusal(attributes: tuple[bool, bool, bool] | None, base_role: str) -> str |
     return None
 
 
-def role_statement(exists: bool, request: RoleRequest, verifier: str, valid_until: str) -> Any:
-    """The CREATE ROLE (or ALTER ROLE) of `request`'s role, composed (a psycopg sql.Composed)."""
+def slot(roles: tuple[str, str], valid_until: dict[str, datetime | None]) -> tuple[str, bool]:
+    """Which of a tenant's `roles` to renew, given the VALID UNTIL of those that exist (None: no end), and
+    whether it exists: the first missing one, else the one that ends first (one without an end first of all:
+    silo never leaves one so)."""
+    for role in roles:
+        if role not in valid_until:
+            return role, False
+
+    def ends(role: str) -> float:
+        end = valid_until[role]
+        return float("-inf") if end is None else end.timestamp()
+
+    return min(roles, key=ends), True
+
+
+def role_statement(exists: bool, role: str, request: RoleRequest, verifier: str, valid_until: str) -> Any:
+    """The CREATE ROLE (or ALTER ROLE) of `role`, one of `request`'s, composed (a psycopg sql.Composed)."""
     from psycopg import sql
 
     attributes = sql.SQL(
@@ -101,11 +121,9 @@ def role_statement(exists: bool, request: RoleRequest, verifier: str, valid_unti
         limit=sql.Literal(request.connection_limit), password=sql.Literal(verifier), until=sql.Literal(valid_until)
     )
     if exists:
-        return sql.SQL("ALTER ROLE {role} WITH {attributes}").format(
-            role=sql.Identifier(request.role), attributes=attributes
-        )
+        return sql.SQL("ALTER ROLE {role} WITH {attributes}").format(role=sql.Identifier(role), attributes=attributes)
     return sql.SQL("CREATE ROLE {role} WITH {attributes} IN ROLE {base}").format(
-        role=sql.Identifier(request.role), attributes=attributes, base=sql.Identifier(request.base_role)
+        role=sql.Identifier(role), attributes=attributes, base=sql.Identifier(request.base_role)
     )
 
 
@@ -139,25 +157,23 @@ class PostgresProvider:
         issued = time.time()
         expires = issued + request.duration_s
         password = secrets.token_urlsafe(32)
-        valid_until = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(expires))
         try:
             with psycopg.connect(
                 self.admin_dsn, dbname=request.database, connect_timeout=CONNECT_TIMEOUT_S, autocommit=True
             ) as conn:
                 self._check_base(conn, request.base_role)
-                verifier = conn.pgconn.encrypt_password(password.encode(), request.role.encode(), b"scram-sha-256")
                 with conn.transaction():
-                    self._write(conn, request, verifier.decode(), valid_until)
+                    role = self._write(conn, request, password, expires)
         except PostgresError:
             raise
         except psycopg.Error as exc:
             raise PostgresError(
-                f"PostgreSQL ({self._where(request.database)}) refused to make or renew the role of tenant "
-                f"{request.tenant_id!r} ({request.role}): {type(exc).__name__}: {exc}. The --tenant-db-admin role "
-                f"needs CREATEROLE and, on PostgreSQL 16 and later, ADMIN OPTION on {request.base_role!r}",
+                f"PostgreSQL ({self._where(request.database)}) refused to make or renew a role of tenant "
+                f"{request.tenant_id!r} ({request.roles[0]}): {type(exc).__name__}: {exc}. The --tenant-db-admin "
+                f"role needs CREATEROLE and, on PostgreSQL 16 and later, ADMIN OPTION on {request.base_role!r}",
                 "silo could not give this tenant its database role",
             ) from None
-        return PostgresLogin(request.role, password, Lease(issued, expires))
+        return PostgresLogin(role, password, Lease(issued, expires))
 
     def _check_base(self, conn: Any, base_role: str) -> None:
         row = conn.execute(
@@ -170,13 +186,22 @@ class PostgresProvider:
                 "the function's database base role is refused by silo; the server's log says why",
             )
 
-    def _write(self, conn: Any, request: RoleRequest, verifier: str, valid_until: str) -> None:
+    def _write(self, conn: Any, request: RoleRequest, password: str, expires: float) -> str:
+        """Make or renew one of the tenant's roles with `password`, valid until `expires`; which one."""
         from psycopg import sql
 
-        # Two servers (or two renewals) of one role take turns: the second sees the role the first made.
-        conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (request.role,))
-        exists = conn.execute("SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = %s", (request.role,)).fetchone()
-        conn.execute(role_statement(exists is not None, request, verifier, valid_until))
+        roles = request.roles
+        # Two servers (or two renewals) of one tenant take turns: the second sees what the first made.
+        conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (roles[0],))
+        rows = conn.execute(
+            "SELECT rolname, rolvaliduntil FROM pg_catalog.pg_roles WHERE rolname = ANY(%s)", (list(roles),)
+        ).fetchall()
+        role, exists = slot(roles, {name: until for name, until in rows})
+        # Only the SCRAM verifier goes to the server (libpq's PQencryptPasswordConn): no statement it might
+        # log holds the password.
+        verifier = conn.pgconn.encrypt_password(password.encode(), role.encode(), b"scram-sha-256").decode()
+        valid_until = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(expires))
+        conn.execute(role_statement(exists, role, request, verifier, valid_until))
         mapping = conn.execute("SELECT to_regclass(%s)", (f"{MAPPING_SCHEMA}.{MAPPING_TABLE}",)).fetchone()
         if mapping is not None and mapping[0] is not None:
             conn.execute(
@@ -185,7 +210,8 @@ class PostgresProvider:
                     "ON CONFLICT (role) DO UPDATE SET tenant = EXCLUDED.tenant"
                 ).format(
                     table=sql.Identifier(MAPPING_SCHEMA, MAPPING_TABLE),
-                    role=sql.Literal(request.role),
+                    role=sql.Literal(role),
                     tenant=sql.Literal(request.tenant_id),
                 )
             )
+        return role

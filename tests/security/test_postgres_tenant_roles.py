@@ -91,28 +91,39 @@ def test_the_mapping_and_pg_authid_are_unreadable_to_a_tenant(db: Db, query: str
         a.execute(query)
 
 
-def test_the_role_is_made_as_the_setting_says_and_renewed_with_a_new_password(db: Db) -> None:
+def test_the_roles_are_made_as_the_setting_says_and_renewals_take_turns_between_them(db: Db) -> None:
     _init(db)
     provider = PostgresProvider(ADMIN)
     first = provider.issue_now(db.request("acme", duration_s=600))
-    again = provider.issue_now(db.request("acme", duration_s=900))
-    assert again.user == first.user and again.password != first.password
+    second = provider.issue_now(db.request("acme", duration_s=900))
+    third = provider.issue_now(db.request("acme", duration_s=1200))
+    a, b = db.request("acme").roles
+    assert (first.user, second.user, third.user) == (a, b, a)
+    assert len({first.password, second.password, third.password}) == 3
     with psycopg.connect(db.dsn) as admin:
-        row = admin.execute(
-            "SELECT rolcanlogin, rolsuper, rolcreatedb, rolcreaterole, rolreplication, rolbypassrls, rolinherit, "
-            "rolconnlimit, rolvaliduntil, rolpassword FROM pg_authid WHERE rolname = %s",
-            (first.user,),
+        rows = {
+            row[0]: row[1:]
+            for row in admin.execute(
+                "SELECT rolname, rolcanlogin, rolsuper, rolcreatedb, rolcreaterole, rolreplication, rolbypassrls, "
+                "rolinherit, rolconnlimit, rolvaliduntil, rolpassword FROM pg_authid WHERE rolname = ANY(%s)",
+                ([a, b],),
+            )
+        }
+        mapped = admin.execute("SELECT role, tenant FROM silo_tenant.tenant_roles ORDER BY role").fetchall()
+        members = admin.execute(
+            "SELECT pg_has_role(%s, %s, 'MEMBER'), pg_has_role(%s, %s, 'MEMBER')", (a, db.base_role, b, db.base_role)
         ).fetchone()
-        mapped = admin.execute("SELECT tenant FROM silo_tenant.tenant_roles WHERE role = %s", (first.user,)).fetchone()
-        member = admin.execute("SELECT pg_has_role(%s, %s, 'MEMBER')", (first.user, db.base_role)).fetchone()
-    assert row is not None
-    assert row[:8] == (True, False, False, False, False, False, True, 5)
-    assert abs(row[8].timestamp() - again.lease.expires_at) < 2  # the renewal's VALID UNTIL
-    # The password was sent as its SCRAM verifier only; the server keeps the verifier of the newest one.
-    assert row[9].startswith("SCRAM-SHA-256$") and again.password not in row[9]
-    assert scram_matches(row[9], again.password) and not scram_matches(row[9], first.password)
-    assert mapped == ("acme",) and member == (True,)
-    assert again.password not in repr(again)
+    for role in (a, b):
+        assert rows[role][:8] == (True, False, False, False, False, False, True, 5)
+    # The renewal of a gave it a new password and VALID UNTIL; b, handed out before, keeps its own until its
+    # end, so a connection opened with it after the renewal still logs in.
+    assert abs(rows[a][8].timestamp() - third.lease.expires_at) < 2
+    assert abs(rows[b][8].timestamp() - second.lease.expires_at) < 2
+    # Sent as SCRAM verifiers only; each holds the newest password of its slot.
+    assert scram_matches(rows[a][9], third.password) and not scram_matches(rows[a][9], first.password)
+    assert scram_matches(rows[b][9], second.password) and second.password not in rows[b][9]
+    assert mapped == [(a, "acme"), (b, "acme")] and members == (True, True)
+    assert third.password not in repr(third)
 
 
 def test_a_tenant_with_an_odd_or_long_id_gets_a_role_of_its_own(db: Db) -> None:

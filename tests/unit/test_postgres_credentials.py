@@ -15,7 +15,7 @@ from psycopg import sql
 from silo import errors
 from silo.credentials import identifiers, tenant_db
 from silo.credentials.lifetime import Lease
-from silo.credentials.postgres import PostgresError, PostgresLogin, RoleRequest, refusal, role_statement
+from silo.credentials.postgres import PostgresError, PostgresLogin, RoleRequest, refusal, role_statement, slot
 from silo.credentials.vendor import CredentialVendor
 from silo.runtime_api import wire
 from silo.types import TENANT_ID_MAX, CredentialsSetting, Invocation, PostgresSetting
@@ -26,24 +26,34 @@ ARN = "arn:aws:lambda:us-east-1:000000000000:function:app"
 
 
 @pytest.mark.parametrize("tenant", ["a", "acme", "Acme Corp/EU:1", "x" * TENANT_ID_MAX, "é", "'; DROP ROLE x; --"])
-def test_a_role_name_is_a_legal_name_of_at_most_63_bytes_and_always_the_same(tenant: str) -> None:
-    name = identifiers.role_name(ARN, tenant)
-    assert len(name.encode()) <= identifiers.MAX_BYTES
-    assert name.startswith("silo_") and name.isascii() and name == name.lower()
-    assert name == identifiers.role_name(ARN, tenant)
+def test_role_names_are_legal_names_of_at_most_63_bytes_and_always_the_same(tenant: str) -> None:
+    first, second = identifiers.role_names(ARN, tenant)
+    for name in (first, second):
+        assert len(name.encode()) <= identifiers.MAX_BYTES
+        assert name.startswith("silo_") and name.isascii() and name == name.lower()
+    assert first.endswith("_a") and second == first[:-1] + "b"
+    assert (first, second) == identifiers.role_names(ARN, tenant)
 
 
 def test_role_names_differ_by_tenant_and_by_function_even_when_their_readable_parts_agree() -> None:
     long_a, long_b = "x" * 100 + "a", "x" * 100 + "b"
-    names = {
-        identifiers.role_name(ARN, long_a),
-        identifiers.role_name(ARN, long_b),
-        identifiers.role_name(ARN, "Acme"),
-        identifiers.role_name(ARN, "acme"),
-        identifiers.role_name(ARN + "2", "acme"),
-    }
-    assert len(names) == 5
-    assert identifiers.role_name(ARN, "acme").startswith("silo_acme_")
+    pairs = [(ARN, long_a), (ARN, long_b), (ARN, "Acme"), (ARN, "acme"), (ARN + "2", "acme")]
+    names = {name for pair in pairs for name in identifiers.role_names(*pair)}
+    assert len(names) == 10
+    assert identifiers.role_names(ARN, "acme")[0].startswith("silo_acme_")
+
+
+def test_the_slot_renewed_is_a_missing_one_else_the_one_that_ends_first() -> None:
+    from datetime import UTC, datetime
+
+    a, b = identifiers.role_names(ARN, "acme")
+    early, late = datetime(2030, 1, 1, tzinfo=UTC), datetime(2030, 1, 2, tzinfo=UTC)
+    assert slot((a, b), {}) == (a, False)
+    assert slot((a, b), {a: late}) == (b, False)
+    assert slot((a, b), {b: early}) == (a, False)
+    assert slot((a, b), {a: late, b: early}) == (b, True)
+    assert slot((a, b), {a: early, b: late}) == (a, True)
+    assert slot((a, b), {a: late, b: None}) == (b, True)  # no end at all: renewed first
 
 
 def test_a_base_role_with_superuser_bypassrls_or_createrole_is_refused() -> None:
@@ -60,15 +70,16 @@ def request(tenant: str = "acme", duration_s: int = 600) -> RoleRequest:
 
 def test_the_role_statement_quotes_every_name_and_value() -> None:
     hostile = replace(request(tenant='x"; DROP ROLE postgres; --'), base_role='b" SUPERUSER --')
-    made = role_statement(False, hostile, "SCRAM-SHA-256$'x", "2030-01-01T00:00:00Z")
+    role = hostile.roles[0]
+    made = role_statement(False, role, hostile, "SCRAM-SHA-256$'x", "2030-01-01T00:00:00Z")
     leaves = _walk(made)
     # Names are Identifiers and values Literals, which psycopg quotes; the statement's own text holds neither.
-    assert sql.Identifier(hostile.role) in leaves and sql.Identifier('b" SUPERUSER --') in leaves
+    assert sql.Identifier(role) in leaves and sql.Identifier('b" SUPERUSER --') in leaves
     assert sql.Literal("SCRAM-SHA-256$'x") in leaves and sql.Literal(5) in leaves
     text = _text(made)
     assert text.startswith("CREATE ROLE ") and " IN ROLE " in text and "DROP" not in text and "SCRAM" not in text
     assert "LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS INHERIT CONNECTION LIMIT" in text
-    renewal = role_statement(True, hostile, "v", "2030-01-01T00:00:00Z")
+    renewal = role_statement(True, role, hostile, "v", "2030-01-01T00:00:00Z")
     assert _text(renewal).startswith("ALTER ROLE ") and " IN ROLE " not in _text(renewal)
     quoted = made.as_string()
     assert '"b"" SUPERUSER --"' in quoted and "'SCRAM-SHA-256$''x'" in quoted
@@ -120,7 +131,7 @@ class FakePostgres:
         if self.failure is not None:
             raise self.failure
         now = self.clock()
-        return PostgresLogin(request.role, f"password-{len(self.calls)}", Lease(now, now + request.duration_s))
+        return PostgresLogin(request.roles[0], f"password-{len(self.calls)}", Lease(now, now + request.duration_s))
 
     def address(self) -> tuple[str, int]:
         return "127.0.0.1", 5432
@@ -158,7 +169,7 @@ def test_a_tenants_login_is_kept_until_half_its_life_then_renewed_without_a_wait
         assert len(provider.calls) == 2  # one per tenant, however many environments
         first = acme.postgres_login()
         assert first is not None and first == acme2.postgres_login() and first != globex.postgres_login()
-        assert first[0] == identifiers.role_name(spec.function_arn, "acme")
+        assert first[0] in identifiers.role_names(spec.function_arn, "acme")
         clock.now += 301  # past half life: the current one is handed out and a renewal runs beside it
         await acme.prepare("r4")
         assert acme.postgres_login() == first
@@ -213,7 +224,7 @@ def test_the_environment_is_told_where_the_database_is_and_the_route_serves_its_
     env.bind("acme")
     status, body = run(env.answer("postgres"))
     document = json.loads(body)
-    assert status == 200 and document["PGUSER"] == identifiers.role_name(outbound.function_arn, "acme")
+    assert status == 200 and document["PGUSER"] in identifiers.role_names(outbound.function_arn, "acme")
     assert document["PGPASSWORD"] == "password-1" and document["Expiration"].endswith("Z")
     closed = vendor(clock, provider).for_environment(replace(outbound, host_services=()), "e2")
     assert closed is not None and closed.postgres_variables()[1] is False  # not reachable at its gateway

@@ -115,7 +115,7 @@ def test_the_postgres_route_serves_the_tenants_login_to_the_environments_token_a
 
     class Issuing:
         async def issue(self, request: RoleRequest) -> PostgresLogin:
-            return PostgresLogin(request.role, "the-password", Lease(0, 4102444800))
+            return PostgresLogin(request.roles[0], "the-password", Lease(0, 4102444800))
 
     vendor = CredentialVendor(postgres=Issuing())  # type: ignore[arg-type]
     setting = CredentialsSetting(postgres=PostgresSetting("app", "app_tenant", 5, 600))
