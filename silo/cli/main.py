@@ -102,7 +102,8 @@ def _parser() -> argparse.ArgumentParser:
         "--credentials",
         metavar="JSON|@FILE|none",
         help='what each tenant\'s environments get of their own, e.g. \'{"Token": {}, "Sts": {"DurationSeconds": '
-        "3600}}', as JSON, or @file.json; none removes it (see docs/operating.md, Per-tenant credentials)",
+        '3600}, "Postgres": {"Database": "app", "BaseRole": "app_tenant"}}\', as JSON, or @file.json; none removes '
+        "it (see docs/operating.md, Per-tenant credentials)",
     )
 
     keys = sub.add_parser(
