@@ -156,6 +156,13 @@ class Settings:
         "<URL>/.well-known/jwks.json); empty: http://HOST:PORT",
         CREDENTIALS,
     )
+    tenant_db_admin: str = setting(
+        "",
+        "the libpq connection string (DSN) at which the Postgres provider manages each tenant's login role: a role "
+        "with CREATEROLE that is a member of each base role WITH ADMIN OPTION, in the database the settings name; "
+        "keep a password in PGPASSFILE rather than here; empty: no Postgres provider",
+        CREDENTIALS,
+    )
 
     @property
     def db_path(self) -> Path:

@@ -44,6 +44,18 @@ class CredentialsSetting:
     sts_session_policy: str | None = None  # a template: `${TenantId}` stands for the tenant id
     token_duration_s: int | None = None  # a JWT signed by silo naming the tenant
     token_audience: str | None = None  # its `aud`; None: silo's default
+    postgres: PostgresSetting | None = None  # a login role per tenant in the user's PostgreSQL
+
+
+@dataclass(frozen=True, slots=True)
+class PostgresSetting:
+    """The `Postgres` member of the Credentials setting: the database each tenant's login role is made in, the
+    base role it inherits, its connection limit, and how long its password lasts."""
+
+    database: str
+    base_role: str
+    connection_limit: int
+    duration_s: int
 
 
 @dataclass(frozen=True, slots=True)

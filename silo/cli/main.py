@@ -102,7 +102,8 @@ def _parser() -> argparse.ArgumentParser:
         "--credentials",
         metavar="JSON|@FILE|none",
         help='what each tenant\'s environments get of their own, e.g. \'{"Token": {}, "Sts": {"DurationSeconds": '
-        "3600}}', as JSON, or @file.json; none removes it (see docs/operating.md, Per-tenant credentials)",
+        '3600}, "Postgres": {"Database": "app", "BaseRole": "app_tenant"}}\', as JSON, or @file.json; none removes '
+        "it (see docs/operating.md, Per-tenant credentials)",
     )
 
     keys = sub.add_parser(
@@ -163,6 +164,23 @@ def _parser() -> argparse.ArgumentParser:
     sign.add_argument("--key", required=True, type=Path, metavar="KEY", help="the profile's PEM Ed25519 private key")
     sign.add_argument("--profile", metavar="NAME", help="the signing profile's name (default: KEY's file name)")
     sign.add_argument("--output", "-o", type=Path, metavar="FILE", help="write the signed zip here (default: in place)")
+    tenant_db = sub.add_parser(
+        "tenant-db",
+        help="set up a PostgreSQL table for the Postgres provider of per-tenant credentials",
+        description="The row-level-security recipe of docs/operating.md (Per-tenant credentials): each tenant's "
+        "login role sees only the rows whose tenant column is its tenant.",
+    )
+    tenant_db_sub = tenant_db.add_subparsers(dest="tenant_db_command", required=True, metavar="ACTION")
+    init = tenant_db_sub.add_parser(
+        "init",
+        help="make the base role (if missing), the role-to-tenant mapping, and the table's row-level security",
+    )
+    init.add_argument(
+        "--dsn", required=True, help="libpq connection string of the database, as its owner (a password: PGPASSFILE)"
+    )
+    init.add_argument("--base-role", required=True, metavar="ROLE", help="the Postgres setting's BaseRole")
+    init.add_argument("--table", required=True, metavar="[SCHEMA.]TABLE", help="the table to keep apart by tenant")
+    init.add_argument("--tenant-column", required=True, metavar="COLUMN", help="its column of the tenant id (text)")
     return parser
 
 
@@ -214,6 +232,8 @@ def main(argv: list[str] | None = None) -> int:
     from silo.cli import credentials, functions
     from silo.cli import signing as signing_command
 
+    if args.command == "tenant-db":
+        return tenant_db_init(args.dsn, args.base_role, args.table, args.tenant_column)
     if args.command == "sign":
         try:
             return signing_command.sign(args.package, args.key, args.profile, args.output)
@@ -283,6 +303,35 @@ def main(argv: list[str] | None = None) -> int:
     except (Unreachable, ValueError) as exc:
         print(f"silo: {exc}", file=sys.stderr)
         return 1
+
+
+def tenant_db_init(dsn: str, base_role: str, table: str, tenant_column: str) -> int:
+    """`silo tenant-db init`: runs silo.credentials.tenant_db's recipe and prints each statement it ran."""
+    import psycopg
+
+    from silo.credentials import identifiers, tenant_db
+    from silo.credentials.postgres import PostgresError
+
+    for what, name in (("--base-role", base_role), ("--tenant-column", tenant_column)):
+        if not name or len(name.encode()) > identifiers.MAX_BYTES:
+            print(f"silo: {what} must be a PostgreSQL name of 1 to {identifiers.MAX_BYTES} bytes", file=sys.stderr)
+            return 2
+    try:
+        done = tenant_db.init(dsn, base_role, table, tenant_column)
+    except (PostgresError, ValueError) as exc:
+        print(f"silo: {exc}", file=sys.stderr)
+        return 1
+    except psycopg.Error as exc:
+        print(f"silo: PostgreSQL refused the recipe, and none of it was kept: {exc}", file=sys.stderr)
+        return 1
+    for statement in done:
+        print(f"{statement};")
+    print(
+        f"silo: {table} is kept apart by tenant for the members of {base_role}; give functions "
+        f'{{"Credentials": {{"Postgres": {{"Database": ..., "BaseRole": "{base_role}"}}}}}}',
+        file=sys.stderr,
+    )
+    return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -31,6 +31,7 @@ from silo.control.event_config import EventInvokeConfigService
 from silo.control.functions import FunctionService
 from silo.control.keys import KeyService
 from silo.control.s3_code import S3Code, check_s3_endpoint
+from silo.credentials.postgres import PostgresProvider
 from silo.credentials.sts import StsProvider
 from silo.credentials.tokens import TokenSigner
 from silo.credentials.vendor import CredentialVendor
@@ -88,6 +89,24 @@ def raise_open_files_limit() -> None:
             soft,
             soft // 5,
         )
+
+
+def tenant_db_provider(dsn: str) -> PostgresProvider | None:
+    """The Postgres provider of --tenant-db-admin; None without one. A DSN libpq cannot read stops the server
+    at start, not a tenant's first call."""
+    if not dsn:
+        return None
+    provider = PostgresProvider(dsn)
+    try:
+        host, port = provider.address()
+    except Exception:
+        # libpq's message may quote the DSN, and with it a password: say only what to fix.
+        raise SystemExit(
+            "silo: --tenant-db-admin is not a connection string libpq reads: give one as "
+            "'host=127.0.0.1 port=5432 user=silo_admin dbname=postgres' or postgresql://user@host:port/db"
+        ) from None
+    log.info("the Postgres provider makes tenants' roles at %s:%s", host, port)
+    return provider
 
 
 def caller_keys(settings: Settings, db: Database) -> KeyService:
@@ -155,7 +174,11 @@ async def run(settings: Settings) -> None:
         tokens = TokenSigner.in_directory(settings.data_dir, token_issuer(settings))
     except SealingKeyError as exc:
         raise SystemExit(f"silo: {exc}") from None
-    credentials = CredentialVendor(signer=tokens, sts=StsProvider(settings.region, settings.sts_endpoint or None))
+    credentials = CredentialVendor(
+        signer=tokens,
+        sts=StsProvider(settings.region, settings.sts_endpoint or None),
+        postgres=tenant_db_provider(settings.tenant_db_admin),
+    )
     sandbox = make_sandbox(settings)
     readiness.watch("sandbox", sandbox.ready)
     router = Router(

@@ -2,12 +2,14 @@
 once they are bound to that tenant (silo.credentials serves them).
 
     {"Sts": {"SessionPolicy": "{...${TenantId}...}", "DurationSeconds": 3600},
-     "Token": {"DurationSeconds": 900, "Audience": "my-services"}}
+     "Token": {"DurationSeconds": 900, "Audience": "my-services"},
+     "Postgres": {"Database": "app", "BaseRole": "app_tenant", "ConnectionLimit": 5, "DurationSeconds": 3600}}
 
 `Sts`: silo assumes the function's execution role for each tenant, with the session tag TenantId and the
 optional session policy (`${TenantId}` replaced), and the AWS SDKs in the environment find the credentials
 at the container-credentials endpoint. `Token`: a JWT signed by silo that names the tenant, for the user's
-own services, with the `aud` they expect (default "silo"). Either may be left out; null removes the
+own services, with the `aud` they expect (default "silo"). `Postgres`: a login role per tenant in the
+user's database (silo.credentials.postgres), inheriting the base role. Any may be left out; null removes the
 setting. Checked here, when the setting is given, so that no tenant's call later meets a policy STS
 refuses for its length or a duration out of bounds.
 """
@@ -17,11 +19,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from silo.credentials import policy
+from silo.credentials import identifiers, policy
 from silo.errors import InvalidParameterValueException
-from silo.types import CredentialsSetting
+from silo.types import CredentialsSetting, PostgresSetting
 
-MEMBERS = ("Sts", "Token")
+MEMBERS = ("Sts", "Token", "Postgres")
 # AssumeRole's own bounds; a role's MaxSessionDuration (1 to 12 hours) may lower the upper one, which STS
 # then says at the call.
 STS_MIN_S = 900
@@ -34,6 +36,16 @@ TOKEN_MAX_S = 3600
 TOKEN_DEFAULT_S = 900
 TOKEN_DEFAULT_AUDIENCE = "silo"
 MAX_AUDIENCE = 256
+# A tenant's PostgreSQL password lasts this long (VALID UNTIL), renewed at half life: at least 5 minutes, so
+# a call has time to connect with it; at most a day, so a leaked one is worth little.
+POSTGRES_MIN_S = 300
+POSTGRES_MAX_S = 86400
+POSTGRES_DEFAULT_S = 3600
+# Connections each tenant's role may hold at once (CONNECTION LIMIT); a tenant can never take more of the
+# server's max_connections than this.
+POSTGRES_MIN_CONNECTIONS = 1
+POSTGRES_MAX_CONNECTIONS = 1000
+POSTGRES_DEFAULT_CONNECTIONS = 5
 
 
 def _refuse(message: str) -> InvalidParameterValueException:
@@ -61,6 +73,8 @@ def validate(value: Any, *, per_tenant: bool) -> dict[str, Any] | None:
         out["Sts"] = _sts(value["Sts"])
     if "Token" in value:
         out["Token"] = _token(value["Token"])
+    if "Postgres" in value:
+        out["Postgres"] = _postgres(value["Postgres"])
     return out
 
 
@@ -126,6 +140,47 @@ def _token(value: Any) -> dict[str, Any]:
     return {"DurationSeconds": duration, "Audience": audience}
 
 
+def _postgres(value: Any) -> dict[str, Any]:
+    given = _members(value, "Postgres", ("Database", "BaseRole", "ConnectionLimit", "DurationSeconds"))
+    for member in ("Database", "BaseRole"):
+        if member not in given:
+            raise _refuse(f'Postgres.{member} is required, e.g. {{"Database": "app", "BaseRole": "app_tenant"}}.')
+    database = _identifier(given["Database"], "Postgres.Database")
+    base_role = _identifier(given["BaseRole"], "Postgres.BaseRole")
+    if base_role.lower() in RESERVED_ROLES or base_role.startswith("pg_"):
+        raise _refuse(
+            f"Postgres.BaseRole {base_role!r} is a role of PostgreSQL's own; name the role you made for your "
+            "tenants (`silo tenant-db init` makes one)."
+        )
+    limit = given.get("ConnectionLimit", POSTGRES_DEFAULT_CONNECTIONS)
+    if isinstance(limit, bool) or not isinstance(limit, int):
+        limit = None
+    if limit is None or not POSTGRES_MIN_CONNECTIONS <= limit <= POSTGRES_MAX_CONNECTIONS:
+        raise _refuse(
+            f"Postgres.ConnectionLimit must be a whole number from {POSTGRES_MIN_CONNECTIONS} to "
+            f"{POSTGRES_MAX_CONNECTIONS}; got {given.get('ConnectionLimit')!r}."
+        )
+    duration = _duration(given.get("DurationSeconds", POSTGRES_DEFAULT_S), "Postgres", POSTGRES_MIN_S, POSTGRES_MAX_S)
+    return {"Database": database, "BaseRole": base_role, "ConnectionLimit": limit, "DurationSeconds": duration}
+
+
+# Roles the base role may never be: what PostgreSQL makes itself, and what would hand tenants everything.
+RESERVED_ROLES = frozenset({"postgres", "public", "current_role", "current_user", "session_user", "none"})
+
+
+def _identifier(value: Any, where: str) -> str:
+    """A name as PostgreSQL takes it: 1 to 63 bytes of UTF-8 without NUL (longer ones it would cut silently,
+    naming another object). silo always quotes it (sql.Identifier), so case and other characters stand."""
+    if not isinstance(value, str) or not value or "\x00" in value or len(value.encode()) > identifiers.MAX_BYTES:
+        raise _refuse(
+            f"{where} must be a PostgreSQL name of 1 to {identifiers.MAX_BYTES} bytes (it is used as written, "
+            f"case and all); got {value!r}."
+        )
+    if not value.isprintable():
+        raise _refuse(f"{where} must be printable; got {value!r}.")
+    return value
+
+
 def to_spec(stored: dict[str, Any] | None) -> CredentialsSetting | None:
     """What the environments of a function need of its stored setting."""
     if not stored:
@@ -137,4 +192,11 @@ def to_spec(stored: dict[str, Any] | None) -> CredentialsSetting | None:
         sts_session_policy=sts["SessionPolicy"] if sts else None,
         token_duration_s=token["DurationSeconds"] if token else None,
         token_audience=token["Audience"] if token else None,
+        postgres=_postgres_spec(stored.get("Postgres")),
     )
+
+
+def _postgres_spec(stored: dict[str, Any] | None) -> PostgresSetting | None:
+    if not stored:
+        return None
+    return PostgresSetting(stored["Database"], stored["BaseRole"], stored["ConnectionLimit"], stored["DurationSeconds"])

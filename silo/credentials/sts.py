@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from silo.credentials import naming, policy
+from silo.credentials.errors import ProviderError
 from silo.credentials.lifetime import Lease
 
 TAG = "TenantId"
@@ -52,12 +53,8 @@ class AwsCredentials:
         }
 
 
-class StsError(Exception):
+class StsError(ProviderError):
     """AssumeRole failed. `str()` is for the operator's log; `public` for the function's caller."""
-
-    def __init__(self, operator: str, public: str) -> None:
-        super().__init__(operator)
-        self.public = public
 
 
 class StsRefused(StsError):

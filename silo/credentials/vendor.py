@@ -1,13 +1,15 @@
 """Per-tenant credentials, vended to the environments bound to that tenant and to no other.
 
-`CredentialVendor` keeps what the providers made: AWS credentials per (function, role, tenant), renewed
-in the background once half their life has passed (silo.credentials.lifetime), one AssumeRole at a time
-per key however many environments ask. Each environment holds an `EnvironmentCredentials`: its own random
+`CredentialVendor` keeps what the providers made: AWS credentials per (function, role, tenant) and
+PostgreSQL logins per (function, tenant, database, base role), renewed in the background once half their
+life has passed (silo.credentials.lifetime), one AssumeRole or role renewal at a time per key however many
+environments ask. Each environment holds an `EnvironmentCredentials`: its own random
 authorization token (the AWS_CONTAINER_AUTHORIZATION_TOKEN its runtime is started with), its tenant once
 it is bound, and its tenant token. Before each invocation `prepare()` makes sure the tenant's credentials
 are there (so a call whose credentials cannot be had fails before the function runs, with
 CredentialsUnavailable), and the environment's Runtime API serves them through `answer()` to whoever
-shows the authorization token.
+shows the authorization token. The PostgreSQL login also travels with each invocation (`postgres_login()`,
+headers of GET /next that silo's Python runtime sets as PGUSER and PGPASSWORD).
 
 Nothing here logs a credential; the operator's log says who failed to get one, and why.
 """
@@ -21,17 +23,22 @@ import logging
 import secrets
 import time
 from collections.abc import Callable
-from typing import Literal
+from typing import Literal, TypeVar
 
 from silo import errors
+from silo.credentials.errors import ProviderError
 from silo.credentials.lifetime import Lease
+from silo.credentials.postgres import PostgresError, PostgresLogin, PostgresProvider, RoleRequest
 from silo.credentials.sts import AssumeRequest, AwsCredentials, StsError, StsProvider
 from silo.credentials.tokens import DEFAULT_AUDIENCE, TokenSigner
 from silo.types import FunctionSpec
 
 log = logging.getLogger(__name__)
 
-Kind = Literal["aws", "token"]
+Kind = Literal["aws", "token", "postgres"]
+Key = AssumeRequest | RoleRequest
+Issued = AwsCredentials | PostgresLogin
+T = TypeVar("T", AwsCredentials, PostgresLogin)
 # Past this many cached credentials, expired ones are dropped when a new one is added.
 PRUNE_ABOVE = 10_000
 # After a failed renewal, the current credentials are handed out this long before STS is asked again, so an
@@ -45,14 +52,16 @@ class CredentialVendor:
         *,
         signer: TokenSigner | None = None,
         sts: StsProvider | None = None,
+        postgres: PostgresProvider | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.signer = signer
         self.sts = sts
+        self.postgres = postgres
         self.clock = clock
-        self._aws: dict[AssumeRequest, AwsCredentials] = {}
-        self._flights: dict[AssumeRequest, asyncio.Future[AwsCredentials]] = {}
-        self._failed_at: dict[AssumeRequest, float] = {}
+        self._issued: dict[Key, Issued] = {}
+        self._flights: dict[Key, asyncio.Future[Issued]] = {}
+        self._failed_at: dict[Key, float] = {}
 
     def for_environment(self, spec: FunctionSpec, env_id: str) -> EnvironmentCredentials | None:
         """What an environment of `spec` is given; None when the function has no Credentials setting."""
@@ -63,8 +72,21 @@ class CredentialVendor:
     async def aws(self, request: AssumeRequest) -> AwsCredentials:
         """The tenant's AWS credentials: cached until due, then renewed in the background while the cached
         ones are handed out (no call waits for STS while they last); StsError when there are none to give."""
+        return await self._get(request, AwsCredentials)
+
+    async def postgres_login(self, request: RoleRequest) -> PostgresLogin:
+        """The tenant's PostgreSQL login, as `aws()` keeps AWS credentials; PostgresError when there is none."""
+        return await self._get(request, PostgresLogin)
+
+    async def _get(self, request: Key, kind: type[T]) -> T:
+        issued = await self._current(request)
+        if not isinstance(issued, kind):  # a key's type decides its provider (_issue)
+            raise TypeError(f"{type(request).__name__} issued a {type(issued).__name__}")
+        return issued
+
+    async def _current(self, request: Key) -> Issued:
         now = self.clock()
-        cached = self._aws.get(request)
+        cached = self._issued.get(request)
         if cached is not None and not cached.lease.due(now):
             return cached
         if cached is not None and cached.lease.usable(now):
@@ -73,15 +95,22 @@ class CredentialVendor:
             return cached
         return await asyncio.shield(self._flight(request))
 
-    def _flight(self, request: AssumeRequest) -> asyncio.Future[AwsCredentials]:
+    def _flight(self, request: Key) -> asyncio.Future[Issued]:
         flight = self._flights.get(request)
         if flight is None:
-            flight = asyncio.ensure_future(self._assume(request))
+            flight = asyncio.ensure_future(self._issue(request))
             self._flights[request] = flight
             flight.add_done_callback(lambda done: self._landed(request, done))
         return flight
 
-    async def _assume(self, request: AssumeRequest) -> AwsCredentials:
+    async def _issue(self, request: Key) -> Issued:
+        if isinstance(request, RoleRequest):
+            if self.postgres is None:
+                raise PostgresError(
+                    "the function's Credentials setting names Postgres, but this server has no --tenant-db-admin",
+                    "this server gives no PostgreSQL credentials",
+                )
+            return await self.postgres.issue(request)
         if self.sts is None:
             raise StsError(
                 "the function's Credentials setting names Sts, but this server has no STS provider",
@@ -89,24 +118,24 @@ class CredentialVendor:
             )
         return await self.sts.assume(request)
 
-    def _landed(self, request: AssumeRequest, flight: asyncio.Future[AwsCredentials]) -> None:
+    def _landed(self, request: Key, flight: asyncio.Future[Issued]) -> None:
         self._flights.pop(request, None)
         if flight.cancelled():
             return
         failure = flight.exception()  # (retrieved: a waiter is told of it itself)
         if failure is not None:
             self._failed_at[request] = self.clock()
-            cached = self._aws.get(request)
+            cached = self._issued.get(request)
             if cached is not None and cached.lease.usable(self.clock()):
                 log.warning("%s; the tenant's current credentials are handed out until they end", failure)
             return
-        if len(self._aws) >= PRUNE_ABOVE:
+        if len(self._issued) >= PRUNE_ABOVE:
             now = self.clock()
-            for key in [k for k, v in self._aws.items() if not v.lease.usable(now)]:
-                del self._aws[key]
+            for key in [k for k, v in self._issued.items() if not v.lease.usable(now)]:
+                del self._issued[key]
                 self._failed_at.pop(key, None)
         self._failed_at.pop(request, None)
-        self._aws[request] = flight.result()
+        self._issued[request] = flight.result()
 
 
 class EnvironmentCredentials:
@@ -123,6 +152,7 @@ class EnvironmentCredentials:
         self._expected = self.authorization.encode()
         self.tenant_id: str | None = None
         self._token: tuple[str, Lease] | None = None
+        self._login: PostgresLogin | None = None
 
     @property
     def serves_aws(self) -> bool:
@@ -131,6 +161,15 @@ class EnvironmentCredentials:
     @property
     def serves_token(self) -> bool:
         return self._setting.token_duration_s is not None
+
+    @property
+    def serves_postgres(self) -> bool:
+        return self._setting.postgres is not None
+
+    @property
+    def database(self) -> str | None:
+        """The database the tenant's role is made in (PGDATABASE: it names no tenant)."""
+        return self._setting.postgres.database if self._setting.postgres is not None else None
 
     def bind(self, tenant_id: str) -> None:
         """From now on, the credentials of `tenant_id`, for life."""
@@ -152,22 +191,56 @@ class EnvironmentCredentials:
             self._setting.sts_session_policy,
         )
 
+    def postgres_variables(self) -> tuple[dict[str, str], bool]:
+        """libpq's PGHOST, PGPORT and PGDATABASE, set at start (they name no tenant), and whether PGHOST is to be
+        the environment's gateway: when its network is outbound and HostServices names the admin DSN's port,
+        which the environment reaches there. Nothing when there is no Postgres provider."""
+        provider = self._vendor.postgres
+        if self._setting.postgres is None or provider is None:
+            return {}, False
+        host, port = provider.address()
+        loopback = host in ("localhost", "127.0.0.1")
+        service = f"127.0.0.1:{port}"
+        at_gateway = loopback and self._spec.network == "outbound" and service in self._spec.host_services
+        variables = {"PGHOST": host, "PGPORT": str(port), "PGDATABASE": self._setting.postgres.database}
+        return variables, at_gateway
+
+    def _role_request(self, tenant_id: str) -> RoleRequest:
+        setting = self._setting.postgres
+        assert setting is not None
+        return RoleRequest(
+            self._spec.function_arn,
+            tenant_id,
+            setting.database,
+            setting.base_role,
+            setting.connection_limit,
+            setting.duration_s,
+        )
+
     async def prepare(self, request_id: str) -> str | None:
-        """Before an invocation: the tenant's AWS credentials made sure of, and its tenant token (None when
-        the function has none). CredentialsUnavailable when the AWS credentials cannot be had."""
+        """Before an invocation: the tenant's AWS credentials and PostgreSQL login made sure of (the login is
+        then `postgres_login()`), and its tenant token (None when the function has none).
+        CredentialsUnavailable when the AWS credentials or the login cannot be had."""
         tenant_id = self.tenant_id
         if tenant_id is None:
             raise errors.PlatformError(f"RequestId: {request_id} Error: an environment bound to no tenant was invoked")
-        if self.serves_aws:
-            try:
+        try:
+            if self.serves_aws:
                 await self._vendor.aws(self._request(tenant_id))
-            except StsError as exc:
-                log.error("%s (request %s of function %s)", exc, request_id, self._spec.function_name)
-                raise errors.CredentialsUnavailable(
-                    f"RequestId: {request_id} Error: {exc.public}, so the function did not run; the server's "
-                    "log says why. This tenant's calls fail until it gets them: no call runs without them."
-                ) from None
+            if self.serves_postgres:
+                self._login = await self._vendor.postgres_login(self._role_request(tenant_id))
+        except ProviderError as exc:
+            log.error("%s (request %s of function %s)", exc, request_id, self._spec.function_name)
+            raise errors.CredentialsUnavailable(
+                f"RequestId: {request_id} Error: {exc.public}, so the function did not run; the server's "
+                "log says why. This tenant's calls fail until it gets them: no call runs without them."
+            ) from None
         return self.token() if self.serves_token else None
+
+    def postgres_login(self) -> tuple[str, str] | None:
+        """The PostgreSQL user and password `prepare()` made sure of, for the invocation it prepared."""
+        login = self._login
+        return (login.user, login.password) if login is not None else None
 
     def token(self) -> str | None:
         """The environment's tenant token, made anew once half its life has passed."""
@@ -205,6 +278,15 @@ class EnvironmentCredentials:
                 return 404, _error("the function's Credentials setting has no Token provider", "NoCredentials")
             expiry = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self._token[1].expires_at))
             return 200, json.dumps({"Token": token, "Expiration": expiry}).encode()
+        if kind == "postgres":
+            if not self.serves_postgres:
+                return 404, _error("the function's Credentials setting has no Postgres provider", "NoCredentials")
+            try:
+                login = await self._vendor.postgres_login(self._role_request(tenant_id))
+            except PostgresError as exc:
+                log.error("%s (environment %s of function %s)", exc, self.env_id, self._spec.function_name)
+                return 502, _error(f"{exc.public}; the server's log says why", "CredentialsUnavailable")
+            return 200, json.dumps(login.document()).encode()
         if not self.serves_aws:
             return 404, _error("the function's Credentials setting has no Sts provider", "NoCredentials")
         try:

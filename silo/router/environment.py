@@ -89,6 +89,8 @@ def credential_variables(credentials: EnvironmentCredentials | None) -> tuple[di
         urls["AWS_CONTAINER_CREDENTIALS_FULL_URI"] = paths.CREDENTIALS
     if credentials.serves_token:
         urls["SILO_TENANT_TOKEN_URI"] = paths.TENANT_TOKEN
+    if credentials.serves_postgres:
+        urls["SILO_POSTGRES_URI"] = paths.POSTGRES
     return {"AWS_CONTAINER_AUTHORIZATION_TOKEN": credentials.authorization}, urls
 
 
@@ -247,16 +249,18 @@ class Environment:
         self.isolated = sandbox.isolates
         stream = logs.stream_name(self.spec.version)
         variables, urls = credential_variables(self._credentials)
+        postgres, at_gateway = self._credentials.postgres_variables() if self._credentials else ({}, False)
         spec = LaunchSpec(
             env_id=self.id,
             runtime=self.spec.runtime,
-            environ={**runtime_environ(self.spec, stream), **variables},
+            environ={**runtime_environ(self.spec, stream), **variables, **postgres},
             code_dir=self.spec.code_dir,
             memory_mb=self.spec.memory_mb,
             ephemeral_mb=self.spec.ephemeral_mb,
             network=self.spec.network,
             host_services=self.spec.host_services,
             runtime_api_urls=urls,
+            host_address_variables=("PGHOST",) if at_gateway else (),
             opt_dir=self.spec.opt_dir,
         )
         try:
@@ -368,6 +372,7 @@ class Environment:
         # The tenant's credentials before anything of the call: a call whose credentials cannot be had fails
         # here (CredentialsUnavailable), the function not run and the environment as it was.
         tenant_token = await self._credentials.prepare(inv.request_id) if self._credentials is not None else None
+        postgres = self._credentials.postgres_login() if self._credentials is not None else None
         self.invocations += 1
         await self._launched.wait()
         self.last_used = time.monotonic()
@@ -404,7 +409,7 @@ class Environment:
         self._stream.begin(inv.request_id, inv.caller_key)
         t0 = time.monotonic()
         try:
-            payload, error = await self._run(inv, tenant_token, hand_back)
+            payload, error = await self._run(inv, tenant_token, hand_back, postgres)
         except EndedBetweenCalls:
             self._stream.platform(
                 f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime())}Z {inv.request_id} The runtime had exited "
@@ -447,7 +452,11 @@ class Environment:
             raise EndedBetweenCalls(self.id)
 
     async def _run(
-        self, inv: Invocation, tenant_token: str | None, hand_back: bool = False
+        self,
+        inv: Invocation,
+        tenant_token: str | None,
+        hand_back: bool = False,
+        postgres: tuple[str, str] | None = None,
     ) -> tuple[bytes, FunctionError | None]:
         assert self._exited is not None and self._stream is not None  # checked by invoke()
         if self._init_ms is None:
@@ -468,7 +477,7 @@ class Environment:
                 self.kill()
                 return init_reply.body, FunctionError.UNHANDLED
         deadline_ms = int(time.time() * 1000) + self.spec.timeout_s * 1000
-        reply_fut = self._channel.submit(inv, deadline_ms, tenant_token)
+        reply_fut = self._channel.submit(inv, deadline_ms, tenant_token, postgres)
         if self._exited.done():
             reply_fut.cancel()
             self._hand_back(hand_back)

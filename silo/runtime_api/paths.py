@@ -43,3 +43,8 @@ TENANT_TOKEN = f"/{API_VERSION}/silo/tenant-token"  # the tenant token: {"Token"
 # The tenant token, sent with each invocation (GET /next) of a function that has one; the built-in Python
 # runtime sets SILO_TENANT_TOKEN from it before the handler runs.
 TENANT_TOKEN_HEADER = "Silo-Tenant-Token"
+# The tenant's PostgreSQL login ({"PGUSER": ..., "PGPASSWORD": ..., "Expiration": ...}), and the headers that
+# bring it with each invocation; the built-in Python runtime sets PGUSER and PGPASSWORD from them.
+POSTGRES = f"/{API_VERSION}/silo/postgres"
+POSTGRES_USER_HEADER = "Silo-Postgres-User"
+POSTGRES_PASSWORD_HEADER = "Silo-Postgres-Password"

@@ -57,6 +57,12 @@ _RESPONSE = paths.RESPONSE_SUFFIX.encode()
 _ERROR = paths.ERROR_SUFFIX.encode()
 _CREDENTIALS = paths.CREDENTIALS.encode()
 _TENANT_TOKEN = paths.TENANT_TOKEN.encode()
+_POSTGRES = paths.POSTGRES.encode()
+_KINDS: dict[bytes, Literal["aws", "token", "postgres"]] = {
+    _CREDENTIALS: "aws",
+    _TENANT_TOKEN: "token",
+    _POSTGRES: "postgres",
+}
 _JSON = "application/json"
 
 log = logging.getLogger(__name__)
@@ -79,7 +85,7 @@ class CredentialSource(Protocol):
         """Whether the Authorization header shown is the environment's own token."""
         ...
 
-    async def answer(self, kind: Literal["aws", "token"]) -> tuple[int, bytes]:
+    async def answer(self, kind: Literal["aws", "token", "postgres"]) -> tuple[int, bytes]:
         """The status and JSON body of the answer."""
         ...
 
@@ -190,7 +196,11 @@ class RuntimeChannel:
         return current is not None and current.delivered
 
     def submit(
-        self, inv: Invocation, deadline_ms: int, tenant_token: str | None = None
+        self,
+        inv: Invocation,
+        deadline_ms: int,
+        tenant_token: str | None = None,
+        postgres: tuple[str, str] | None = None,
     ) -> asyncio.Future[RuntimeReply]:
         """Hand `inv` to the runtime (now if it is polling, else on its next GET /next).
 
@@ -202,7 +212,7 @@ class RuntimeChannel:
             raise ChannelClosed("the Runtime API channel is closed")
         if self.in_flight is not None:
             raise RuntimeError(f"invocation {self.in_flight} is still in flight")
-        head = wire.next_head(inv, deadline_ms, tenant_token)
+        head = wire.next_head(inv, deadline_ms, tenant_token, postgres)
         payload = inv.payload
         parts = (head + payload,) if len(payload) < _JOIN_BELOW else (head, payload)
         current = _InFlight(inv.request_id, self._loop.create_future(), parts)
@@ -278,14 +288,15 @@ class RuntimeChannel:
                 if method != b"POST":
                     return wire.method_not_allowed(method, path)
                 return self._answer(rid, request, is_error=action == _ERROR)
-        if path == _CREDENTIALS or path == _TENANT_TOKEN:
+        kind = _KINDS.get(path)
+        if kind is not None:
             if method != b"GET":
                 return wire.method_not_allowed(method, path)
-            return self._credentials(conn, answer, request, "aws" if path == _CREDENTIALS else "token")
+            return self._credentials(conn, answer, request, kind)
         return wire.not_found(method, path)
 
     def _credentials(
-        self, conn: RuntimeConnection, answer: Answer, request: Request, kind: Literal["aws", "token"]
+        self, conn: RuntimeConnection, answer: Answer, request: Request, kind: Literal["aws", "token", "postgres"]
     ) -> bytes | None:
         source = self.credentials
         if source is None:
@@ -302,7 +313,11 @@ class RuntimeChannel:
         return None
 
     async def _answer_credentials(
-        self, conn: RuntimeConnection, answer: Answer, source: CredentialSource, kind: Literal["aws", "token"]
+        self,
+        conn: RuntimeConnection,
+        answer: Answer,
+        source: CredentialSource,
+        kind: Literal["aws", "token", "postgres"],
     ) -> None:
         try:
             status, body = await source.answer(kind)

@@ -112,9 +112,11 @@ def _header_safe(value: str, what: str) -> str:
     return value
 
 
-def next_head(inv: Invocation, deadline_ms: int, tenant_token: str | None = None) -> bytes:
+def next_head(
+    inv: Invocation, deadline_ms: int, tenant_token: str | None = None, postgres: tuple[str, str] | None = None
+) -> bytes:
     """Status line and headers of the GET /next answer that hands `inv` to the runtime (and the environment's
-    tenant token, when its function has one)."""
+    tenant token and PostgreSQL user and password, when its function has them)."""
     lines = [
         "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n",
         f"{paths.REQUEST_ID}: {_header_safe(inv.request_id, 'request id')}\r\n",
@@ -130,6 +132,10 @@ def next_head(inv: Invocation, deadline_ms: int, tenant_token: str | None = None
         lines.append(f"{paths.TENANT_ID}: {_header_safe(inv.tenant_id, 'tenant id')}\r\n")
     if tenant_token is not None:
         lines.append(f"{paths.TENANT_TOKEN_HEADER}: {_header_safe(tenant_token, 'tenant token')}\r\n")
+    if postgres is not None:
+        user, password = postgres
+        lines.append(f"{paths.POSTGRES_USER_HEADER}: {_header_safe(user, 'PostgreSQL user')}\r\n")
+        lines.append(f"{paths.POSTGRES_PASSWORD_HEADER}: {_header_safe(password, 'PostgreSQL password')}\r\n")
     lines.append(f"Content-Length: {len(inv.payload)}\r\n\r\n")
     return "".join(lines).encode()
 

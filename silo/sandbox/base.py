@@ -48,6 +48,9 @@ class LaunchSpec:
     # "127.0.0.1:5432": ports of the host's loopback an outbound environment reaches at its gateway's address
     host_services: tuple[str, ...] = ()
     runtime_api_urls: dict[str, str] = field(default_factory=dict)  # variable -> path on the Runtime API
+    # Variables (PGHOST) to set to the address at which the environment reaches its host_services: its
+    # gateway's, when it has a network of its own; otherwise they keep their value in `environ`.
+    host_address_variables: tuple[str, ...] = ()
     opt_dir: Path | None = None  # the function's layers merged in order, to be shown read-only at /opt
     # The Python runtime's boto3 and botocore (silo.store.sdk), to be shown read-only at Lambda's place of them
     sdk_dir: Path | None = None

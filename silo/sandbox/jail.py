@@ -227,7 +227,9 @@ class JailSandbox:
             jail = JailSpec(
                 env_id=spec.env_id,
                 argv=layout.argv,
-                environ=layout.environ,
+                environ={**layout.environ, **dict.fromkeys(spec.host_address_variables, lease.gateway)}
+                if lease
+                else layout.environ,
                 uid=uid,
                 gid=uid,
                 root_dir=str(root_dir),

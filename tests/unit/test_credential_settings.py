@@ -11,7 +11,7 @@ from silo.control import silo_settings
 from silo.control.credential_settings import to_spec, validate
 from silo.credentials import policy
 from silo.errors import InvalidParameterValueException
-from silo.types import TENANT_ID_MAX, CredentialsSetting
+from silo.types import TENANT_ID_MAX, CredentialsSetting, PostgresSetting
 
 PER_TENANT = {"TenancyConfig": {"TenantIsolationMode": "PER_TENANT"}}
 POLICY = {
@@ -34,6 +34,16 @@ def test_both_providers_are_stored_with_their_defaults_filled_in() -> None:
     assert validate({"Token": {"DurationSeconds": 60, "Audience": "billing"}}, per_tenant=True) == {
         "Token": {"DurationSeconds": 60, "Audience": "billing"}
     }
+
+
+def test_the_postgres_provider_is_stored_with_its_defaults_and_reaches_the_environments() -> None:
+    stored = validate({"Postgres": {"Database": "App", "BaseRole": "app tenant"}}, per_tenant=True)
+    assert stored == {
+        "Postgres": {"Database": "App", "BaseRole": "app tenant", "ConnectionLimit": 5, "DurationSeconds": 3600}
+    }
+    given = {"Database": "app", "BaseRole": "app_tenant", "ConnectionLimit": 1000, "DurationSeconds": 300}
+    spec = to_spec(validate({"Postgres": given}, per_tenant=True))
+    assert spec == CredentialsSetting(postgres=PostgresSetting("app", "app_tenant", 1000, 300))
 
 
 def test_a_policy_given_as_an_object_is_stored_as_its_json_text() -> None:
@@ -75,7 +85,24 @@ def test_only_a_tenant_isolated_function_has_credentials_per_tenant() -> None:
     [
         ("token", "must be an object"),
         ({}, "at least one provider"),
-        ({"Postgres": {}}, "unknown member(s) Postgres"),
+        ({"Mysql": {}}, "unknown member(s) Mysql"),
+        ({"Postgres": {}}, "Postgres.Database is required"),
+        ({"Postgres": {"Database": "app"}}, "Postgres.BaseRole is required"),
+        ({"Postgres": {"Database": "app", "BaseRole": "t", "Role": "x"}}, "unknown member(s) Role in Postgres"),
+        ({"Postgres": {"Database": "", "BaseRole": "t"}}, "Postgres.Database must be a PostgreSQL name"),
+        ({"Postgres": {"Database": "a" * 64, "BaseRole": "t"}}, "of 1 to 63 bytes"),
+        ({"Postgres": {"Database": "é" * 32, "BaseRole": "t"}}, "of 1 to 63 bytes"),  # 64 bytes of UTF-8
+        ({"Postgres": {"Database": "app", "BaseRole": "a\x00b"}}, "Postgres.BaseRole must be a PostgreSQL name"),
+        ({"Postgres": {"Database": "app", "BaseRole": "a\nb"}}, "Postgres.BaseRole must be printable"),
+        ({"Postgres": {"Database": "app", "BaseRole": 7}}, "Postgres.BaseRole must be a PostgreSQL name"),
+        ({"Postgres": {"Database": "app", "BaseRole": "postgres"}}, "a role of PostgreSQL's own"),
+        ({"Postgres": {"Database": "app", "BaseRole": "PUBLIC"}}, "a role of PostgreSQL's own"),
+        ({"Postgres": {"Database": "app", "BaseRole": "pg_read_all_data"}}, "a role of PostgreSQL's own"),
+        ({"Postgres": {"Database": "app", "BaseRole": "t", "ConnectionLimit": 0}}, "ConnectionLimit must be"),
+        ({"Postgres": {"Database": "app", "BaseRole": "t", "ConnectionLimit": 1001}}, "from 1 to 1000"),
+        ({"Postgres": {"Database": "app", "BaseRole": "t", "ConnectionLimit": True}}, "ConnectionLimit must be"),
+        ({"Postgres": {"Database": "app", "BaseRole": "t", "DurationSeconds": 299}}, "from 300 to 86400"),
+        ({"Postgres": {"Database": "app", "BaseRole": "t", "DurationSeconds": 86401}}, "from 300 to 86400"),
         ({"Token": 900}, "Token must be an object"),
         ({"Token": {"Duration": 900}}, "unknown member(s) Duration in Token"),
         ({"Sts": {"Policy": "{}"}}, "unknown member(s) Policy in Sts"),

@@ -329,3 +329,20 @@ def test_the_tenant_token_of_each_invocation_is_in_silo_tenant_token_and_only_fo
     run_once(handler, request(tenant="blue", silo_tenant_token="second.token.value"))
     run_once(handler, request(tenant="blue"))
     assert seen == ["first.token.value", "second.token.value", None]
+
+
+def test_the_tenants_postgres_login_of_each_invocation_is_in_pguser_and_pgpassword(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("PGUSER", raising=False)
+    monkeypatch.delenv("PGPASSWORD", raising=False)
+    seen: list[tuple[str | None, str | None]] = []
+
+    def handler(event: Any, context: Any) -> Any:
+        seen.append((os.environ.get("PGUSER"), os.environ.get("PGPASSWORD")))
+        return {}
+
+    login = {"silo_postgres_user": "silo_blue_0123", "silo_postgres_password": "first-password"}
+    run_once(handler, request(tenant="blue", **login))
+    run_once(handler, request(tenant="blue", **{**login, "silo_postgres_password": "renewed-password"}))
+    assert seen == [("silo_blue_0123", "first-password"), ("silo_blue_0123", "renewed-password")]

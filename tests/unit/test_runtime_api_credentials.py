@@ -106,3 +106,36 @@ def test_an_answer_still_being_made_does_not_outlive_the_channel() -> None:
             assert await raw.reader.read() == b""
 
     run(scenario)
+
+
+def test_the_postgres_route_serves_the_tenants_login_to_the_environments_token_alone() -> None:
+    from silo.credentials.lifetime import Lease
+    from silo.credentials.postgres import PostgresLogin, RoleRequest
+    from silo.types import PostgresSetting
+
+    class Issuing:
+        async def issue(self, request: RoleRequest) -> PostgresLogin:
+            return PostgresLogin(request.roles[0], "the-password", Lease(0, 4102444800))
+
+    vendor = CredentialVendor(postgres=Issuing())  # type: ignore[arg-type]
+    setting = CredentialsSetting(postgres=PostgresSetting("app", "app_tenant", 5, 600))
+    env = vendor.for_environment(replace(function_spec("app"), credentials=setting), "env-1")
+    assert env is not None
+
+    async def scenario() -> None:
+        async with serving() as rig:
+            rig.channel.credentials = env
+            raw = await rig.connect()
+            await raw.send(get(paths.POSTGRES, "Authorization: wrong"))
+            assert (await raw.answer())[0] == 403
+            await raw.send(get(paths.POSTGRES, f"Authorization: {env.authorization}"))
+            status, _, body = await raw.answer()
+            assert status == 404 and json.loads(body)["errorType"] == "NotBound"
+            env.bind("blue")
+            await raw.send(get(paths.POSTGRES, f"Authorization: {env.authorization}"))
+            status, _, body = await raw.answer()
+            document = json.loads(body)
+            assert status == 200 and document["PGPASSWORD"] == "the-password"
+            assert document["PGUSER"].startswith("silo_blue_") and document["Expiration"] == "2100-01-01T00:00:00Z"
+
+    run(scenario)

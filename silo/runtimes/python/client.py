@@ -24,6 +24,8 @@ COGNITO_IDENTITY = "Lambda-Runtime-Cognito-Identity"
 TENANT_ID = "Lambda-Runtime-Aws-Tenant-Id"
 FUNCTION_ERROR_TYPE = "Lambda-Runtime-Function-Error-Type"
 TENANT_TOKEN_HEADER = "Silo-Tenant-Token"  # silo's own: the tenant token, with each invocation
+POSTGRES_USER_HEADER = "Silo-Postgres-User"  # silo's own: the tenant's PostgreSQL login, with each invocation
+POSTGRES_PASSWORD_HEADER = "Silo-Postgres-Password"
 
 # The names as the answer's headers are keyed here (lower case).
 _REQUEST_ID = REQUEST_ID.lower()
@@ -34,6 +36,8 @@ _CLIENT_CONTEXT = CLIENT_CONTEXT.lower()
 _COGNITO_IDENTITY = COGNITO_IDENTITY.lower()
 _TENANT_ID = TENANT_ID.lower()
 _TENANT_TOKEN = TENANT_TOKEN_HEADER.lower()
+_POSTGRES_USER = POSTGRES_USER_HEADER.lower()
+_POSTGRES_PASSWORD = POSTGRES_PASSWORD_HEADER.lower()
 
 _MAX_HEAD = 1 << 20
 # Answers are read into one buffer kept for the life of the process. `sock.recv(n)` would allocate n
@@ -65,6 +69,8 @@ class InvocationRequest:
         "content_type",
         "deadline_ms",
         "invoked_function_arn",
+        "postgres_password",
+        "postgres_user",
         "request_id",
         "tenant_id",
         "tenant_token",
@@ -81,6 +87,8 @@ class InvocationRequest:
         self.cognito_identity = get(_COGNITO_IDENTITY)
         self.tenant_id = get(_TENANT_ID)
         self.tenant_token = get(_TENANT_TOKEN)
+        self.postgres_user = get(_POSTGRES_USER)
+        self.postgres_password = get(_POSTGRES_PASSWORD)
         self.content_type = get("content-type", "application/json")
         self.body = body
 

@@ -82,6 +82,10 @@ def handle(client: Client, handler: Handler, request: InvocationRequest, json_lo
         os.environ["SILO_TENANT_TOKEN"] = request.tenant_token
     else:
         os.environ.pop("SILO_TENANT_TOKEN", None)
+    # And the tenant's PostgreSQL login, which libpq (psycopg.connect() with no arguments) reads.
+    if request.postgres_user is not None and request.postgres_password is not None:
+        os.environ["PGUSER"] = request.postgres_user
+        os.environ["PGPASSWORD"] = request.postgres_password
     error: dict[str, Any] | None = None
     try:
         try:
