@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from silo.control.fields import tenant_setting
 from silo.credentials import identifiers, policy
 from silo.errors import InvalidParameterValueException
 from silo.types import CredentialsSetting, PostgresSetting
@@ -54,18 +55,15 @@ def _refuse(message: str) -> InvalidParameterValueException:
 
 def validate(value: Any, *, per_tenant: bool) -> dict[str, Any] | None:
     """The normalised Credentials setting for `value` (None removes it), or InvalidParameterValueException."""
+    value = tenant_setting(
+        "Credentials",
+        value,
+        MEMBERS,
+        per_tenant=per_tenant,
+        why_per_tenant="credentials are given to each tenant's environments, so they serve",
+    )
     if value is None:
         return None
-    if not isinstance(value, dict):
-        raise _refuse(f"must be an object (or null to remove it); got {type(value).__name__}.")
-    if not per_tenant:
-        raise _refuse(
-            "credentials are given to each tenant's environments, so they serve only functions in tenant "
-            'isolation mode; create the function with TenancyConfig {"TenantIsolationMode": "PER_TENANT"}.'
-        )
-    unknown = sorted(set(value) - set(MEMBERS))
-    if unknown:
-        raise _refuse(f"unknown member(s) {', '.join(unknown)}; known: {', '.join(MEMBERS)}.")
     if not value:
         raise _refuse('name at least one provider, e.g. {"Token": {}}, or give null for none.')
     out: dict[str, Any] = {}

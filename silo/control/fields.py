@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from silo.errors import InvalidRequestContentException
+from silo.errors import InvalidParameterValueException, InvalidRequestContentException
 
 
 def _wrong_type(path: str, expected: str) -> InvalidRequestContentException:
@@ -49,3 +49,29 @@ def list_member(body: dict[str, Any], key: str, path: str | None = None) -> list
     if value is None or isinstance(value, list):
         return value
     raise _wrong_type(path or key, "a list")
+
+
+def tenant_setting(
+    name: str, value: Any, members: tuple[str, ...], *, per_tenant: bool, why_per_tenant: str
+) -> dict[str, Any] | None:
+    """A silo setting that is an object of `members` serving functions in tenant isolation mode only
+    (the gateway, the credentials): the object, None for null, or InvalidParameterValueException naming
+    the setting. `why_per_tenant` begins the refusal for a function without tenant isolation ("..., so it
+    serves")."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise InvalidParameterValueException(
+            f"{name}: must be an object (or null to remove it); got {type(value).__name__}."
+        )
+    if not per_tenant:
+        raise InvalidParameterValueException(
+            f"{name}: {why_per_tenant} only functions in tenant isolation mode; create the "
+            'function with TenancyConfig {"TenantIsolationMode": "PER_TENANT"}.'
+        )
+    unknown = sorted(set(value) - set(members))
+    if unknown:
+        raise InvalidParameterValueException(
+            f"{name}: unknown member(s) {', '.join(unknown)}; known: {', '.join(members)}."
+        )
+    return value

@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 from jwt import PyJWK
 from jwt.exceptions import PyJWTError
 
+from silo.control.fields import tenant_setting
 from silo.errors import InvalidParameterValueException
 
 # The asymmetric algorithms of RFC 7518 (and EdDSA of RFC 8037) that PyJWT verifies with `cryptography`.
@@ -47,18 +48,15 @@ def _refuse(message: str) -> InvalidParameterValueException:
 
 def validate(value: Any, *, per_tenant: bool) -> dict[str, Any] | None:
     """The normalised Gateway setting for `value` (None removes it), or InvalidParameterValueException."""
+    value = tenant_setting(
+        "Gateway",
+        value,
+        MEMBERS,
+        per_tenant=per_tenant,
+        why_per_tenant="the gateway maps a token's claim to the tenant id, so it serves",
+    )
     if value is None:
         return None
-    if not isinstance(value, dict):
-        raise _refuse(f"must be an object (or null to remove it); got {type(value).__name__}.")
-    if not per_tenant:
-        raise _refuse(
-            "the gateway maps a token's claim to the tenant id, so it serves only functions in tenant "
-            'isolation mode; create the function with TenancyConfig {"TenantIsolationMode": "PER_TENANT"}.'
-        )
-    unknown = sorted(set(value) - set(MEMBERS))
-    if unknown:
-        raise _refuse(f"unknown member(s) {', '.join(unknown)}; known: {', '.join(MEMBERS)}.")
     algorithms = _algorithms(value.get("Algorithms", DEFAULT_ALGORITHMS))
     return {
         "Issuers": _issuers(value.get("Issuers"), algorithms),
