@@ -225,7 +225,9 @@ def baseline_spawn(n: int) -> Figure:
         t0 = time.perf_counter()
         subprocess.run([python3, "-c", "pass"], check=True)
         samples.append((time.perf_counter() - t0) * 1000)
-    return Figure("baseline (a): bare `python3 -c pass` spawn", samples, python3)
+    # The interpreter's name and version, not where this machine keeps it.
+    name = f"{Path(python3).name} {platform.python_version()}"
+    return Figure("baseline (a): bare `python3 -c pass` spawn", samples, name)
 
 
 def baseline_node_spawn(n: int, node: catalog.Interpreter) -> Figure:
@@ -248,7 +250,7 @@ def baseline_node_spawn(n: int, node: catalog.Interpreter) -> Figure:
     return Figure(
         "baseline (c): bare `node` spawn with silo's flags and a clean environment, to its script's first output",
         samples,
-        exe,
+        Path(exe).name,
     )
 
 
