@@ -24,7 +24,6 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import re
 import time
 from email.utils import formatdate
 from typing import Any, Protocol
@@ -35,7 +34,7 @@ from starlette.types import Receive, Scope, Send
 
 from silo import errors, ids
 from silo.api.body import receive_body
-from silo.api.gateway_errors import BadGatewayException, NotFoundException, proxy_body
+from silo.api.gateway_errors import HEADER_NAME, BadGatewayException, NotFoundException, header_text, proxy_body
 from silo.api.invoke import PRINCIPAL, SYNC_PAYLOAD_LIMIT, FunctionResolver, Invoker, check_tenant
 from silo.api.render import error_response
 from silo.control.function_urls import URL_PATH, FunctionUrlRecord
@@ -50,8 +49,6 @@ METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 HOP_BY_HOP = frozenset(
     {"content-length", "transfer-encoding", "connection", "keep-alive", "upgrade", "te", "trailer", "proxy-connection"}
 )
-_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_BAD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 _TEXT_TYPES = frozenset(
     {
         "application/json",
@@ -178,17 +175,6 @@ def url_event(
     return event
 
 
-def _header_text(value: Any, where: str) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str | int | float):
-        text = str(value)
-        if _BAD_VALUE.search(text):
-            raise BadGatewayException(f"{where} holds a control character (a line break would split the header)")
-        return text
-    raise BadGatewayException(f"{where} is a {type(value).__name__}, not a string")
-
-
 def url_answer(result: InvocationResult) -> tuple[int, list[tuple[str, str]], bytes]:
     """The HTTP answer of a function's result by Lambda's rules for function URLs, or a 502."""
     if result.function_error is not None:
@@ -207,17 +193,17 @@ def url_answer(result: InvocationResult) -> tuple[int, list[tuple[str, str]], by
         raise BadGatewayException("headers must be an object")
     headers: list[tuple[str, str]] = []
     for name, value in given.items():
-        if not isinstance(name, str) or not _TOKEN.fullmatch(name):
+        if not isinstance(name, str) or not HEADER_NAME.fullmatch(name):
             raise BadGatewayException(f"header name {name!r} is not an HTTP token")
         if name.lower() not in HOP_BY_HOP:
-            headers.append((name.lower(), _header_text(value, f"headers[{name!r}]")))
+            headers.append((name.lower(), header_text(value, f"headers[{name!r}]")))
     cookies = answer.get("cookies") or []
     if not isinstance(cookies, list):
         raise BadGatewayException("cookies must be a list of strings")
     for i, cookie in enumerate(cookies):
         if not isinstance(cookie, str):
             raise BadGatewayException(f"cookies[{i}] is not a string")
-        headers.append(("set-cookie", _header_text(cookie, f"cookies[{i}]")))
+        headers.append(("set-cookie", header_text(cookie, f"cookies[{i}]")))
     out = proxy_body(answer, status)
     if not any(k == "content-type" for k, _ in headers):
         headers.append(("content-type", "application/json"))

@@ -27,7 +27,6 @@ import asyncio
 import base64
 import json
 import logging
-import re
 import time
 from collections.abc import Iterable
 from email.utils import formatdate
@@ -39,7 +38,7 @@ from starlette.types import Receive, Scope, Send
 
 from silo import errors, ids
 from silo.api.body import receive_body
-from silo.api.gateway_errors import BadGatewayException, NotFoundException, proxy_body
+from silo.api.gateway_errors import HEADER_NAME, BadGatewayException, NotFoundException, header_text, proxy_body
 from silo.api.gateway_tokens import GatewayPolicy, Verified, bearer_token
 from silo.api.invoke import SYNC_PAYLOAD_LIMIT, FunctionResolver, Invoker
 from silo.api.jwks import KeySets
@@ -58,8 +57,6 @@ RESPONSE_MEMBERS = frozenset({"statusCode", "headers", "multiValueHeaders", "bod
 HOP_BY_HOP = frozenset(
     {"content-length", "transfer-encoding", "connection", "keep-alive", "upgrade", "te", "trailer", "proxy-connection"}
 )
-_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_BAD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 
 class GatewayFunctions(FunctionResolver, Protocol):
@@ -219,17 +216,6 @@ def proxy_event(
     }
 
 
-def _header_text(value: Any, where: str) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str | int | float):
-        text = str(value)
-        if _BAD_VALUE.search(text):
-            raise BadGatewayException(f"{where} holds a control character (a line break would split the header)")
-        return text
-    raise BadGatewayException(f"{where} is a {type(value).__name__}, not a string")
-
-
 def _answer_headers(answer: dict[str, Any]) -> list[tuple[str, str]]:
     single = answer.get("headers") or {}
     multi = answer.get("multiValueHeaders") or {}
@@ -240,15 +226,15 @@ def _answer_headers(answer: dict[str, Any]) -> list[tuple[str, str]]:
         if not isinstance(values, list):
             raise BadGatewayException(f"multiValueHeaders[{name!r}] is not a list")
         entry = merged.setdefault(name.lower(), (name, []))
-        entry[1].extend(_header_text(v, f"multiValueHeaders[{name!r}]") for v in values)
+        entry[1].extend(header_text(v, f"multiValueHeaders[{name!r}]") for v in values)
     for name, value in single.items():
-        text = _header_text(value, f"headers[{name!r}]")
+        text = header_text(value, f"headers[{name!r}]")
         entry = merged.setdefault(name.lower(), (name, []))
         if text not in entry[1]:  # the same pair in both appears once, as on API Gateway
             entry[1].append(text)
     out: list[tuple[str, str]] = []
     for lower, (name, values) in merged.items():
-        if not _TOKEN.fullmatch(name):
+        if not HEADER_NAME.fullmatch(name):
             raise BadGatewayException(f"header name {name!r} is not an HTTP token")
         if lower not in HOP_BY_HOP:
             out.extend((name, v) for v in values)

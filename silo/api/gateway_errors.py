@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from typing import Any
 
 from silo.errors import LambdaError
@@ -70,3 +71,21 @@ def proxy_body(answer: dict[str, Any], status: int) -> bytes:
     except (binascii.Error, ValueError):
         raise BadGatewayException("isBase64Encoded is true, but the body is not base64") from None
     return b"" if status in NO_BODY else out
+
+
+# A header's name: an HTTP token.
+HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+# What no header value may hold: control characters, of which a line break would split the header.
+_BAD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def header_text(value: Any, where: str) -> str:
+    """A header value of a proxy response object as text; BadGatewayException when it cannot be one."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str | int | float):
+        text = str(value)
+        if _BAD_VALUE.search(text):
+            raise BadGatewayException(f"{where} holds a control character (a line break would split the header)")
+        return text
+    raise BadGatewayException(f"{where} is a {type(value).__name__}, not a string")
